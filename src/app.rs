@@ -1,0 +1,195 @@
+//! Wiring: loads a home (config, vault, rules), opens the store, and starts the HTTP server,
+//! the dispatcher and the sender on a listener it is handed, under one cancellation token.
+
+use crate::config::{Diagnostics, Home};
+use crate::dispatch::Dispatcher;
+use crate::graph::simulator::Simulator;
+use crate::graph::{GraphClient, GraphError};
+use crate::http::{AppState, router};
+use crate::rules::{RuleRegistry, RuleSet};
+use crate::script::ScriptEngine;
+use crate::sender::Sender;
+use crate::store::{Store, StoreError};
+use crate::users::Users;
+use crate::vault::{Vault, VaultError};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Why the gate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    Config(#[from] Diagnostics),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Graph(#[from] GraphError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A home read and checked, ready to serve.
+pub struct Loaded {
+    pub home: Home,
+    pub users: Users,
+    pub rules: RuleSet,
+    pub engine: Arc<ScriptEngine>,
+    /// Users left out, and why (their credentials could not be read).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Reads the home named by `gate_yaml`: config, credentials, rules.
+pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
+    let home = Home::load(gate_yaml)?;
+    let vault = Vault::open_from_env(&home.gate.identity_file)?;
+    let (users, failed) = Users::load(&home, &vault);
+    let engine = Arc::new(ScriptEngine::new(&home.gate.file.scripts));
+    let rules = RuleSet::compile(&home, &engine)?;
+    let skipped = failed
+        .into_iter()
+        .map(|(u, e)| (u, e.to_string()))
+        .collect();
+    Ok(Loaded {
+        home,
+        users,
+        rules,
+        engine,
+        skipped,
+    })
+}
+
+/// Knobs for tests and benchmarks; production uses the defaults.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub backoff_base: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backoff_base: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running gate.
+pub struct GateHandle {
+    pub addr: SocketAddr,
+    pub store: Store,
+    /// The built-in fake Cloud API, when the home asks for `graph.base_url: simulator`.
+    pub simulator: Option<Simulator>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl GateHandle {
+    /// Stops accepting, lets work in hand finish (up to `timeout`), and returns.
+    pub async fn shutdown(self, timeout: Duration) {
+        self.cancel.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown timed out with work still running");
+        }
+    }
+
+    /// Resolves when the gate has been asked to stop.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+}
+
+/// Starts the gate on `listener`.
+pub async fn start(
+    loaded: Loaded,
+    listener: TcpListener,
+    opts: Options,
+) -> Result<GateHandle, AppError> {
+    let Loaded {
+        home,
+        users,
+        rules,
+        engine,
+        ..
+    } = loaded;
+    let addr = listener.local_addr()?;
+    let store = Store::open(&home.gate.db_path)?;
+    let graph_cfg = &home.gate.file.graph;
+    let simulator = (graph_cfg.base_url == "simulator").then(Simulator::new);
+    let base_url = match &simulator {
+        Some(sim) => {
+            for (_, u) in users.iter() {
+                sim.expect_token(&u.config.phone_number_id, u.creds.access_token.clone());
+            }
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_string()
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}/simulator", addr.port())
+        }
+        None => graph_cfg.base_url.clone(),
+    };
+    let graph = GraphClient::new(
+        &base_url,
+        &graph_cfg.version,
+        Duration::from_secs(graph_cfg.timeout_secs),
+    )?;
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let dispatch_wake = Arc::new(Notify::new());
+    let sender_wake = Arc::new(Notify::new());
+    let state = AppState {
+        store: store.clone(),
+        users: users.clone(),
+        dispatch_wake: dispatch_wake.clone(),
+    };
+    let app = router(
+        state,
+        home.gate.file.server.max_body_bytes,
+        simulator.as_ref(),
+    );
+    let c = cancel.clone();
+    tracker.spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { c.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    let dispatcher = Dispatcher {
+        store: store.clone(),
+        registry: RuleRegistry::new(rules),
+        engine,
+        users: users.clone(),
+        wake: dispatch_wake,
+        sender_wake: sender_wake.clone(),
+    };
+    tracker.spawn(dispatcher.run(cancel.clone()));
+    let sender = Sender {
+        store: store.clone(),
+        graph,
+        users,
+        wake: sender_wake,
+        backoff_base: opts.backoff_base,
+    };
+    tracker.spawn(sender.run(cancel.clone()));
+    Ok(GateHandle {
+        addr,
+        store,
+        simulator,
+        cancel,
+        tracker,
+    })
+}

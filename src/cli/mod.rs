@@ -1,0 +1,303 @@
+//! The `wagate` command line. Subcommands return `Result<(), CliError>`; only [`main`] turns
+//! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
+
+mod init;
+mod inject;
+
+use crate::app;
+use crate::config::Home;
+use crate::domain::UserId;
+use crate::rules::RuleSet;
+use crate::script::ScriptEngine;
+use crate::users::Users;
+use crate::vault::{self, Vault};
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// A failed command: its message is printed to stderr, then the exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl CliError {
+    fn failure(message: impl std::fmt::Display) -> Self {
+        CliError {
+            message: message.to_string(),
+            code: 1,
+        }
+    }
+
+    fn usage(message: impl std::fmt::Display) -> Self {
+        CliError {
+            message: message.to_string(),
+            code: 2,
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for CliError {
+    fn from(e: E) -> Self {
+        CliError::failure(e)
+    }
+}
+
+#[derive(Parser, Debug)]
+#[command(name = "wagate", version, about = "A self-hosted WhatsApp gate")]
+struct Cli {
+    /// The home's gate.yaml.
+    #[arg(
+        long,
+        global = true,
+        env = "WAGATE_CONFIG",
+        default_value = "gate.yaml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve webhooks, run rules and send, until Ctrl-C or SIGTERM.
+    Serve,
+    /// Check the whole home: config, users, credentials, every rule. Exit 1 on any error.
+    Check,
+    /// Create a working home in DIR (identity, gate.yaml, folders, .gitignore).
+    Init { dir: PathBuf },
+    /// Manage a user's encrypted credentials.
+    Creds {
+        #[command(subcommand)]
+        action: CredsAction,
+    },
+    /// Post a signed test message from a contact to the running gate, as Meta would, and show
+    /// the reply the (simulated) Cloud API received.
+    Inject {
+        user: String,
+        /// The contact's number (digits).
+        #[arg(long, default_value = "15550001111")]
+        from: String,
+        /// The contact's profile name.
+        #[arg(long, default_value = "Demo Contact")]
+        name: String,
+        #[arg(long)]
+        text: String,
+        /// Seconds to wait for a reply (0: do not wait).
+        #[arg(long, default_value_t = 10)]
+        wait: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CredsAction {
+    /// Encrypt USER's credentials JSON {access_token, app_secret, webhook_verify_token,
+    /// app_id?, token_expires_at?} into credentials/USER.age.
+    Set {
+        user: String,
+        /// Read the JSON from this file.
+        #[arg(long, conflicts_with = "stdin", required_unless_present = "stdin")]
+        from_file: Option<PathBuf>,
+        /// Read the JSON from standard input.
+        #[arg(long)]
+        stdin: bool,
+    },
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    init_tracing(matches!(cli.command, Command::Serve));
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", e.message);
+            ExitCode::from(e.code)
+        }
+    }
+}
+
+fn init_tracing(serving: bool) {
+    let default = if serving { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WAGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Init { dir } => init::run(&dir),
+        Command::Check => check(&cli.config),
+        Command::Serve => runtime()?.block_on(serve(&cli.config)),
+        Command::Creds {
+            action:
+                CredsAction::Set {
+                    user,
+                    from_file,
+                    stdin,
+                },
+        } => creds_set(&cli.config, &user, from_file.as_deref(), stdin),
+        Command::Inject {
+            user,
+            from,
+            name,
+            text,
+            wait,
+        } => runtime()?.block_on(inject::run(&cli.config, &user, &from, &name, &text, wait)),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn check(config: &Path) -> Result<(), CliError> {
+    let home = Home::load(config).map_err(CliError::failure)?;
+    let vault = Vault::open_from_env(&home.gate.identity_file)?;
+    let (users, failed) = Users::load(&home, &vault);
+    let engine = ScriptEngine::new(&home.gate.file.scripts);
+    let mut problems: Vec<String> = failed
+        .iter()
+        .map(|(u, e)| format!("error: user `{u}`: {e}"))
+        .collect();
+    let rules = match RuleSet::compile(&home, &engine) {
+        Ok(r) => Some(r),
+        Err(d) => {
+            problems.push(d.to_string());
+            None
+        }
+    };
+    if !problems.is_empty() {
+        return Err(CliError::failure(problems.join("\n\n")));
+    }
+    let rules = rules.unwrap_or_default();
+    println!(
+        "ok: {} user(s), {} project(s), {} rule(s)",
+        users.len(),
+        rules.projects.len(),
+        rules.rule_count()
+    );
+    Ok(())
+}
+
+async fn serve(config: &Path) -> Result<(), CliError> {
+    let loaded = app::load(config).map_err(CliError::failure)?;
+    for (user, why) in &loaded.skipped {
+        eprintln!("warning: user `{user}` is skipped: {why}");
+    }
+    let listen = loaded.home.gate.file.server.listen.clone();
+    let listener = tokio::net::TcpListener::bind(&listen)
+        .await
+        .map_err(|e| CliError::failure(format!("cannot listen on {listen}: {e}")))?;
+    let users: Vec<String> = loaded.users.iter().map(|(n, _)| n.clone()).collect();
+    let projects: Vec<String> = loaded
+        .rules
+        .projects
+        .iter()
+        .map(|p| format!("{} ({} rule(s))", p.name, p.rules.len()))
+        .collect();
+    let simulated = loaded.home.gate.file.graph.base_url == "simulator";
+    let gate = app::start(loaded, listener, app::Options::default())
+        .await
+        .map_err(CliError::failure)?;
+    println!("wagate listening on http://{}", gate.addr);
+    println!(
+        "users: {}",
+        if users.is_empty() {
+            "(none)".into()
+        } else {
+            users.join(", ")
+        }
+    );
+    println!(
+        "projects: {}",
+        if projects.is_empty() {
+            "(none)".into()
+        } else {
+            projects.join(", ")
+        }
+    );
+    if simulated {
+        println!(
+            "graph: built-in Cloud API simulator at http://{}/simulator",
+            gate.addr
+        );
+    }
+    shutdown_signal().await;
+    println!("stopping…");
+    gate.shutdown(Duration::from_secs(10)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn creds_set(
+    config: &Path,
+    user: &str,
+    from_file: Option<&Path>,
+    stdin: bool,
+) -> Result<(), CliError> {
+    let id = UserId::parse(user).map_err(CliError::usage)?;
+    let gate = crate::config::load_gate(config).map_err(CliError::failure)?;
+    let user_file = gate.users_dir.join(format!("{id}.yaml"));
+    if !user_file.is_file() {
+        return Err(CliError::failure(format!(
+            "no user `{id}`: create {} first",
+            gate.display_path(&user_file).display()
+        )));
+    }
+    let json = match (from_file, stdin) {
+        (Some(f), _) => std::fs::read(f)
+            .map_err(|e| CliError::failure(format!("cannot read {}: {e}", f.display())))?,
+        (None, true) => {
+            let mut buf = Vec::new();
+            std::io::stdin().read_to_end(&mut buf)?;
+            buf
+        }
+        (None, false) => return Err(CliError::usage("give --from-file F or --stdin")),
+    };
+    let creds = vault::parse_credentials(&json)?;
+    let vault = Vault::open_from_env(&gate.identity_file)?;
+    let path = gate.credentials_path(&id);
+    vault.write_credentials(&path, &creds)?;
+    println!(
+        "saved encrypted credentials for `{id}` to {}",
+        gate.display_path(&path).display()
+    );
+    Ok(())
+}

@@ -1,0 +1,556 @@
+//! The YAML shapes of DESIGN.md (unknown keys refused) and the walk that loads them.
+
+use super::diag::{Diagnostic, locate_key};
+use super::{GateConfig, ProjectConfig, RuleConfig, Trigger, UserConfig};
+use crate::domain::UserId;
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path, PathBuf};
+
+/// gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateFile {
+    pub server: ServerSection,
+    pub storage: StorageSection,
+    pub graph: GraphSection,
+    pub vault: VaultSection,
+    pub users_dir: String,
+    pub rules_dir: String,
+    pub scripts: ScriptLimits,
+}
+
+impl Default for GateFile {
+    fn default() -> Self {
+        GateFile {
+            server: ServerSection::default(),
+            storage: StorageSection::default(),
+            graph: GraphSection::default(),
+            vault: VaultSection::default(),
+            users_dir: "users".into(),
+            rules_dir: "rules".into(),
+            scripts: ScriptLimits::default(),
+        }
+    }
+}
+
+/// `server:` of gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSection {
+    pub listen: String,
+    /// Largest webhook body accepted; Meta sends at most 3 MB.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerSection {
+    fn default() -> Self {
+        ServerSection {
+            listen: "127.0.0.1:8080".into(),
+            max_body_bytes: 4 * 1024 * 1024,
+        }
+    }
+}
+
+/// `storage:` of gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub path: String,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            path: "data/wagate.db".into(),
+        }
+    }
+}
+
+/// `graph:` of gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GraphSection {
+    /// `https://graph.facebook.com`, or `simulator` for the built-in fake Cloud API.
+    pub base_url: String,
+    pub version: String,
+    /// Per-request timeout for Graph calls, in seconds.
+    pub timeout_secs: u64,
+}
+
+impl Default for GraphSection {
+    fn default() -> Self {
+        GraphSection {
+            base_url: "https://graph.facebook.com".into(),
+            version: "v23.0".into(),
+            timeout_secs: 30,
+        }
+    }
+}
+
+/// `vault:` of gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VaultSection {
+    pub identity_file: String,
+}
+
+impl Default for VaultSection {
+    fn default() -> Self {
+        VaultSection {
+            identity_file: "identity.txt".into(),
+        }
+    }
+}
+
+/// `scripts:` of gate.yaml: the sandbox limits of every rule run.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScriptLimits {
+    pub max_operations: u64,
+    pub max_call_depth: usize,
+    pub max_expr_depth: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    /// Wall-clock limit of one run, in milliseconds.
+    pub timeout_ms: u64,
+}
+
+impl Default for ScriptLimits {
+    fn default() -> Self {
+        ScriptLimits {
+            max_operations: 1_000_000,
+            max_call_depth: 32,
+            max_expr_depth: 64,
+            max_string_size: 1024 * 1024,
+            max_array_size: 100_000,
+            max_map_size: 10_000,
+            timeout_ms: 2000,
+        }
+    }
+}
+
+/// users/<user>.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserFile {
+    pub user: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub phone_number_id: String,
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub business_account_id: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// The business number in digits, used as `from`/`to` in exports.
+    #[serde(default, deserialize_with = "opt_string_or_number")]
+    pub display_phone_number: Option<String>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub permissions: Permissions,
+    #[serde(default)]
+    pub mark_read: bool,
+}
+
+/// What a user's rules may do.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Permissions {
+    pub send: bool,
+    pub export: bool,
+}
+
+impl Default for Permissions {
+    fn default() -> Self {
+        Permissions {
+            send: true,
+            export: true,
+        }
+    }
+}
+
+/// rules/<user>/<path>/project.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectFile {
+    #[serde(default)]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub tables: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rules: Vec<RuleFile>,
+}
+
+/// One entry of `rules:`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    pub name: String,
+    pub on: serde_yaml::Value,
+    #[serde(default, rename = "if")]
+    pub condition: Option<String>,
+    pub script: String,
+    #[serde(default)]
+    pub call: Option<String>,
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        S(String),
+        N(u64),
+    }
+    match S::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string of digits"))? {
+        S::S(s) => Ok(s),
+        S::N(n) => Ok(n.to_string()),
+    }
+}
+
+fn opt_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    string_or_number(d).map(Some)
+}
+
+/// Reads and deserialises a YAML file; `shown` is the path used in messages.
+pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    shown: &Path,
+) -> Result<(T, String), Diagnostic> {
+    let src = std::fs::read_to_string(path)
+        .map_err(|e| Diagnostic::file(shown, format!("cannot read {}: {e}", shown.display())))?;
+    // An empty file is an empty mapping, so that every section can take its defaults.
+    let text = if src.trim().is_empty() { "{}" } else { &src };
+    match serde_yaml::from_str::<T>(text) {
+        Ok(v) => Ok((v, src)),
+        Err(e) => Err(Diagnostic::from_yaml(shown, &src, &e)),
+    }
+}
+
+fn parse_tz(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown timezone `{name}`: use an IANA name such as Europe/Paris"))
+}
+
+pub(super) fn load_users(
+    gate: &GateConfig,
+    errors: &mut Vec<Diagnostic>,
+) -> BTreeMap<UserId, UserConfig> {
+    let mut users = BTreeMap::new();
+    let mut by_phone: BTreeMap<String, UserId> = BTreeMap::new();
+    let dir = &gate.users_dir;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            let shown = gate.display_path(dir);
+            errors.push(Diagnostic::file(
+                &shown,
+                format!("cannot read the users folder: {e}"),
+            ));
+            return users;
+        }
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let shown = gate.display_path(&path);
+        match load_user(&path, &shown) {
+            Ok(u) => {
+                if let Some(other) = by_phone.insert(u.phone_number_id.clone(), u.id.clone()) {
+                    let src = std::fs::read_to_string(&path).unwrap_or_default();
+                    errors.push(Diagnostic::at_key(
+                        &shown,
+                        &src,
+                        "phone_number_id",
+                        format!(
+                            "phone_number_id {} is already used by user `{other}`",
+                            u.phone_number_id
+                        ),
+                    ));
+                }
+                users.insert(u.id.clone(), u);
+            }
+            Err(d) => errors.push(d),
+        }
+    }
+    users
+}
+
+fn load_user(path: &Path, shown: &Path) -> Result<UserConfig, Diagnostic> {
+    let (f, src): (UserFile, String) = read_yaml(path, shown)?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+    let id = UserId::parse(&f.user).map_err(|m| Diagnostic::at_key(shown, &src, "user", m))?;
+    if id.as_str() != stem {
+        return Err(Diagnostic::at_key(
+            shown,
+            &src,
+            "user",
+            format!("user `{id}` must be written in users/{id}.yaml, not {stem}.yaml"),
+        ));
+    }
+    if f.phone_number_id.is_empty() || !f.phone_number_id.chars().all(|c| c.is_ascii_digit()) {
+        return Err(Diagnostic::at_key(
+            shown,
+            &src,
+            "phone_number_id",
+            "phone_number_id must be the digits of the Cloud API phone number id",
+        ));
+    }
+    let timezone = match &f.timezone {
+        Some(t) => parse_tz(t).map_err(|m| Diagnostic::at_key(shown, &src, "timezone", m))?,
+        None => Tz::UTC,
+    };
+    Ok(UserConfig {
+        id,
+        phone_number_id: f.phone_number_id,
+        business_account_id: f.business_account_id,
+        display_name: f.display_name,
+        display_phone_number: f.display_phone_number,
+        timezone,
+        permissions: f.permissions,
+        mark_read: f.mark_read,
+        file: shown.to_path_buf(),
+    })
+}
+
+pub(super) fn load_projects(
+    gate: &GateConfig,
+    users: &BTreeMap<UserId, UserConfig>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<ProjectConfig> {
+    let mut found = Vec::new();
+    if gate.rules_dir.is_dir() {
+        find_project_files(&gate.rules_dir, 0, &mut found);
+    }
+    found.sort();
+    let mut projects = Vec::new();
+    for path in found {
+        match load_project(gate, users, &path) {
+            Ok(p) => projects.push(p),
+            Err(mut ds) => errors.append(&mut ds),
+        }
+    }
+    projects
+}
+
+/// Depth-first search for project.yaml files, bounded so that a symlink loop cannot hang us.
+fn find_project_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    if depth > 16 {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            find_project_files(&p, depth + 1, out);
+        } else if name == "project.yaml" {
+            out.push(p);
+        }
+    }
+}
+
+/// A path inside the project folder: relative, without `..`.
+fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+    ok.then(|| dir.join(p))
+}
+
+fn load_project(
+    gate: &GateConfig,
+    users: &BTreeMap<UserId, UserConfig>,
+    path: &Path,
+) -> Result<ProjectConfig, Vec<Diagnostic>> {
+    let shown = gate.display_path(path);
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let rel = dir.strip_prefix(&gate.rules_dir).unwrap_or(&dir);
+    let name = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/");
+    let user_part = name.split('/').next().unwrap_or("");
+    let (f, src): (ProjectFile, String) = read_yaml(path, &shown).map_err(|d| vec![d])?;
+    let mut errors = Vec::new();
+    let user = match UserId::parse(user_part)
+        .ok()
+        .filter(|u| users.contains_key(u))
+    {
+        Some(u) => u,
+        None => {
+            return Err(vec![Diagnostic::file(
+                &shown,
+                format!(
+                    "project `{name}` is not under a known user: its first folder `{user_part}` must match a file in users/"
+                ),
+            )]);
+        }
+    };
+    if rel.components().count() < 2 {
+        errors.push(Diagnostic::file(
+            &shown,
+            format!("project.yaml must sit in a project folder under rules/{user}/, e.g. rules/{user}/replies/"),
+        ));
+    }
+    let timezone = match &f.timezone {
+        Some(t) => parse_tz(t).unwrap_or_else(|m| {
+            errors.push(Diagnostic::at_key(&shown, &src, "timezone", m));
+            Tz::UTC
+        }),
+        None => users[&user].timezone,
+    };
+    let mut tables = BTreeMap::new();
+    for (tname, tfile) in &f.tables {
+        match inside(&dir, tfile).filter(|p| p.is_file()) {
+            Some(p) => {
+                tables.insert(tname.clone(), p);
+            }
+            None => errors.push(Diagnostic::at_key(
+                &shown,
+                &src,
+                tname,
+                format!("table `{tname}`: no file `{tfile}` in this project folder"),
+            )),
+        }
+    }
+    let mut rules = Vec::new();
+    let mut names = BTreeSet::new();
+    for (i, r) in f.rules.iter().enumerate() {
+        match check_rule(&dir, &shown, &src, i, r, &mut names) {
+            Ok(rule) => rules.push(rule),
+            Err(d) => errors.push(d),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(ProjectConfig {
+        user,
+        name,
+        dir,
+        file: shown,
+        source: src,
+        timezone,
+        tables,
+        rules,
+    })
+}
+
+fn check_rule(
+    dir: &Path,
+    shown: &Path,
+    src: &str,
+    i: usize,
+    r: &RuleFile,
+    names: &mut BTreeSet<String>,
+) -> Result<RuleConfig, Diagnostic> {
+    let at = |key: &str, msg: String| match locate_key(src, key, i) {
+        Some((l, c)) => Diagnostic::at(shown, src, l, c, msg),
+        None => Diagnostic::file(shown, msg),
+    };
+    if r.name.trim().is_empty() {
+        return Err(at("name", "a rule needs a name".into()));
+    }
+    if !names.insert(r.name.clone()) {
+        return Err(at(
+            "name",
+            format!("rule name `{}` is used twice in this project", r.name),
+        ));
+    }
+    let trigger = parse_trigger(&r.on).map_err(|m| {
+        let nth = nth_rule_key(src, "on", i);
+        match nth {
+            Some((l, c)) => Diagnostic::at(shown, src, l, c, m),
+            None => Diagnostic::file(shown, m),
+        }
+    })?;
+    let script = inside(dir, &r.script)
+        .filter(|p| p.is_file())
+        .ok_or_else(|| {
+            at(
+                "script",
+                format!(
+                    "rule `{}`: no script `{}` in this project folder",
+                    r.name, r.script
+                ),
+            )
+        })?;
+    let condition_pos = match &r.condition {
+        Some(_) => nth_rule_key(src, "if", i).unwrap_or((0, 0)),
+        None => (0, 0),
+    };
+    Ok(RuleConfig {
+        name: r.name.clone(),
+        trigger,
+        condition: r.condition.clone(),
+        condition_pos,
+        script,
+        call: r.call.clone(),
+    })
+}
+
+/// The position of `key` inside the `i`-th rule: the first `key:` after that rule's `name:`.
+fn nth_rule_key(src: &str, key: &str, i: usize) -> Option<(usize, usize)> {
+    let (name_line, _) = locate_key(src, "name", i)?;
+    let next_rule = locate_key(src, "name", i + 1)
+        .map(|(l, _)| l)
+        .unwrap_or(usize::MAX);
+    (0..)
+        .map_while(|n| locate_key(src, key, n))
+        .find(|(l, _)| *l >= rule_start(src, name_line) && *l < next_rule)
+}
+
+/// The line where the list item holding `name_line` starts (`- ` may sit on an earlier key).
+fn rule_start(src: &str, name_line: usize) -> usize {
+    let lines: Vec<&str> = src.lines().collect();
+    let mut l = name_line;
+    while l > 1 && !lines[l - 1].trim_start().starts_with('-') {
+        l -= 1;
+    }
+    l
+}
+
+fn parse_trigger(v: &serde_yaml::Value) -> Result<Trigger, String> {
+    use serde_yaml::Value as Y;
+    const NAMES: &str = "message, status, template_status, phone_number_name_update, webhook, { cron: \"…\" } or { at: \"…\" }";
+    match v {
+        Y::String(s) => match s.as_str() {
+            "message" => Ok(Trigger::Message),
+            "status" => Ok(Trigger::Status),
+            "template_status" => Ok(Trigger::TemplateStatus),
+            "phone_number_name_update" => Ok(Trigger::PhoneNumberNameUpdate),
+            "webhook" => Ok(Trigger::Webhook),
+            other => Err(format!(
+                "unknown trigger `{other}`; expected one of {NAMES}"
+            )),
+        },
+        Y::Mapping(m) if m.len() == 1 => {
+            let (k, val) = m.iter().next().expect("one entry");
+            let val = val
+                .as_str()
+                .ok_or_else(|| "the trigger's value must be a string".to_string())?;
+            match k.as_str() {
+                Some("cron") => {
+                    crate::domain::schedule::check_cron(val)?;
+                    Ok(Trigger::Cron(val.to_string()))
+                }
+                Some("at") => {
+                    crate::domain::schedule::check_at(val)?;
+                    Ok(Trigger::At(val.to_string()))
+                }
+                _ => Err(format!("unknown trigger; expected one of {NAMES}")),
+            }
+        }
+        _ => Err(format!("`on:` must be one of {NAMES}")),
+    }
+}

@@ -1,0 +1,181 @@
+//! The gate home on disk: gate.yaml, users/*.yaml and rules/<user>/**/project.yaml, read with
+//! serde_yaml (unknown keys refused) and checked; every problem is a located [`Diagnostic`].
+//! Scripts are not compiled here: that is `rules/`'s job.
+
+pub mod diag;
+mod files;
+
+pub use diag::{Diagnostic, Diagnostics};
+pub use files::{
+    GateFile, GraphSection, Permissions, ProjectFile, RuleFile, ScriptLimits, ServerSection,
+    StorageSection, UserFile, VaultSection,
+};
+
+use crate::domain::UserId;
+use chrono_tz::Tz;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Which events or times start a rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// An inbound message.
+    Message,
+    /// A status of a sent message.
+    Status,
+    /// `message_template_status_update`.
+    TemplateStatus,
+    /// `phone_number_name_update`.
+    PhoneNumberNameUpdate,
+    /// Any webhook event, whatever its field.
+    Webhook,
+    /// A cron expression (5 or 6 fields) in the project timezone.
+    Cron(String),
+    /// A one-off local time or RFC 3339 instant.
+    At(String),
+}
+
+impl Trigger {
+    /// Whether an event of `kind` starts a rule with this trigger.
+    pub fn matches_kind(&self, kind: &str) -> bool {
+        match self {
+            Trigger::Message => kind == "message",
+            Trigger::Status => kind == "status",
+            Trigger::TemplateStatus => kind == "message_template_status_update",
+            Trigger::PhoneNumberNameUpdate => kind == "phone_number_name_update",
+            Trigger::Webhook => kind != "schedule",
+            Trigger::Cron(_) | Trigger::At(_) => false,
+        }
+    }
+
+    /// How the trigger is written in project.yaml.
+    pub fn describe(&self) -> String {
+        match self {
+            Trigger::Message => "message".into(),
+            Trigger::Status => "status".into(),
+            Trigger::TemplateStatus => "template_status".into(),
+            Trigger::PhoneNumberNameUpdate => "phone_number_name_update".into(),
+            Trigger::Webhook => "webhook".into(),
+            Trigger::Cron(c) => format!("cron \"{c}\""),
+            Trigger::At(a) => format!("at \"{a}\""),
+        }
+    }
+}
+
+/// The loaded gate.yaml with its paths resolved against its folder.
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    /// The folder of gate.yaml; every relative path is resolved against it.
+    pub home: PathBuf,
+    pub file: GateFile,
+    pub db_path: PathBuf,
+    pub users_dir: PathBuf,
+    pub rules_dir: PathBuf,
+    pub identity_file: PathBuf,
+}
+
+impl GateConfig {
+    /// Resolves `p` against the home folder.
+    pub fn resolve(&self, p: &str) -> PathBuf {
+        self.home.join(p)
+    }
+
+    /// Where `creds set` writes a user's encrypted credentials.
+    pub fn credentials_path(&self, user: &UserId) -> PathBuf {
+        self.home.join("credentials").join(format!("{user}.age"))
+    }
+
+    /// `path` shown relative to the home, as users see it in their tree.
+    pub fn display_path(&self, path: &Path) -> PathBuf {
+        path.strip_prefix(&self.home).unwrap_or(path).to_path_buf()
+    }
+}
+
+/// One user's settings from users/<user>.yaml.
+#[derive(Clone, Debug)]
+pub struct UserConfig {
+    pub id: UserId,
+    pub phone_number_id: String,
+    pub business_account_id: Option<String>,
+    pub display_name: Option<String>,
+    pub display_phone_number: Option<String>,
+    pub timezone: Tz,
+    pub permissions: Permissions,
+    pub mark_read: bool,
+    /// users/<user>.yaml, for messages.
+    pub file: PathBuf,
+}
+
+/// One rule as written, checked but not compiled.
+#[derive(Clone, Debug)]
+pub struct RuleConfig {
+    pub name: String,
+    pub trigger: Trigger,
+    pub condition: Option<String>,
+    /// 1-based line and column of the `if:` value in project.yaml, for located errors.
+    pub condition_pos: (usize, usize),
+    pub script: PathBuf,
+    pub call: Option<String>,
+}
+
+/// One project folder under rules/<user>/.
+#[derive(Clone, Debug)]
+pub struct ProjectConfig {
+    pub user: UserId,
+    /// Path under rules_dir, e.g. `olga/design-travels/PARIS-2026`.
+    pub name: String,
+    pub dir: PathBuf,
+    /// project.yaml, and its text (for locating errors found later, e.g. in `if:`).
+    pub file: PathBuf,
+    pub source: String,
+    pub timezone: Tz,
+    pub tables: BTreeMap<String, PathBuf>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// Everything read from a gate home.
+#[derive(Clone, Debug)]
+pub struct Home {
+    pub gate: GateConfig,
+    pub users: BTreeMap<UserId, UserConfig>,
+    pub projects: Vec<ProjectConfig>,
+}
+
+impl Home {
+    /// Reads the whole home named by `gate_yaml`, collecting every problem instead of stopping
+    /// at the first.
+    pub fn load(gate_yaml: &Path) -> Result<Home, Diagnostics> {
+        let gate = load_gate(gate_yaml).map_err(|d| Diagnostics(vec![d]))?;
+        let mut errors = Vec::new();
+        let users = files::load_users(&gate, &mut errors);
+        let projects = files::load_projects(&gate, &users, &mut errors);
+        if errors.is_empty() {
+            Ok(Home {
+                gate,
+                users,
+                projects,
+            })
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+}
+
+/// Reads gate.yaml alone (the CLI needs it before users exist, e.g. for `creds set`).
+pub fn load_gate(gate_yaml: &Path) -> Result<GateConfig, Diagnostic> {
+    let (file, _src): (GateFile, String) = files::read_yaml(gate_yaml, gate_yaml)?;
+    let home = gate_yaml
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let home = std::fs::canonicalize(&home).unwrap_or(home);
+    Ok(GateConfig {
+        db_path: home.join(&file.storage.path),
+        users_dir: home.join(&file.users_dir),
+        rules_dir: home.join(&file.rules_dir),
+        identity_file: home.join(&file.vault.identity_file),
+        home,
+        file,
+    })
+}

@@ -1,0 +1,12 @@
+//! Pure domain types shared by every layer: ids, secrets, events and outgoing messages.
+//! Nothing here does I/O.
+
+pub mod event;
+pub mod ids;
+pub mod outgoing;
+pub mod schedule;
+pub mod secret;
+
+pub use event::{Event, EventKind};
+pub use ids::UserId;
+pub use secret::Secret;

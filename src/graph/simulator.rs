@@ -1,0 +1,345 @@
+//! The fake Cloud API: answers `POST /{version}/{phone_number_id}/messages` as Meta does
+//! (shapes from shared/reference), checks the bearer token and the request body, logs what it
+//! received, and can be told to fail the next requests (status, Graph error code, delay).
+//! `graph.base_url: simulator` mounts it inside the gate at `/simulator`; tests serve it
+//! alone on 127.0.0.1:0.
+
+use crate::domain::Secret;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// One request the simulator received, and what it answered.
+#[derive(Clone, Debug)]
+pub struct SimRequest {
+    pub phone_number_id: String,
+    pub version: String,
+    /// The bearer token sent, if any.
+    pub bearer: Option<Secret<String>>,
+    pub body: Value,
+    pub status: u16,
+    /// The wamid given to an accepted message.
+    pub wamid: Option<String>,
+}
+
+/// A planned answer for the next request, instead of the normal one.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    /// HTTP status to answer; 0 answers normally (after `delay`).
+    pub status: u16,
+    /// The Graph error object to put under `error`, if any.
+    pub error: Option<Value>,
+    /// Wait this long before answering (longer than the client timeout = a timeout).
+    pub delay: Duration,
+    /// A Retry-After header, in seconds.
+    pub retry_after: Option<u64>,
+}
+
+impl Fault {
+    /// A bare HTTP error, e.g. 500 or 503.
+    pub fn http(status: u16) -> Fault {
+        let error = json!({"message": "An unexpected error has occurred. Please retry your request later.",
+                           "type": "OAuthException", "code": 2, "is_transient": true,
+                           "fbtrace_id": "AsimFault"});
+        Fault {
+            status,
+            error: Some(error),
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+
+    /// A Graph error with `code` (e.g. 131047, 130429, 190) and HTTP `status`.
+    pub fn graph(status: u16, code: i64, message: &str) -> Fault {
+        let error = json!({"message": format!("(#{code}) {message}"), "type": "OAuthException",
+                           "code": code, "error_data": {"messaging_product": "whatsapp", "details": message},
+                           "fbtrace_id": "AsimFault"});
+        Fault {
+            status,
+            error: Some(error),
+            delay: Duration::ZERO,
+            retry_after: None,
+        }
+    }
+
+    /// A normal answer that arrives only after `delay`.
+    pub fn delay(delay: Duration) -> Fault {
+        Fault {
+            status: 0,
+            error: None,
+            delay,
+            retry_after: None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    requests: Mutex<Vec<SimRequest>>,
+    faults: Mutex<VecDeque<Fault>>,
+    tokens: Mutex<HashMap<String, Secret<String>>>,
+    seq: AtomicU64,
+    received: Notify,
+}
+
+/// The fake Cloud API. Clones share one log and one fault queue.
+#[derive(Clone, Default)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+impl Simulator {
+    /// A simulator that accepts any non-empty token until [`Simulator::expect_token`] is used.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// From now on, requests for `phone_number_id` must carry `token` (else 401, code 190).
+    pub fn expect_token(&self, phone_number_id: &str, token: Secret<String>) {
+        lock(&self.inner.tokens).insert(phone_number_id.to_string(), token);
+    }
+
+    /// Queues a fault for the next request.
+    pub fn push_fault(&self, fault: Fault) {
+        lock(&self.inner.faults).push_back(fault);
+    }
+
+    /// Every request received so far.
+    pub fn requests(&self) -> Vec<SimRequest> {
+        lock(&self.inner.requests).clone()
+    }
+
+    /// Waits until at least `n` requests were received or `timeout` passed; returns them.
+    pub async fn wait_for(&self, n: usize, timeout: Duration) -> Vec<SimRequest> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.inner.received.notified();
+            let reqs = self.requests();
+            if reqs.len() >= n {
+                return reqs;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.requests();
+            }
+        }
+    }
+
+    /// The routes, to serve alone or nest under `/simulator`.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/{version}/{phone_number_id}/messages", post(messages))
+            .route("/_sim/requests", get(list_requests))
+            .with_state(self.clone())
+    }
+
+    /// Serves the simulator on `listener` until `cancel` fires.
+    pub async fn serve(self, listener: tokio::net::TcpListener, cancel: CancellationToken) {
+        let app = self.router();
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await;
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn graph_error(status: StatusCode, code: i64, message: &str) -> Response {
+    let body = json!({"error": {"message": message, "type": "OAuthException", "code": code,
+                                "fbtrace_id": "AsimCheck"}});
+    (status, Json(body)).into_response()
+}
+
+async fn messages(
+    State(sim): State<Simulator>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Secret::new(t.to_string()));
+    let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let fault = lock(&sim.inner.faults).pop_front();
+    if let Some(f) = &fault {
+        if !f.delay.is_zero() {
+            tokio::time::sleep(f.delay).await;
+        }
+    }
+    let (resp, status, wamid) = match fault.filter(|f| f.status != 0) {
+        Some(f) => {
+            let mut r = (
+                StatusCode::from_u16(f.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                Json(json!({ "error": f.error })),
+            )
+                .into_response();
+            if let Some(s) = f.retry_after {
+                r.headers_mut().insert("retry-after", s.into());
+            }
+            (r, f.status, None)
+        }
+        None => answer(&sim, &phone_number_id, bearer.as_ref(), &parsed),
+    };
+    let field = |p: &str| {
+        parsed
+            .pointer(p)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (to, msg_type, text) = (field("/to"), field("/type"), field("/text/body"));
+    tracing::info!(
+        target: "wagate::simulator",
+        phone_number_id = %phone_number_id,
+        to = %to,
+        r#type = %msg_type,
+        text = %text,
+        status,
+        "simulated Cloud API received a message"
+    );
+    lock(&sim.inner.requests).push(SimRequest {
+        phone_number_id,
+        version,
+        bearer,
+        body: parsed,
+        status,
+        wamid,
+    });
+    sim.inner.received.notify_waiters();
+    resp
+}
+
+/// The normal answer: checks as Meta does, then accepts with a new wamid.
+fn answer(
+    sim: &Simulator,
+    phone_number_id: &str,
+    bearer: Option<&Secret<String>>,
+    body: &Value,
+) -> (Response, u16, Option<String>) {
+    let reject = |status: StatusCode, code: i64, msg: &str| {
+        (graph_error(status, code, msg), status.as_u16(), None)
+    };
+    let Some(token) = bearer.filter(|t| !t.expose().is_empty()) else {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+        );
+    };
+    if let Some(expected) = lock(&sim.inner.tokens).get(phone_number_id) {
+        if expected != token {
+            return reject(
+                StatusCode::UNAUTHORIZED,
+                190,
+                "Error validating access token: The session is invalid.",
+            );
+        }
+    }
+    if let Err(msg) = check_body(body) {
+        return reject(StatusCode::BAD_REQUEST, 100, &msg);
+    }
+    if body.get("status").and_then(Value::as_str) == Some("read") {
+        return (
+            (StatusCode::OK, Json(json!({"success": true}))).into_response(),
+            200,
+            None,
+        );
+    }
+    let n = sim.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let wamid = format!("wamid.SIM{phone_number_id}{n:08}");
+    let input = body
+        .get("to")
+        .or_else(|| body.get("recipient"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let wa_id: String = input.chars().filter(char::is_ascii_digit).collect();
+    let resp = json!({
+        "messaging_product": "whatsapp",
+        "contacts": [{"input": input, "wa_id": wa_id}],
+        "messages": [{"id": wamid}],
+    });
+    (
+        (StatusCode::OK, Json(resp)).into_response(),
+        200,
+        Some(wamid),
+    )
+}
+
+const TYPES: &[&str] = &[
+    "text",
+    "image",
+    "video",
+    "audio",
+    "document",
+    "sticker",
+    "location",
+    "contacts",
+    "interactive",
+    "template",
+    "reaction",
+];
+
+/// The checks Graph makes before accepting a message (shared/reference §1).
+pub fn check_body(body: &Value) -> Result<(), String> {
+    if body.get("messaging_product").and_then(Value::as_str) != Some("whatsapp") {
+        return Err("(#100) The parameter messaging_product is required.".into());
+    }
+    if body.get("status").and_then(Value::as_str) == Some("read") {
+        return match body.get("message_id").and_then(Value::as_str) {
+            Some(_) => Ok(()),
+            None => Err("(#100) The parameter message_id is required.".into()),
+        };
+    }
+    let to = body
+        .get("to")
+        .or_else(|| body.get("recipient"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if to.trim().is_empty() {
+        return Err("(#100) The parameter to is required.".into());
+    }
+    let t = body.get("type").and_then(Value::as_str).unwrap_or("text");
+    if !TYPES.contains(&t) {
+        return Err(format!(
+            "(#100) Param type must be one of {{{}}} - got \"{t}\".",
+            TYPES.join(", ")
+        ));
+    }
+    let Some(obj) = body.get(t) else {
+        return Err(format!("(#100) The parameter {t} is required."));
+    };
+    if t == "text" {
+        let text = obj.get("body").and_then(Value::as_str).unwrap_or("");
+        if text.is_empty() {
+            return Err("(#100) The parameter text['body'] is required.".into());
+        }
+        if text.chars().count() > 4096 {
+            return Err("(#100) Param text['body'] must be at most 4096 characters long.".into());
+        }
+    }
+    Ok(())
+}
+
+async fn list_requests(State(sim): State<Simulator>) -> Json<Value> {
+    let list: Vec<Value> = sim
+        .requests()
+        .into_iter()
+        .map(|r| {
+            json!({"phone_number_id": r.phone_number_id, "version": r.version,
+                   "status": r.status, "wamid": r.wamid, "body": r.body})
+        })
+        .collect();
+    Json(Value::Array(list))
+}

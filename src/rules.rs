@@ -1,0 +1,150 @@
+//! Project folders compiled into an immutable [`RuleSet`], held by a [`RuleRegistry`] that
+//! can swap a new set in atomically (hot reload builds on this). Compiling collects every
+//! error of every project, located in its file.
+
+use crate::config::{Diagnostic, Diagnostics, Home, RuleConfig, Trigger};
+use crate::domain::UserId;
+use crate::script::ScriptEngine;
+use arc_swap::ArcSwap;
+use rhai::AST;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+/// One compiled rule.
+pub struct Rule {
+    pub name: String,
+    pub trigger: Trigger,
+    pub condition: Option<AST>,
+    pub ast: Arc<AST>,
+    pub call: Option<String>,
+    /// The script as users name it, e.g. `rules/azarya/replies/auto.rhai`.
+    pub script_shown: String,
+}
+
+/// One compiled project folder; every rule acts as `user` only.
+pub struct Project {
+    pub user: UserId,
+    pub name: String,
+    pub timezone: chrono_tz::Tz,
+    pub rules: Vec<Rule>,
+    /// sha256 of project.yaml and its scripts, as they went live.
+    pub hash: String,
+}
+
+/// Every project of the gate, compiled.
+#[derive(Default)]
+pub struct RuleSet {
+    pub projects: Vec<Project>,
+}
+
+impl RuleSet {
+    /// Compiles every project of `home`; all errors at once.
+    pub fn compile(home: &Home, engine: &ScriptEngine) -> Result<RuleSet, Diagnostics> {
+        let mut errors = Vec::new();
+        let mut projects = Vec::new();
+        for p in &home.projects {
+            let mut hasher = Sha256::new();
+            hasher.update(p.source.as_bytes());
+            let mut rules = Vec::new();
+            for r in &p.rules {
+                match compile_rule(home, engine, &p.file, &p.source, r, &mut hasher) {
+                    Ok(rule) => rules.push(rule),
+                    Err(d) => errors.push(d),
+                }
+            }
+            projects.push(Project {
+                user: p.user.clone(),
+                name: p.name.clone(),
+                timezone: p.timezone,
+                rules,
+                hash: hex::encode(hasher.finalize()),
+            });
+        }
+        if errors.is_empty() {
+            Ok(RuleSet { projects })
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+
+    /// The projects of one user.
+    pub fn for_user<'a>(&'a self, user: &'a str) -> impl Iterator<Item = &'a Project> + 'a {
+        self.projects
+            .iter()
+            .filter(move |p| p.user.as_str() == user)
+    }
+
+    /// How many rules in all.
+    pub fn rule_count(&self) -> usize {
+        self.projects.iter().map(|p| p.rules.len()).sum()
+    }
+}
+
+fn compile_rule(
+    home: &Home,
+    engine: &ScriptEngine,
+    project_file: &std::path::Path,
+    project_src: &str,
+    r: &RuleConfig,
+    hasher: &mut Sha256,
+) -> Result<Rule, Diagnostic> {
+    let shown = home.gate.display_path(&r.script);
+    let ast = engine.compile_file(&r.script, &shown)?;
+    hasher.update(std::fs::read(&r.script).unwrap_or_default());
+    if let Some(name) = &r.call {
+        if !ast
+            .iter_functions()
+            .any(|f| f.name == name.as_str() && f.params.len() == 1)
+        {
+            return Err(Diagnostic::at_key(
+                project_file,
+                project_src,
+                "call",
+                format!(
+                    "rule `{}`: {} has no function `{name}(event)`",
+                    r.name,
+                    shown.display()
+                ),
+            ));
+        }
+    }
+    let condition = match &r.condition {
+        Some(expr) => {
+            Some(engine.compile_condition(expr, project_file, project_src, r.condition_pos)?)
+        }
+        None => None,
+    };
+    Ok(Rule {
+        name: r.name.clone(),
+        trigger: r.trigger.clone(),
+        condition,
+        ast: Arc::new(ast),
+        call: r.call.clone(),
+        script_shown: shown.display().to_string(),
+    })
+}
+
+/// The live rule set; readers take a snapshot, a reload swaps in a whole new set.
+#[derive(Clone, Default)]
+pub struct RuleRegistry {
+    current: Arc<ArcSwap<RuleSet>>,
+}
+
+impl RuleRegistry {
+    /// A registry serving `set`.
+    pub fn new(set: RuleSet) -> Self {
+        RuleRegistry {
+            current: Arc::new(ArcSwap::from_pointee(set)),
+        }
+    }
+
+    /// The current set; runs keep the snapshot they started with.
+    pub fn snapshot(&self) -> Arc<RuleSet> {
+        self.current.load_full()
+    }
+
+    /// Replaces the set atomically.
+    pub fn swap(&self, set: RuleSet) {
+        self.current.store(Arc::new(set));
+    }
+}

@@ -1,0 +1,587 @@
+//! The store: the one place that speaks SQL. SQLite (bundled) in WAL mode with
+//! `synchronous=FULL`, so that a commit that returned survives a crash of the process or the
+//! machine. One connection behind a mutex: SQLite has a single writer anyway, and every method
+//! is one short transaction. Async callers go through [`Store::call`] (a blocking thread).
+
+mod schema;
+
+use crate::domain::{Event, UserId};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// Store failures. A failure to commit makes the webhook answer 503, so Meta retries.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the folder of {path}: {source}")]
+    Dir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("database worker failed: {0}")]
+    Join(String),
+}
+
+/// What a webhook body added to the store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// False when the very same body had been stored before.
+    pub new_body: bool,
+    /// Events stored for dispatch.
+    pub new_events: usize,
+    /// Events already stored (redelivered), skipped.
+    pub duplicates: usize,
+    /// Events for a phone number that is not this user's: kept, never dispatched.
+    pub foreign: usize,
+}
+
+/// An event waiting for the dispatcher.
+#[derive(Clone, Debug)]
+pub struct StoredEvent {
+    pub id: i64,
+    pub user: String,
+    pub kind: String,
+    pub contact: Option<String>,
+    pub map: Value,
+}
+
+/// A message the dispatcher or CLI wants sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewOutbound {
+    pub idem_key: String,
+    pub recipient: String,
+    pub msg_type: String,
+    /// The Cloud API request body.
+    pub body: Value,
+}
+
+/// The trace of one rule run.
+#[derive(Clone, Debug)]
+pub struct RunRecord {
+    pub project: String,
+    pub rule: String,
+    pub outcome: &'static str,
+    pub error: Option<String>,
+    pub logs: Vec<String>,
+    pub actions: usize,
+    pub started_at_ms: i64,
+    pub duration_us: i64,
+}
+
+/// An outbox row.
+#[derive(Clone, Debug)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub user: String,
+    pub idem_key: String,
+    pub recipient: String,
+    pub msg_type: String,
+    pub body: Value,
+    pub state: String,
+    pub attempts: i64,
+    pub wamid: Option<String>,
+    pub error: Option<String>,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl Store {
+    /// Opens (creating if needed) the database and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open_err)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(open_err)?;
+        migrate(&mut conn).map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on a blocking thread, so that async tasks never wait on SQLite.
+    pub async fn call<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Store) -> Result<R, StoreError> + Send + 'static,
+        R: Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<R>,
+    ) -> Result<R, StoreError> {
+        // A panic elsewhere while holding the lock leaves the connection usable: SQLite
+        // rolls back the open transaction when its guard drops.
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut conn)?)
+    }
+
+    /// Stores a verified webhook body and its events in one transaction. Events whose
+    /// phone_number_id is not `own_phone` are kept as `foreign` and never dispatched.
+    pub fn ingest(
+        &self,
+        user: &UserId,
+        own_phone: &str,
+        body: &[u8],
+        events: &[Event],
+    ) -> Result<IngestOutcome, StoreError> {
+        let sha = hex::encode(Sha256::digest(body));
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let new_body = tx.execute(
+                "INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)",
+                params![user.as_str(), now, sha, body],
+            )? == 1;
+            let inbox_id: i64 = tx.query_row(
+                "SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2",
+                params![user.as_str(), sha],
+                |r| r.get(0),
+            )?;
+            let mut out = IngestOutcome {
+                new_body,
+                new_events: 0,
+                duplicates: 0,
+                foreign: 0,
+            };
+            for ev in events {
+                let foreign = ev.phone_number_id.as_deref().is_some_and(|p| p != own_phone);
+                let state = if foreign { "foreign" } else { "pending" };
+                let mut map = ev.map.clone();
+                if let Some(m) = map.as_object_mut() {
+                    m.insert("user".into(), user.as_str().into());
+                }
+                let inserted = tx.execute(
+                    "INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
+                            ev.phone_number_id, map.to_string(), state, now],
+                )? == 1;
+                if !inserted {
+                    out.duplicates += 1;
+                    continue;
+                }
+                if foreign {
+                    out.foreign += 1;
+                    continue;
+                }
+                out.new_events += 1;
+                record_effects(&tx, user, ev, now)?;
+            }
+            tx.commit()?;
+            Ok(out)
+        })
+    }
+
+    /// Up to `limit` events waiting for dispatch, oldest first.
+    pub fn pending_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT id, user, kind, contact, payload FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit as i64], |r| {
+                let payload: String = r.get(4)?;
+                Ok(StoredEvent {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    kind: r.get(2)?,
+                    contact: r.get(3)?,
+                    map: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Commits everything one event's dispatch produced, in one transaction: its outbox rows
+    /// (a key already present is skipped, so a re-run after a crash enqueues nothing twice),
+    /// the run traces, and the event marked done.
+    pub fn complete_event(
+        &self,
+        event_id: i64,
+        user: &str,
+        outbound: &[NewOutbound],
+        runs: &[RunRecord],
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let queued = insert_outbound(&tx, user, outbound, now)?;
+            insert_runs(&tx, user, Some(event_id), runs)?;
+            tx.execute(
+                "UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1",
+                params![event_id, now],
+            )?;
+            tx.commit()?;
+            Ok(queued)
+        })
+    }
+
+    /// Queues messages outside any event (the CLI's `send`). Returns how many were new.
+    pub fn enqueue(&self, user: &str, outbound: &[NewOutbound]) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let n = insert_outbound(&tx, user, outbound, now)?;
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    /// Moves rows left in `sending` by a crash back to `queued`: Graph's answer to them was
+    /// lost in flight, the one window in which a message may be sent twice.
+    pub fn recover_inflight(&self) -> Result<usize, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE outbox SET state = 'queued', updated_at = ?1 WHERE state = 'sending'",
+                [now_ms()],
+            )
+        })
+    }
+
+    /// Claims up to `limit` due rows: marks them `sending` and returns them.
+    pub fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<OutboxRow> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at, id LIMIT ?2"
+                ))?;
+                st.query_map(params![now, limit as i64], outbox_row)?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for r in &rows {
+                tx.execute(
+                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
+                    params![r.id, now],
+                )?;
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+    }
+
+    /// The earliest `next_attempt_at` of a queued row, if any (the sender sleeps until then).
+    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records a send that Graph accepted, and the outbound message it became.
+    pub fn mark_sent(&self, row: &OutboxRow, wamid: &str) -> Result<(), StoreError> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1",
+                params![row.id, wamid, now],
+            )?;
+            let text = outbound_text(&row.body);
+            tx.execute(
+                "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
+                 VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)",
+                params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
+                        row.idem_key, row.body.to_string()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Puts a row back in the queue for another attempt at `at_ms`.
+    pub fn mark_retry(&self, id: i64, at_ms: i64, error: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE outbox SET state = 'queued', next_attempt_at = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
+                params![id, at_ms, error, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Gives up on a row with a reason a user can read.
+    pub fn mark_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE outbox SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, reason, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Every outbox row of a user, oldest first.
+    pub fn outbox(&self, user: &str) -> Result<Vec<OutboxRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {OUTBOX_COLS} FROM outbox WHERE user = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([user], outbox_row)?;
+            rows.collect()
+        })
+    }
+
+    /// A message's delivery status, by wamid.
+    pub fn message_status(&self, user: &str, wamid: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT status FROM messages WHERE user = ?1 AND wamid = ?2",
+                params![user, wamid],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    /// Counts: (raw bodies, events, events by state `pending`).
+    pub fn counts(&self, user: &str) -> Result<(i64, i64, i64), StoreError> {
+        self.with(|conn| {
+            let one = |sql: &str| conn.query_row(sql, [user], |r| r.get::<_, i64>(0));
+            Ok((
+                one("SELECT COUNT(*) FROM inbox WHERE user = ?1")?,
+                one("SELECT COUNT(*) FROM events WHERE user = ?1")?,
+                one("SELECT COUNT(*) FROM events WHERE user = ?1 AND state = 'pending'")?,
+            ))
+        })
+    }
+
+    /// The most recent rule runs of a user, newest first: (project, rule, outcome, error).
+    pub fn recent_runs(
+        &self,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT project, rule, outcome, error FROM rule_runs WHERE user = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = st.query_map(params![user, limit as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?;
+            rows.collect()
+        })
+    }
+}
+
+const OUTBOX_COLS: &str =
+    "id, user, idem_key, recipient, type, body, state, attempts, wamid, error";
+
+fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
+    let body: String = r.get(5)?;
+    Ok(OutboxRow {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        idem_key: r.get(2)?,
+        recipient: r.get(3)?,
+        msg_type: r.get(4)?,
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        state: r.get(6)?,
+        attempts: r.get(7)?,
+        wamid: r.get(8)?,
+        error: r.get(9)?,
+    })
+}
+
+fn insert_outbound(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    outbound: &[NewOutbound],
+    now: i64,
+) -> rusqlite::Result<usize> {
+    let mut st = tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (user, idem_key, recipient, type, body, state, next_attempt_at, created_at, updated_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'queued', ?6, ?6, ?6)",
+    )?;
+    let mut n = 0;
+    for o in outbound {
+        n += st.execute(params![
+            user,
+            o.idem_key,
+            o.recipient,
+            o.msg_type,
+            o.body.to_string(),
+            now
+        ])?;
+    }
+    Ok(n)
+}
+
+fn insert_runs(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    event_id: Option<i64>,
+    runs: &[RunRecord],
+) -> rusqlite::Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO rule_runs (user, project, rule, event_id, outcome, error, logs, actions, started_at, duration_us)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for r in runs {
+        st.execute(params![
+            user,
+            r.project,
+            r.rule,
+            event_id,
+            r.outcome,
+            r.error,
+            serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into()),
+            r.actions as i64,
+            r.started_at_ms,
+            r.duration_us
+        ])?;
+    }
+    Ok(())
+}
+
+/// The rank of a delivery status: a status only ever moves to a higher rank.
+fn status_rank(s: &str) -> i32 {
+    match s {
+        "queued" => 0,
+        "sent" => 1,
+        "delivered" => 2,
+        "read" => 3,
+        "played" => 4,
+        "failed" => 5,
+        _ => -1,
+    }
+}
+
+/// The side effects of a newly stored event on messages and contacts.
+fn record_effects(
+    tx: &rusqlite::Transaction<'_>,
+    user: &UserId,
+    ev: &Event,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let m = &ev.map;
+    match m.get("kind").and_then(Value::as_str) {
+        Some("message") => {
+            let contact = ev.contact.clone().unwrap_or_default();
+            let ts = m
+                .get("timestamp")
+                .and_then(Value::as_i64)
+                .unwrap_or(now / 1000);
+            tx.execute(
+                "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw)
+                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7)",
+                params![user.as_str(), ev.wamid, contact,
+                        m.get("type").and_then(Value::as_str).unwrap_or("unknown"),
+                        ev.text(), ts, m.get("raw").map(Value::to_string)],
+            )?;
+            let name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty());
+            tx.execute(
+                "INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user, contact) DO UPDATE SET
+                   name = COALESCE(excluded.name, contacts.name),
+                   last_inbound_at = MAX(COALESCE(contacts.last_inbound_at, 0), excluded.last_inbound_at),
+                   updated_at = excluded.updated_at",
+                params![user.as_str(), contact, name, ts, now],
+            )?;
+        }
+        Some("status") => {
+            let (Some(wamid), Some(status)) = (&ev.wamid, m.get("status").and_then(Value::as_str))
+            else {
+                return Ok(());
+            };
+            let old: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM messages WHERE user = ?1 AND wamid = ?2",
+                    params![user.as_str(), wamid],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(old) = old {
+                if status_rank(status) > status_rank(&old) {
+                    tx.execute(
+                        "UPDATE messages SET status = ?3 WHERE user = ?1 AND wamid = ?2",
+                        params![user.as_str(), wamid, status],
+                    )?;
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The readable text of an outbound Cloud API body, for the messages table.
+fn outbound_text(body: &Value) -> String {
+    let t = body.get("type").and_then(Value::as_str).unwrap_or("");
+    let get = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
+    match t {
+        "text" => get("/text/body"),
+        "interactive" => get("/interactive/body/text"),
+        "template" => get("/template/name").map(|n| format!("[template {n}]")),
+        "image" | "video" | "document" => get(&format!("/{t}/caption")),
+        "reaction" => get("/reaction/emoji"),
+        _ => None,
+    }
+    .unwrap_or_default()
+}
+
+fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in schema::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current.max(0) as usize)
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

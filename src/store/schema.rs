@@ -1,0 +1,85 @@
+//! Versioned migrations, applied in order inside one transaction each; `PRAGMA user_version`
+//! records the last one applied. Append new migrations; never edit a shipped one.
+
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: inbox of raw bodies, events taken out of them, messages, contacts, outbox, rule runs.
+    r#"
+CREATE TABLE inbox (
+    id          INTEGER PRIMARY KEY,
+    user        TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,          -- unix ms
+    sha256      TEXT    NOT NULL,          -- dedupe key of the raw body
+    body        BLOB    NOT NULL,          -- exactly the bytes Meta signed
+    UNIQUE (user, sha256)
+);
+CREATE TABLE events (
+    id              INTEGER PRIMARY KEY,   -- arrival order
+    user            TEXT    NOT NULL,
+    inbox_id        INTEGER REFERENCES inbox(id),
+    kind            TEXT    NOT NULL,
+    dedupe_key      TEXT    NOT NULL,
+    contact         TEXT,
+    phone_number_id TEXT,
+    payload         TEXT    NOT NULL,      -- the event map (JSON), raw included
+    state           TEXT    NOT NULL,      -- pending | done | foreign
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    done_at         INTEGER,
+    UNIQUE (user, dedupe_key)
+);
+CREATE INDEX events_by_state ON events (state, id);
+CREATE TABLE messages (
+    id         INTEGER PRIMARY KEY,
+    user       TEXT    NOT NULL,
+    wamid      TEXT,
+    direction  TEXT    NOT NULL,           -- in | out
+    contact    TEXT    NOT NULL,
+    type       TEXT    NOT NULL,
+    text       TEXT    NOT NULL DEFAULT '',
+    timestamp  INTEGER NOT NULL,           -- unix s: WhatsApp's (in) or send time (out)
+    status     TEXT    NOT NULL,
+    local_id   TEXT,
+    raw        TEXT,
+    UNIQUE (user, wamid)
+);
+CREATE TABLE contacts (
+    user            TEXT NOT NULL,
+    contact         TEXT NOT NULL,
+    name            TEXT,
+    last_inbound_at INTEGER,               -- unix s, WhatsApp's timestamp
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (user, contact)
+);
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    user            TEXT    NOT NULL,
+    idem_key        TEXT    NOT NULL,      -- (event, rule, ordinal) or a CLI request id
+    recipient       TEXT    NOT NULL,
+    type            TEXT    NOT NULL,
+    body            TEXT    NOT NULL,      -- the Cloud API request (JSON)
+    state           TEXT    NOT NULL,      -- queued | sending | sent | failed
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,      -- unix ms
+    wamid           TEXT,
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    UNIQUE (user, idem_key)
+);
+CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+CREATE TABLE rule_runs (
+    id          INTEGER PRIMARY KEY,
+    user        TEXT    NOT NULL,
+    project     TEXT    NOT NULL,
+    rule        TEXT    NOT NULL,
+    event_id    INTEGER,
+    outcome     TEXT    NOT NULL,          -- ok | skipped | error
+    error       TEXT,
+    logs        TEXT    NOT NULL,          -- JSON array of strings
+    actions     INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL
+);
+CREATE INDEX rule_runs_by_user ON rule_runs (user, id);
+"#,
+];

@@ -1,0 +1,72 @@
+//! The users the gate serves: each one's settings and decrypted credentials, loaded once at
+//! start. A user whose credentials cannot be read is reported and left out; the others go on.
+
+use crate::config::{Home, UserConfig};
+use crate::vault::{Credentials, Vault, VaultError};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One served user.
+#[derive(Debug)]
+pub struct UserRuntime {
+    pub config: UserConfig,
+    pub creds: Credentials,
+}
+
+/// Every served user, by name; cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct Users(Arc<BTreeMap<String, Arc<UserRuntime>>>);
+
+impl Users {
+    /// Decrypts every user's credentials; returns the users that loaded and, for the others,
+    /// why they did not.
+    pub fn load(home: &Home, vault: &Vault) -> (Users, Vec<(String, VaultError)>) {
+        let mut ok = BTreeMap::new();
+        let mut failed = Vec::new();
+        for (id, cfg) in &home.users {
+            let path = home.gate.credentials_path(id);
+            if !path.exists() {
+                failed.push((id.to_string(), VaultError::Missing(id.to_string())));
+                continue;
+            }
+            match vault.read_credentials(&path) {
+                Ok(creds) => {
+                    ok.insert(
+                        id.to_string(),
+                        Arc::new(UserRuntime {
+                            config: cfg.clone(),
+                            creds,
+                        }),
+                    );
+                }
+                Err(e) => failed.push((id.to_string(), e)),
+            }
+        }
+        (Users(Arc::new(ok)), failed)
+    }
+
+    /// A user by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<UserRuntime>> {
+        self.0.get(name)
+    }
+
+    /// The user owning a phone_number_id.
+    pub fn by_phone_number_id(&self, id: &str) -> Option<&Arc<UserRuntime>> {
+        self.0.values().find(|u| u.config.phone_number_id == id)
+    }
+
+    /// All users, by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<UserRuntime>)> {
+        self.0.iter()
+    }
+
+    /// How many users are served.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no user is served.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}

@@ -1,0 +1,319 @@
+//! The vault: each user's credentials in credentials/<user>.age, encrypted with age to the
+//! home's X25519 identity file, or to a passphrase (env WAGATE_PASSPHRASE). Plaintext exists
+//! only in memory, inside [`Secret`]s. Files are written 0600 through a temp file and rename.
+
+use crate::domain::Secret;
+use age::secrecy::{ExposeSecret, SecretString};
+use chrono::{DateTime, TimeZone, Utc};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The env variable that switches the vault to passphrase mode.
+pub const PASSPHRASE_ENV: &str = "WAGATE_PASSPHRASE";
+
+/// A user's decrypted credentials. Printing it shows `***` for every secret.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub access_token: Secret<String>,
+    pub app_secret: Secret<String>,
+    pub webhook_verify_token: Secret<String>,
+    pub app_id: Option<String>,
+    pub token_expires_at: Option<DateTime<Utc>>,
+}
+
+/// Vault failures. None of them carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error("cannot read the identity file {path}: {source}")]
+    Identity {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the identity file {0} holds no age X25519 identity (AGE-SECRET-KEY-1…)")]
+    NoIdentity(PathBuf),
+    #[error("no credentials for user `{0}`: run `wagate creds set {0} --from-file F`")]
+    Missing(String),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot decrypt {0}: wrong identity or passphrase, or the file is damaged")]
+    Decrypt(PathBuf),
+    #[error("encryption failed: {0}")]
+    Encrypt(String),
+    #[error("credentials {0}")]
+    Invalid(String),
+}
+
+/// The plaintext shape, only ever serialised into the encrypted file.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CredentialsFile {
+    access_token: String,
+    app_secret: String,
+    webhook_verify_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token_expires_at: Option<serde_json::Value>,
+}
+
+enum Key {
+    Identity(age::x25519::Identity),
+    Passphrase(SecretString),
+}
+
+/// Encrypts and decrypts credentials files.
+pub struct Vault {
+    key: Key,
+}
+
+impl std::fmt::Debug for Vault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Vault(***)")
+    }
+}
+
+impl Vault {
+    /// Opens the vault: passphrase mode when `passphrase` is given (from WAGATE_PASSPHRASE),
+    /// otherwise the X25519 identity in `identity_file`.
+    pub fn open(identity_file: &Path, passphrase: Option<String>) -> Result<Vault, VaultError> {
+        if let Some(p) = passphrase.filter(|p| !p.is_empty()) {
+            return Ok(Vault {
+                key: Key::Passphrase(SecretString::from(p)),
+            });
+        }
+        let text =
+            std::fs::read_to_string(identity_file).map_err(|source| VaultError::Identity {
+                path: identity_file.to_path_buf(),
+                source,
+            })?;
+        let identity = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| l.starts_with("AGE-SECRET-KEY-1"))
+            .find_map(|l| l.parse::<age::x25519::Identity>().ok())
+            .ok_or_else(|| VaultError::NoIdentity(identity_file.to_path_buf()))?;
+        Ok(Vault {
+            key: Key::Identity(identity),
+        })
+    }
+
+    /// Opens the vault the way the gate does: WAGATE_PASSPHRASE if set, else the identity file.
+    pub fn open_from_env(identity_file: &Path) -> Result<Vault, VaultError> {
+        Vault::open(identity_file, std::env::var(PASSPHRASE_ENV).ok())
+    }
+
+    fn encrypt(&self, plaintext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let r = match &self.key {
+            Key::Identity(id) => age::encrypt(&id.to_public(), plaintext),
+            Key::Passphrase(p) => age::encrypt(&age::scrypt::Recipient::new(p.clone()), plaintext),
+        };
+        r.map_err(|e| VaultError::Encrypt(e.to_string()))
+    }
+
+    fn decrypt(&self, path: &Path, ciphertext: &[u8]) -> Result<Vec<u8>, VaultError> {
+        let r = match &self.key {
+            Key::Identity(id) => age::decrypt(id, ciphertext),
+            Key::Passphrase(p) => age::decrypt(&age::scrypt::Identity::new(p.clone()), ciphertext),
+        };
+        r.map_err(|_| VaultError::Decrypt(path.to_path_buf()))
+    }
+
+    /// Encrypts `creds` into `path` (mode 0600, written whole or not at all).
+    pub fn write_credentials(&self, path: &Path, creds: &Credentials) -> Result<(), VaultError> {
+        let plain = CredentialsFile {
+            access_token: creds.access_token.expose().clone(),
+            app_secret: creds.app_secret.expose().clone(),
+            webhook_verify_token: creds.webhook_verify_token.expose().clone(),
+            app_id: creds.app_id.clone(),
+            token_expires_at: creds.token_expires_at.map(|t| t.to_rfc3339().into()),
+        };
+        let json = serde_json::to_vec(&plain).map_err(|e| VaultError::Encrypt(e.to_string()))?;
+        let sealed = self.encrypt(&json)?;
+        write_private(path, &sealed)
+    }
+
+    /// Decrypts the credentials in `path`.
+    pub fn read_credentials(&self, path: &Path) -> Result<Credentials, VaultError> {
+        let bytes = std::fs::read(path).map_err(|source| VaultError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let plain = self.decrypt(path, &bytes)?;
+        parse_credentials(&plain)
+    }
+}
+
+/// Reads credentials JSON as a user gives it to `creds set`. Errors name fields and positions,
+/// never values (a mistyped token must not end up in a terminal's scrollback).
+pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
+    let f: CredentialsFile = serde_json::from_slice(json).map_err(|e| {
+        let msg = e.to_string();
+        let keep = msg.starts_with("missing field") || msg.starts_with("unknown field");
+        let what = if keep {
+            msg.split(" at line ").next().unwrap_or(&msg).to_string()
+        } else if e.is_syntax() || e.is_eof() {
+            "are not valid JSON".to_string()
+        } else {
+            "have a value of the wrong type (every value must be a string)".to_string()
+        };
+        let what = if keep {
+            format!("have an error: {what}")
+        } else {
+            what
+        };
+        VaultError::Invalid(format!("{what} (line {}, column {})", e.line(), e.column()))
+    })?;
+    for (name, v) in [
+        ("access_token", &f.access_token),
+        ("app_secret", &f.app_secret),
+        ("webhook_verify_token", &f.webhook_verify_token),
+    ] {
+        if v.trim().is_empty() {
+            return Err(VaultError::Invalid(format!("field `{name}` is empty")));
+        }
+    }
+    let token_expires_at = match &f.token_expires_at {
+        None | Some(serde_json::Value::Null) => None,
+        Some(v) => Some(parse_expiry(v).ok_or_else(|| {
+            VaultError::Invalid(
+                "field `token_expires_at` must be RFC 3339 or unix seconds".to_string(),
+            )
+        })?),
+    };
+    Ok(Credentials {
+        access_token: Secret::new(f.access_token),
+        app_secret: Secret::new(f.app_secret),
+        webhook_verify_token: Secret::new(f.webhook_verify_token),
+        app_id: f.app_id,
+        token_expires_at,
+    })
+}
+
+fn parse_expiry(v: &serde_json::Value) -> Option<DateTime<Utc>> {
+    match v {
+        serde_json::Value::Number(n) => Utc.timestamp_opt(n.as_i64()?, 0).single(),
+        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .ok()
+            .or_else(|| Utc.timestamp_opt(s.parse().ok()?, 0).single()),
+        _ => None,
+    }
+}
+
+/// Writes a new X25519 identity to `path` (mode 0600); refuses to overwrite one.
+pub fn generate_identity_file(path: &Path) -> Result<String, VaultError> {
+    if path.exists() {
+        return Err(VaultError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "already exists"),
+        });
+    }
+    let id = age::x25519::Identity::generate();
+    let public = id.to_public().to_string();
+    let text = format!(
+        "# wagate vault identity: keep it secret, keep a copy, never commit it\n# public key: {public}\n{}\n",
+        id.to_string().expose_secret()
+    );
+    write_private(path, text.as_bytes())?;
+    Ok(public)
+}
+
+/// Writes `bytes` to `path` with mode 0600 via a temp file in the same folder and a rename.
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
+    let err = |source| VaultError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("vault")
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
+    }
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const JSON: &[u8] = br#"{"access_token":"EAAtok","app_secret":"appsec","webhook_verify_token":"vt","token_expires_at":1900000000}"#;
+
+    #[test]
+    fn round_trip_with_identity_file_and_no_plaintext_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = dir.path().join("identity.txt");
+        generate_identity_file(&idp).unwrap();
+        let vault = Vault::open(&idp, None).unwrap();
+        let creds = parse_credentials(JSON).unwrap();
+        let path = dir.path().join("credentials/olga.age");
+        vault.write_credentials(&path, &creds).unwrap();
+        let on_disk = std::fs::read(&path).unwrap();
+        assert!(!on_disk.windows(6).any(|w| w == b"EAAtok"));
+        let back = vault.read_credentials(&path).unwrap();
+        assert_eq!(back.access_token.expose(), "EAAtok");
+        assert_eq!(back.token_expires_at.unwrap().timestamp(), 1900000000);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+            let mode = std::fs::metadata(&idp).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let other = dir.path().join("other.txt");
+        generate_identity_file(&other).unwrap();
+        let wrong = Vault::open(&other, None).unwrap();
+        assert!(matches!(
+            wrong.read_credentials(&path),
+            Err(VaultError::Decrypt(_))
+        ));
+    }
+
+    #[test]
+    fn bad_credentials_never_echo_values() {
+        let e = parse_credentials(
+            br#"{"access_token":12345678,"app_secret":"x","webhook_verify_token":"y"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!e.contains("12345678"), "{e}");
+        let e = parse_credentials(br#"{"access_token":"SECRETVALUE","app_secret":"x"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("missing field `webhook_verify_token`"), "{e}");
+        assert!(!e.contains("SECRETVALUE"));
+        let e = parse_credentials(b"{not json").unwrap_err().to_string();
+        assert!(e.contains("not valid JSON"), "{e}");
+        let e = parse_credentials(
+            br#"{"access_token":" ","app_secret":"x","webhook_verify_token":"y"}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`access_token` is empty"), "{e}");
+    }
+}
