@@ -31,7 +31,7 @@ pub enum AppError {
     #[error("{0}")]
     Store(#[from] StoreError),
     #[error("{0}")]
-    Graph(#[from] GraphError),
+    Graph(#[from] Box<GraphError>),
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
@@ -144,7 +144,8 @@ pub async fn start(
         &base_url,
         &graph_cfg.version,
         Duration::from_secs(graph_cfg.timeout_secs),
-    )?;
+    )
+    .map_err(Box::new)?;
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let dispatch_wake = Arc::new(Notify::new());

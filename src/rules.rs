@@ -91,22 +91,21 @@ fn compile_rule(
     let shown = home.gate.display_path(&r.script);
     let ast = engine.compile_file(&r.script, &shown)?;
     hasher.update(std::fs::read(&r.script).unwrap_or_default());
-    if let Some(name) = &r.call {
-        if !ast
+    if let Some(name) = &r.call
+        && !ast
             .iter_functions()
             .any(|f| f.name == name.as_str() && f.params.len() == 1)
-        {
-            return Err(Diagnostic::at_key(
-                project_file,
-                project_src,
-                "call",
-                format!(
-                    "rule `{}`: {} has no function `{name}(event)`",
-                    r.name,
-                    shown.display()
-                ),
-            ));
-        }
+    {
+        return Err(Diagnostic::at_key(
+            project_file,
+            project_src,
+            "call",
+            format!(
+                "rule `{}`: {} has no function `{name}(event)`",
+                r.name,
+                shown.display()
+            ),
+        ));
     }
     let condition = match &r.condition {
         Some(expr) => {

@@ -26,9 +26,9 @@ pub fn build(to: &str, spec: &Value, context: Option<&str>) -> Result<(String, V
     body.insert("recipient_type".into(), "individual".into());
     // Business-scoped user ids (CC.123…) go in `recipient`, phone numbers in `to`.
     if is_bsuid(to) {
-        body.insert("recipient".into(), to.into());
+        body.insert("recipient".into(), to.trim().into());
     } else {
-        body.insert("to".into(), to.into());
+        body.insert("to".into(), normalize_phone(to)?.into());
     }
     body.insert("type".into(), t.clone().into());
     match obj {
@@ -58,6 +58,22 @@ pub fn build(to: &str, spec: &Value, context: Option<&str>) -> Result<(String, V
         body.insert("context".into(), json!({ "message_id": c }));
     }
     Ok((t, Value::Object(body)))
+}
+
+/// A phone number as Graph wants it: `+` and digits. Webhooks give wa_ids as bare digits, and
+/// Graph prepends the business number's country code to a number without `+` (shared/reference
+/// §1), so the `+` is always added. Spaces, dashes, dots and parentheses are dropped.
+pub fn normalize_phone(to: &str) -> Result<String, String> {
+    let digits: String = to
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
+        .collect();
+    if digits.len() < 5 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!(
+            "send: `{to}` is not a phone number in international form (country code and number, e.g. +33612345678)"
+        ));
+    }
+    Ok(format!("+{digits}"))
 }
 
 /// A business-scoped user id such as `US.13491208655302741918` (no phone number has a dot).
@@ -323,7 +339,7 @@ mod tests {
 
     #[test]
     fn text_reply_matches_reference_shape() {
-        let (t, b) = build("+33612345678", &json!("Hello"), Some("wamid.X")).unwrap();
+        let (t, b) = build("33612345678", &json!("Hello"), Some("wamid.X")).unwrap();
         assert_eq!(t, "text");
         assert_eq!(
             b,
@@ -336,15 +352,16 @@ mod tests {
     #[test]
     fn map_forms() {
         let (t, b) = build(
-            "1",
+            "+1 (650) 555-1234",
             &json!({"template": "reminder", "language": "fr", "params": ["Ann", 7]}),
             None,
         )
         .unwrap();
         assert_eq!(t, "template");
         assert_eq!(b["template"]["components"][0]["parameters"][1]["text"], "7");
+        assert_eq!(b["to"], "+16505551234");
         let (_, b) = build(
-            "1",
+            "15550001",
             &json!({"image": "https://x/y.jpg", "caption": "c"}),
             None,
         )
@@ -354,14 +371,14 @@ mod tests {
             json!({"link": "https://x/y.jpg", "caption": "c"})
         );
         let (_, b) = build(
-            "1",
+            "15550001",
             &json!({"document": "12345", "filename": "a.pdf"}),
             None,
         )
         .unwrap();
         assert_eq!(b["document"], json!({"id": "12345", "filename": "a.pdf"}));
         let (_, b) = build(
-            "1",
+            "15550001",
             &json!({"buttons": ["Yes", {"id": "no", "title": "No"}], "text": "Come?"}),
             None,
         )
@@ -371,14 +388,14 @@ mod tests {
             "no"
         );
         let (_, b) = build(
-            "1",
+            "15550001",
             &json!({"location": {"lat": 48.85, "lon": 2.35, "name": "Louvre"}}),
             None,
         )
         .unwrap();
         assert_eq!(b["location"]["longitude"], 2.35);
         let (t, b) = build(
-            "1",
+            "15550001",
             &json!({"raw": {"type": "sticker", "sticker": {"id": "9"}}}),
             None,
         )
@@ -397,18 +414,18 @@ mod tests {
                 .contains("recipient is empty")
         );
         assert!(
-            build("1", &json!(""), None)
+            build("15550001", &json!(""), None)
                 .unwrap_err()
                 .contains("text is empty")
         );
         assert!(
-            build("1", &json!("a".repeat(4097)), None)
+            build("15550001", &json!("a".repeat(4097)), None)
                 .unwrap_err()
                 .contains("4096")
         );
         assert!(
             build(
-                "1",
+                "15550001",
                 &json!({"buttons": ["a", "b", "c", "d"], "text": "t"}),
                 None
             )
@@ -416,12 +433,12 @@ mod tests {
             .contains("1 to 3")
         );
         assert!(
-            build("1", &json!({"foo": 1}), None)
+            build("15550001", &json!({"foo": 1}), None)
                 .unwrap_err()
                 .contains("cannot tell")
         );
         assert!(
-            build("1", &json!(5), None)
+            build("15550001", &json!(5), None)
                 .unwrap_err()
                 .contains("a number")
         );

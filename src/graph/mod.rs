@@ -30,7 +30,7 @@ pub enum GraphError {
     #[error("Graph answered {status}{}", .error.as_ref().map(|e| format!(": (#{}) {}", e.code, e.message)).unwrap_or_default())]
     Api {
         status: u16,
-        error: Option<GraphErrorBody>,
+        error: Option<Box<GraphErrorBody>>,
         retry_after: Option<Duration>,
     },
     /// No answer: connection refused, reset, or timed out.
@@ -164,7 +164,7 @@ async fn read_json(resp: reqwest::Response) -> Result<Value, GraphError> {
     }
     let error = serde_json::from_slice::<Wrapper>(&bytes)
         .ok()
-        .map(|w| w.error);
+        .map(|w| Box::new(w.error));
     Err(GraphError::Api {
         status,
         error,

@@ -173,10 +173,10 @@ async fn messages(
         .map(|t| Secret::new(t.to_string()));
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fault = lock(&sim.inner.faults).pop_front();
-    if let Some(f) = &fault {
-        if !f.delay.is_zero() {
-            tokio::time::sleep(f.delay).await;
-        }
+    if let Some(f) = &fault
+        && !f.delay.is_zero()
+    {
+        tokio::time::sleep(f.delay).await;
     }
     let (resp, status, wamid) = match fault.filter(|f| f.status != 0) {
         Some(f) => {
@@ -238,14 +238,14 @@ fn answer(
             "Invalid OAuth access token - Cannot parse access token",
         );
     };
-    if let Some(expected) = lock(&sim.inner.tokens).get(phone_number_id) {
-        if expected != token {
-            return reject(
-                StatusCode::UNAUTHORIZED,
-                190,
-                "Error validating access token: The session is invalid.",
-            );
-        }
+    if let Some(expected) = lock(&sim.inner.tokens).get(phone_number_id)
+        && expected != token
+    {
+        return reject(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Error validating access token: The session is invalid.",
+        );
     }
     if let Err(msg) = check_body(body) {
         return reject(StatusCode::BAD_REQUEST, 100, &msg);

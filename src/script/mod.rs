@@ -399,7 +399,10 @@ mod tests {
     #[test]
     fn endless_loop_is_cut_off_with_its_position() {
         let e = engine();
-        let ast = e.engine.compile("send(\"1\", \"x\");\nloop { }").unwrap();
+        let ast = e
+            .engine
+            .compile("send(\"15550001\", \"x\");\nloop { }")
+            .unwrap();
         let out = e.run(&ast, None, &event(), &ctx(), "loop.rhai");
         let err = out.error.unwrap();
         assert!(err.starts_with("loop.rhai:2:"), "{err}");
@@ -411,7 +414,7 @@ mod tests {
         let e = engine();
         let ast = e
             .engine
-            .compile("fn act(ev) {\n  send(\"1\", \"x\")\n}")
+            .compile("fn act(ev) {\n  send(\"15550001\", \"x\")\n}")
             .unwrap();
         let mut c = ctx();
         c.may_send = false;
@@ -421,7 +424,10 @@ mod tests {
             .unwrap();
         assert!(err.contains("may not send"), "{err}");
         assert!(err.starts_with("f.rhai:2:"), "{err}");
-        let ast = e.engine.compile("send(\"1\", #{ nonsense: 1 })").unwrap();
+        let ast = e
+            .engine
+            .compile("send(\"15550001\", #{ nonsense: 1 })")
+            .unwrap();
         let err = e.run(&ast, None, &event(), &ctx(), "g.rhai").error.unwrap();
         assert!(err.contains("cannot tell the message type"), "{err}");
     }

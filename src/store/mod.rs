@@ -77,6 +77,15 @@ pub struct RunRecord {
     pub duration_us: i64,
 }
 
+/// A rule run as recorded.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub project: String,
+    pub rule: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
 /// An outbox row.
 #[derive(Clone, Debug)]
 pub struct OutboxRow {
@@ -394,18 +403,19 @@ impl Store {
         })
     }
 
-    /// The most recent rule runs of a user, newest first: (project, rule, outcome, error).
-    pub fn recent_runs(
-        &self,
-        user: &str,
-        limit: usize,
-    ) -> Result<Vec<(String, String, String, Option<String>)>, StoreError> {
+    /// The most recent rule runs of a user, newest first.
+    pub fn recent_runs(&self, user: &str, limit: usize) -> Result<Vec<RunSummary>, StoreError> {
         self.with(|conn| {
             let mut st = conn.prepare(
                 "SELECT project, rule, outcome, error FROM rule_runs WHERE user = ?1 ORDER BY id DESC LIMIT ?2",
             )?;
             let rows = st.query_map(params![user, limit as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok(RunSummary {
+                    project: r.get(0)?,
+                    rule: r.get(1)?,
+                    outcome: r.get(2)?,
+                    error: r.get(3)?,
+                })
             })?;
             rows.collect()
         })
@@ -542,13 +552,13 @@ fn record_effects(
                     |r| r.get(0),
                 )
                 .optional()?;
-            if let Some(old) = old {
-                if status_rank(status) > status_rank(&old) {
-                    tx.execute(
-                        "UPDATE messages SET status = ?3 WHERE user = ?1 AND wamid = ?2",
-                        params![user.as_str(), wamid, status],
-                    )?;
-                }
+            if let Some(old) = old
+                && status_rank(status) > status_rank(&old)
+            {
+                tx.execute(
+                    "UPDATE messages SET status = ?3 WHERE user = ?1 AND wamid = ?2",
+                    params![user.as_str(), wamid, status],
+                )?;
             }
         }
         _ => {}

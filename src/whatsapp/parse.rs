@@ -126,8 +126,16 @@ fn message_event(
     let wamid = m.get("id").and_then(as_id);
     let from_phone = m.get("from").and_then(as_id);
     let from_user_id = m.get("from_user_id").and_then(as_id);
-    let from = from_phone.clone().or_else(|| from_user_id.clone());
     let contact = find_contact(contacts, from_phone.as_deref(), from_user_id.as_deref());
+    // A username-only sender may have neither `from` nor `from_user_id` on the message; then
+    // the contact entry's wa_id or user_id is the key (shared/reference §4.3, §8).
+    let from = from_phone
+        .clone()
+        .or_else(|| from_user_id.clone())
+        .or_else(|| contact.and_then(|c| c.get("wa_id")).and_then(as_id))
+        .or_else(|| contact.and_then(|c| c.get("user_id")).and_then(as_id));
+    let from_user_id =
+        from_user_id.or_else(|| contact.and_then(|c| c.get("user_id")).and_then(as_id));
     let name = contact
         .and_then(|c| str_at(c, &["profile", "name"]))
         .unwrap_or("");

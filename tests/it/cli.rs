@@ -1,0 +1,192 @@
+//! Black-box tests of the built binary: exit codes, located errors, no secret printed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn wagate(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(args)
+        .env_remove("WAGATE_CONFIG")
+        .env_remove("WAGATE_PASSPHRASE")
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn init_home() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = wagate(&["init", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let cfg = dir.path().join("gate.yaml").to_string_lossy().into_owned();
+    (dir, cfg)
+}
+
+fn add_user(home: &Path, name: &str, phone: &str) {
+    std::fs::write(
+        home.join(format!("users/{name}.yaml")),
+        format!("user: {name}\nphone_number_id: \"{phone}\"\ntimezone: Europe/Paris\n"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn init_makes_a_private_identity_and_a_gitignore_and_never_overwrites() {
+    let (dir, _) = init_home();
+    let id = dir.path().join("identity.txt");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&id).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+    let gi = std::fs::read_to_string(dir.path().join(".gitignore")).unwrap();
+    for p in ["credentials/", "data/", "identity.txt"] {
+        assert!(gi.lines().any(|l| l == p), "{p} in .gitignore");
+    }
+    let again = wagate(&["init", dir.path().to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(text(&again.stderr).contains("never overwrites"));
+}
+
+#[test]
+fn creds_set_encrypts_and_prints_no_secret() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let f = dir.path().join("c.json");
+    std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue"}"#).unwrap();
+    let out = wagate(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "olga",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for s in ["EAAsupersecret", "appsecretvalue", "verifyvalue"] {
+        assert!(!all.contains(s), "printed a secret: {all}");
+    }
+    let sealed = std::fs::read(dir.path().join("credentials/olga.age")).unwrap();
+    assert!(!sealed.windows(14).any(|w| w == b"EAAsupersecret"));
+    let check = wagate(&["--config", &cfg, "check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+    assert_eq!(
+        text(&check.stdout),
+        "ok: 1 user(s), 0 project(s), 0 rule(s)\n"
+    );
+    // Bad JSON: a clear error that names the field, not the value.
+    std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"x"}"#).unwrap();
+    let out = wagate(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "olga",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("missing field `webhook_verify_token`"),
+        "{err}"
+    );
+    assert!(!err.contains("EAAsupersecret"));
+    let out = wagate(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "nobody",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("no user `nobody`"));
+}
+
+#[test]
+fn check_reports_every_error_located_and_exits_1() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    std::fs::write(
+        dir.path().join("users/azarya.yaml"),
+        "user: azarya\nphone_number_id: \"222\"\ntimezone: Mars/Olympus\n",
+    )
+    .unwrap();
+    let proj = dir.path().join("rules/olga/tour");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("project.yaml"),
+        "rules:\n  - name: hi\n    on: message\n    script: hi.rhai\n    colour: blue\n",
+    )
+    .unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let expected_tz = "error: unknown timezone `Mars/Olympus`: use an IANA name such as Europe/Paris\n  --> users/azarya.yaml:3:11\n  |\n3 | timezone: Mars/Olympus\n  |           ^";
+    assert!(err.contains(expected_tz), "{err}");
+    assert!(err.contains("unknown field `colour`"), "{err}");
+    assert!(
+        err.contains("--> rules/olga/tour/project.yaml:5:5"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_locates_script_syntax_errors() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let f = dir.path().join("c.json");
+    std::fs::write(
+        &f,
+        r#"{"access_token":"a","app_secret":"b","webhook_verify_token":"c"}"#,
+    )
+    .unwrap();
+    assert!(
+        wagate(&[
+            "--config",
+            &cfg,
+            "creds",
+            "set",
+            "olga",
+            "--from-file",
+            f.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let proj = dir.path().join("rules/olga/tour");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("project.yaml"),
+        "rules:\n  - name: hi\n    on: message\n    script: hi.rhai\n",
+    )
+    .unwrap();
+    std::fs::write(proj.join("hi.rhai"), "let a = 1;\nlet b = ;\n").unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("--> rules/olga/tour/hi.rhai:2:"), "{err}");
+    assert!(err.contains("2 | let b = ;"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(wagate(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(wagate(&["creds", "set", "olga"]).status.code(), Some(2));
+    let out = wagate(&["--config", "/nonexistent/gate.yaml", "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("cannot read"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -1,0 +1,261 @@
+//! `TestGate`: a temp home with a real SQLite file, the fake Cloud API on 127.0.0.1:0 and the
+//! real gate on 127.0.0.1:0, talking over real HTTP. Helpers sign webhooks like Meta and poll
+//! with a deadline instead of sleeping.
+
+#![allow(dead_code)]
+
+use serde_json::{Value, json};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use wagate::app::{self, GateHandle, Options};
+use wagate::domain::Secret;
+use wagate::graph::simulator::Simulator;
+use wagate::store::Store;
+
+/// Test users: (name, phone_number_id, token, app secret, verify token).
+pub const OLGA: TestUser = TestUser {
+    name: "olga",
+    phone: "111222333",
+    token: "EAAtoken-olga-0123456789",
+    secret: "app-secret-olga",
+    verify: "verify-olga",
+};
+pub const AZARYA: TestUser = TestUser {
+    name: "azarya",
+    phone: "123456789",
+    token: "EAAtoken-azarya-9876543210",
+    secret: "app-secret-azarya",
+    verify: "verify-azarya",
+};
+
+#[derive(Clone, Copy, Debug)]
+pub struct TestUser {
+    pub name: &'static str,
+    pub phone: &'static str,
+    pub token: &'static str,
+    pub secret: &'static str,
+    pub verify: &'static str,
+}
+
+/// Olga's default project: replies to every text message, quoting it.
+pub const ECHO_PROJECT: (&str, &str) = (
+    "olga/replies/project.yaml",
+    "rules:\n  - name: echo\n    on: message\n    if: 'event.type == \"text\"'\n    script: echo.rhai\n",
+);
+pub const ECHO_SCRIPT: (&str, &str) = (
+    "olga/replies/echo.rhai",
+    "reply(event, \"You said: \" + event.text);\n",
+);
+
+pub struct TestGate {
+    pub dir: tempfile::TempDir,
+    pub fake: Simulator,
+    fake_cancel: CancellationToken,
+    gate: Option<GateHandle>,
+    pub client: reqwest::Client,
+}
+
+impl TestGate {
+    /// Olga and Azarya, Olga's echo rule.
+    pub async fn start() -> TestGate {
+        Self::start_with(&[ECHO_PROJECT, ECHO_SCRIPT]).await
+    }
+
+    /// Olga and Azarya with the given files under rules/.
+    pub async fn start_with(rules: &[(&str, &str)]) -> TestGate {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let fake = Simulator::new();
+        for u in [OLGA, AZARYA] {
+            fake.expect_token(u.phone, Secret::new(u.token.to_string()));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let fake_url = format!("http://{}", listener.local_addr().unwrap());
+        let fake_cancel = CancellationToken::new();
+        tokio::spawn(fake.clone().serve(listener, fake_cancel.clone()));
+        write_home(dir.path(), &fake_url, rules);
+        let mut tg = TestGate {
+            dir,
+            fake,
+            fake_cancel,
+            gate: None,
+            client: reqwest::Client::new(),
+        };
+        tg.boot().await;
+        tg
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("gate.yaml")
+    }
+
+    async fn boot(&mut self) {
+        let loaded =
+            app::load(&self.config_path()).unwrap_or_else(|e| panic!("home does not load:\n{e}"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let opts = Options {
+            backoff_base: Duration::from_millis(20),
+        };
+        self.gate = Some(
+            app::start(loaded, listener, opts)
+                .await
+                .expect("gate starts"),
+        );
+    }
+
+    /// Stops the gate and starts a new one on the same home (same database file).
+    pub async fn restart(&mut self) {
+        if let Some(g) = self.gate.take() {
+            g.shutdown(Duration::from_secs(10)).await;
+        }
+        self.boot().await;
+    }
+
+    pub fn gate(&self) -> &GateHandle {
+        self.gate.as_ref().expect("gate running")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.gate().store
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.gate().addr, path)
+    }
+
+    /// POSTs `body` to /webhook/whatsapp/{user} with `signature` as X-Hub-Signature-256.
+    pub async fn post_raw(
+        &self,
+        user: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .client
+            .post(self.url(&format!("/webhook/whatsapp/{user}")))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(s) = signature {
+            req = req.header("x-hub-signature-256", s);
+        }
+        req.send().await.expect("gate answers")
+    }
+
+    /// POSTs `body` signed with `u`'s app secret, as Meta does.
+    pub async fn post_signed(&self, u: TestUser, body: &[u8]) -> reqwest::Response {
+        let sig = wagate::whatsapp::sign(u.secret.as_bytes(), body);
+        self.post_raw(u.name, body.to_vec(), Some(sig)).await
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(g) = self.gate.take() {
+            g.shutdown(Duration::from_secs(10)).await;
+        }
+        self.fake_cancel.cancel();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+fn write_home(home: &Path, fake_url: &str, rules: &[(&str, &str)]) {
+    write(
+        &home.join("gate.yaml"),
+        &format!(
+            "server: {{ listen: \"127.0.0.1:0\" }}\nstorage: {{ path: data/wagate.db }}\ngraph: {{ base_url: \"{fake_url}\", version: \"v23.0\", timeout_secs: 5 }}\nvault: {{ identity_file: identity.txt }}\nscripts: {{ timeout_ms: 500 }}\n"
+        ),
+    );
+    wagate::vault::generate_identity_file(&home.join("identity.txt")).unwrap();
+    let vault = wagate::vault::Vault::open(&home.join("identity.txt"), None).unwrap();
+    for (u, tz) in [(OLGA, "Europe/Paris"), (AZARYA, "Asia/Jerusalem")] {
+        write(
+            &home.join(format!("users/{}.yaml", u.name)),
+            &format!(
+                "user: {}\nphone_number_id: \"{}\"\ndisplay_phone_number: \"1555{}\"\ntimezone: {tz}\n",
+                u.name, u.phone, u.phone
+            ),
+        );
+        let creds = wagate::vault::parse_credentials(
+            json!({"access_token": u.token, "app_secret": u.secret, "webhook_verify_token": u.verify})
+                .to_string()
+                .as_bytes(),
+        )
+        .unwrap();
+        vault
+            .write_credentials(&home.join(format!("credentials/{}.age", u.name)), &creds)
+            .unwrap();
+    }
+    std::fs::create_dir_all(home.join("rules")).unwrap();
+    for (p, text) in rules {
+        write(&home.join("rules").join(p), text);
+    }
+}
+
+/// A Meta `messages` webhook with one text message from `from` to `u`'s number.
+pub fn text_webhook(u: TestUser, from: &str, name: &str, wamid: &str, text: &str) -> Vec<u8> {
+    json!({
+        "object": "whatsapp_business_account",
+        "entry": [{"id": "WABA", "changes": [{"field": "messages", "value": {
+            "messaging_product": "whatsapp",
+            "metadata": {"display_phone_number": format!("1555{}", u.phone), "phone_number_id": u.phone},
+            "contacts": [{"profile": {"name": name}, "wa_id": from}],
+            "messages": [{"from": from, "id": wamid, "timestamp": "1767225600", "type": "text", "text": {"body": text}}]
+        }}]}]
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// Polls `f` until it returns Some, or panics after `timeout` naming `what`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until no event of `user` is pending dispatch and no outbox row is queued or in
+/// flight, then returns the outbox rows.
+pub async fn settled(tg: &TestGate, user: &str) -> Vec<wagate::store::OutboxRow> {
+    let store = tg.store().clone();
+    let user = user.to_string();
+    eventually(
+        "dispatch and sends to settle",
+        Duration::from_secs(20),
+        || {
+            let store = store.clone();
+            let user = user.clone();
+            async move {
+                let (_, _, pending) = store.counts(&user).ok()?;
+                let rows = store.outbox(&user).ok()?;
+                let busy = rows
+                    .iter()
+                    .any(|r| r.state == "queued" || r.state == "sending");
+                (pending == 0 && !busy).then_some(rows)
+            }
+        },
+    )
+    .await
+}
+
+/// The Cloud API requests the fake received for a phone number id.
+pub fn sent_to_phone(fake: &Simulator, phone: &str) -> Vec<Value> {
+    fake.requests()
+        .into_iter()
+        .filter(|r| r.phone_number_id == phone)
+        .map(|r| r.body)
+        .collect()
+}

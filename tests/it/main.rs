@@ -1,0 +1,8 @@
+//! One integration test binary of real parts: a temp home with a real SQLite file, the real
+//! gate on 127.0.0.1:0, the fake Cloud API on 127.0.0.1:0, real HTTP between them.
+
+mod common;
+
+mod cli;
+mod fixtures;
+mod skeleton;
