@@ -123,7 +123,10 @@ pub async fn start(
         ..
     } = loaded;
     let addr = listener.local_addr()?;
-    let store = Store::open(&home.gate.db_path)?;
+    let store = Store::open_with(
+        &home.gate.db_path,
+        Duration::from_millis(home.gate.file.storage.busy_timeout_ms),
+    )?;
     let graph_cfg = &home.gate.file.graph;
     let simulator = (graph_cfg.base_url == "simulator").then(Simulator::new);
     let base_url = match &simulator {
@@ -176,6 +179,7 @@ pub async fn start(
         users: users.clone(),
         wake: dispatch_wake,
         sender_wake: sender_wake.clone(),
+        max_parallel: home.gate.file.dispatch.max_parallel.max(1),
     };
     tracker.spawn(dispatcher.run(cancel.clone()));
     let sender = Sender {

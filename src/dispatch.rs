@@ -1,5 +1,5 @@
-//! The dispatcher: takes committed events in arrival order, runs the rules of the event's
-//! user whose trigger and `if:` match, and commits the runs' actions (outbox rows with
+//! The dispatcher: takes committed events in arrival order (one lane per contact, lanes in
+//! parallel up to a bound), runs the rules of the event's user whose trigger and `if:` match, and commits the runs' actions (outbox rows with
 //! idempotency keys), their traces and the event's completion in one transaction.
 //! A crash before that commit leaves the event pending; the re-run enqueues nothing twice.
 
@@ -7,10 +7,16 @@ use crate::rules::{Project, Rule, RuleRegistry};
 use crate::script::{Action, RunContext, ScriptEngine};
 use crate::store::{NewOutbound, RunRecord, Store, StoredEvent, now_ms};
 use crate::users::Users;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// What the dispatcher needs; cheap handles.
 #[derive(Clone)]
@@ -23,44 +29,144 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
     /// Woken after new outbox rows are committed.
     pub sender_wake: Arc<Notify>,
+    /// How many lanes (contacts) run at once.
+    pub max_parallel: usize,
 }
 
+/// Events that must stay in order share a lane: one per (user, contact); events without a
+/// contact (template updates, account alerts) get one lane per (user, kind).
+fn lane_of(ev: &StoredEvent) -> String {
+    match &ev.contact {
+        Some(c) => format!("{}\u{0}c:{c}", ev.user),
+        None => format!("{}\u{0}k:{}", ev.user, ev.kind),
+    }
+}
+
+/// Lanes running now and the events they hold; shared by the loop and its lane tasks.
+#[derive(Default)]
+struct Lanes {
+    busy: HashSet<String>,
+    in_flight: HashSet<i64>,
+}
+
+/// How many pending events one look at the store takes.
+const BATCH: usize = 1000;
+
 impl Dispatcher {
-    /// Dispatches until `cancel` fires; finishes the event in hand first.
+    /// Dispatches until `cancel` fires. Each lane handles its events one after the other, in
+    /// arrival order; up to `max_parallel` lanes run at once. On cancel, every lane finishes
+    /// the event in hand and stops; what it had not started stays pending in the store.
     pub async fn run(self, cancel: CancellationToken) {
-        loop {
+        let lanes = Arc::new(Mutex::new(Lanes::default()));
+        let permits = Arc::new(Semaphore::new(self.max_parallel));
+        let lane_done = Arc::new(Notify::new());
+        let tasks = TaskTracker::new();
+        while !cancel.is_cancelled() {
+            let started = self
+                .start_lanes(&lanes, &permits, &lane_done, &tasks, &cancel)
+                .await;
+            if started {
+                continue;
+            }
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = lane_done.notified() => {}
+                _ = cancel.cancelled() => break,
+                // A safety net: events committed by another process are found too.
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    /// Looks at the pending events and starts a task for each free lane that has work.
+    /// Returns whether any task was started.
+    async fn start_lanes(
+        &self,
+        lanes: &Arc<Mutex<Lanes>>,
+        permits: &Arc<Semaphore>,
+        lane_done: &Arc<Notify>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let pending = match self.store.call(|s| s.pending_events(BATCH)).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "dispatcher cannot read pending events");
+                return false;
+            }
+        };
+        // Group the free lanes' events, keeping arrival order within each lane.
+        let mut work: Vec<(String, Vec<StoredEvent>)> = Vec::new();
+        {
+            let l = lock(lanes);
+            for ev in pending {
+                if l.in_flight.contains(&ev.id) {
+                    continue;
+                }
+                let lane = lane_of(&ev);
+                if l.busy.contains(&lane) {
+                    continue;
+                }
+                match work.iter_mut().find(|(name, _)| *name == lane) {
+                    Some((_, evs)) => evs.push(ev),
+                    None => work.push((lane, vec![ev])),
+                }
+            }
+        }
+        let mut started = false;
+        for (lane, events) in work {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break; // every slot is taken; a finishing lane wakes the loop
+            };
+            {
+                let mut l = lock(lanes);
+                l.busy.insert(lane.clone());
+                l.in_flight.extend(events.iter().map(|e| e.id));
+            }
+            let this = self.clone();
+            let (lanes, lane_done, cancel) = (lanes.clone(), lane_done.clone(), cancel.clone());
+            tasks.spawn(async move {
+                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
+                this.run_lane(events, &cancel).await;
+                let mut l = lock(&lanes);
+                l.busy.remove(&lane);
+                for id in ids {
+                    l.in_flight.remove(&id);
+                }
+                drop(l);
+                drop(permit);
+                lane_done.notify_one();
+            });
+            started = true;
+        }
+        started
+    }
+
+    /// Handles one lane's events in order; stops at the first that cannot be committed, so
+    /// that no later event of the contact overtakes it.
+    async fn run_lane(&self, events: Vec<StoredEvent>, cancel: &CancellationToken) {
+        for ev in events {
             if cancel.is_cancelled() {
                 return;
             }
-            let batch = match self.store.call(|s| s.pending_events(64)).await {
-                Ok(b) => b,
-                Err(e) => {
-                    tracing::error!(error = %e, "dispatcher cannot read pending events");
-                    Vec::new()
-                }
-            };
-            if batch.is_empty() {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    _ = cancel.cancelled() => return,
-                    // A safety net: events committed by another process are found too.
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-            for ev in batch {
-                let this = self.clone();
-                let id = ev.id;
-                let done = tokio::task::spawn_blocking(move || this.dispatch_one(ev)).await;
-                match done {
-                    Ok(Ok(queued)) if queued > 0 => self.sender_wake.notify_one(),
-                    Ok(Ok(_)) => {}
-                    Ok(Err(e)) => {
-                        tracing::error!(event_id = id, error = %e, "cannot commit a dispatch; will retry");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        break;
+            let this = self.clone();
+            let id = ev.id;
+            match tokio::task::spawn_blocking(move || this.dispatch_one(ev)).await {
+                Ok(Ok(queued)) => {
+                    if queued > 0 {
+                        self.sender_wake.notify_one();
                     }
-                    Err(e) => tracing::error!(event_id = id, error = %e, "dispatch task failed"),
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(event_id = id, error = %e, "cannot commit a dispatch; will retry");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return;
+                }
+                Err(e) => {
+                    tracing::error!(event_id = id, error = %e, "dispatch task failed; will retry");
+                    return;
                 }
             }
         }

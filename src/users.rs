@@ -55,6 +55,13 @@ impl Users {
         self.0.values().find(|u| u.config.phone_number_id == id)
     }
 
+    /// The user owning a WhatsApp Business Account id.
+    pub fn by_business_account_id(&self, id: &str) -> Option<&Arc<UserRuntime>> {
+        self.0
+            .values()
+            .find(|u| u.config.business_account_id.as_deref() == Some(id))
+    }
+
     /// All users, by name.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &Arc<UserRuntime>)> {
         self.0.iter()

@@ -19,6 +19,21 @@ pub struct GateFile {
     pub users_dir: String,
     pub rules_dir: String,
     pub scripts: ScriptLimits,
+    pub dispatch: DispatchSection,
+}
+
+/// `dispatch:` of gate.yaml.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSection {
+    /// How many contacts' events are handled at once (each contact's in arrival order).
+    pub max_parallel: usize,
+}
+
+impl Default for DispatchSection {
+    fn default() -> Self {
+        DispatchSection { max_parallel: 8 }
+    }
 }
 
 impl Default for GateFile {
@@ -31,6 +46,7 @@ impl Default for GateFile {
             users_dir: "users".into(),
             rules_dir: "rules".into(),
             scripts: ScriptLimits::default(),
+            dispatch: DispatchSection::default(),
         }
     }
 }
@@ -58,12 +74,15 @@ impl Default for ServerSection {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageSection {
     pub path: String,
+    /// How long a write waits for a locked database before the webhook answers 503.
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for StorageSection {
     fn default() -> Self {
         StorageSection {
             path: "data/wagate.db".into(),
+            busy_timeout_ms: 5000,
         }
     }
 }
@@ -108,6 +127,7 @@ impl Default for VaultSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ScriptLimits {
+    /// Rhai operations per run; 0 means no limit (the wall clock still applies).
     pub max_operations: u64,
     pub max_call_depth: usize,
     pub max_expr_depth: usize,

@@ -44,6 +44,8 @@ pub struct Event {
     pub contact: Option<String>,
     /// `metadata.phone_number_id` of the change, used to route and to check ownership.
     pub phone_number_id: Option<String>,
+    /// The entry's id: the WhatsApp Business Account id (routes fields without metadata).
+    pub waba_id: Option<String>,
     /// The wamid of a message or status, if any.
     pub wamid: Option<String>,
     /// The `event` map given to scripts (an object).

@@ -2,18 +2,18 @@
 //! A webhook is verified over its raw bytes, parsed, committed to the store, and only then
 //! answered 200. One place maps errors to statuses; clients get a short reason.
 
-use crate::domain::UserId;
+use crate::domain::Event;
 use crate::graph::simulator::Simulator;
-use crate::store::Store;
-use crate::users::Users;
+use crate::store::{IngestOutcome, Store};
+use crate::users::{UserRuntime, Users};
 use crate::whatsapp::{parse_webhook, verify_signature};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde_json::json;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -59,6 +59,7 @@ impl IntoResponse for HttpError {
 pub fn router(state: AppState, max_body_bytes: usize, simulator: Option<&Simulator>) -> Router {
     let mut app = Router::new()
         .route("/webhook/whatsapp/{user}", get(handshake).post(webhook))
+        .route("/webhook/whatsapp", post(shared_webhook))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
@@ -106,44 +107,132 @@ async fn webhook(
     Path(user): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<serde_json::Value>, HttpError> {
+) -> Result<Json<Value>, HttpError> {
     let u = st.users.get(&user).cloned().ok_or(HttpError::UnknownUser)?;
+    check_signature(&u, &headers, &body)?;
+    let events = parse(&user, &body)?;
+    // Entries for another phone number are kept, never dispatched as this user's.
+    let items: Vec<(Event, bool)> = events
+        .into_iter()
+        .map(|e| {
+            let owned = e
+                .phone_number_id
+                .as_deref()
+                .is_none_or(|p| p == u.config.phone_number_id);
+            (e, owned)
+        })
+        .collect();
+    let outcome = commit(&st, &u, body, items).await?;
+    Ok(Json(outcome_json(&[(user, outcome)])))
+}
+
+/// One Meta app shared by several users: each event goes to the user owning its
+/// phone_number_id (or, for fields without metadata, its WhatsApp Business Account id), and
+/// the signature must verify with every owner's app secret. Events no user owns are kept
+/// (as foreign, under the first owner) and never dispatched.
+async fn shared_webhook(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, HttpError> {
+    // The ids are read before the signature is checked only to choose whose secret checks it;
+    // nothing is stored or trusted until then.
+    let events = parse("(shared)", &body)?;
+    let owner_of = |e: &Event| -> Option<Arc<UserRuntime>> {
+        match &e.phone_number_id {
+            Some(p) => st.users.by_phone_number_id(p).cloned(),
+            None => e
+                .waba_id
+                .as_deref()
+                .and_then(|w| st.users.by_business_account_id(w))
+                .cloned(),
+        }
+    };
+    let owners: Vec<Option<Arc<UserRuntime>>> = events.iter().map(owner_of).collect();
+    let mut users: Vec<Arc<UserRuntime>> = Vec::new();
+    for u in owners.iter().flatten() {
+        if !users.iter().any(|x| x.config.id == u.config.id) {
+            users.push(u.clone());
+        }
+    }
+    if users.is_empty() {
+        tracing::warn!("shared webhook for no known phone number or account; refused");
+        return Err(HttpError::UnknownUser);
+    }
+    for u in &users {
+        check_signature(u, &headers, &body)?;
+    }
+    let mut outcomes = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        let items: Vec<(Event, bool)> = events
+            .iter()
+            .zip(&owners)
+            .filter_map(|(e, o)| match o {
+                Some(o) if o.config.id == u.config.id => Some((e.clone(), true)),
+                None if i == 0 => Some((e.clone(), false)),
+                _ => None,
+            })
+            .collect();
+        let outcome = commit(&st, u, body.clone(), items).await?;
+        outcomes.push((u.config.id.to_string(), outcome));
+    }
+    Ok(Json(outcome_json(&outcomes)))
+}
+
+fn check_signature(u: &UserRuntime, headers: &HeaderMap, body: &Bytes) -> Result<(), HttpError> {
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    if let Err(e) = verify_signature(u.creds.app_secret.expose().as_bytes(), &body, sig) {
-        tracing::warn!(user = %user, reason = %e, bytes = body.len(), "webhook refused");
-        return Err(HttpError::Unauthorized(e.to_string()));
-    }
-    let events = parse_webhook(&body).map_err(|e| {
-        tracing::warn!(user = %user, reason = %e, "signed webhook is not a JSON object");
+    verify_signature(u.creds.app_secret.expose().as_bytes(), body, sig).map_err(|e| {
+        tracing::warn!(user = %u.config.id, reason = %e, bytes = body.len(), "webhook refused");
+        HttpError::Unauthorized(e.to_string())
+    })
+}
+
+fn parse(user: &str, body: &Bytes) -> Result<Vec<Event>, HttpError> {
+    parse_webhook(body).map_err(|e| {
+        tracing::warn!(user = %user, reason = %e, "webhook body is not a JSON object");
         HttpError::BadRequest(e.to_string())
-    })?;
-    let uid = UserId::parse(&user).map_err(|_| HttpError::UnknownUser)?;
-    let phone = u.config.phone_number_id.clone();
+    })
+}
+
+/// Commits a body and its events for one user, then wakes the dispatcher.
+async fn commit(
+    st: &AppState,
+    u: &UserRuntime,
+    body: Bytes,
+    items: Vec<(Event, bool)>,
+) -> Result<IngestOutcome, HttpError> {
+    let uid = u.config.id.clone();
     let outcome = st
         .store
-        .call(move |s| s.ingest(&uid, &phone, &body, &events))
+        .call(move |s| s.ingest(&uid, &body, &items))
         .await
         .map_err(|e| {
-            tracing::error!(user = %user, error = %e, "webhook not committed; answering 503");
+            tracing::error!(user = %u.config.id, error = %e, "webhook not committed; answering 503");
             HttpError::Unavailable
         })?;
     if outcome.new_events > 0 {
         st.dispatch_wake.notify_one();
     }
     if outcome.foreign > 0 {
-        tracing::warn!(user = %user, foreign = outcome.foreign, "webhook held events for another phone number; kept, not dispatched");
+        tracing::warn!(user = %u.config.id, foreign = outcome.foreign, "webhook held events for another phone number; kept, not dispatched");
     }
-    tracing::info!(user = %user, new = outcome.new_events, duplicates = outcome.duplicates, "webhook committed");
-    Ok(Json(json!({
-        "stored": outcome.new_events,
-        "duplicates": outcome.duplicates,
-        "foreign": outcome.foreign,
-    })))
+    tracing::info!(user = %u.config.id, new = outcome.new_events, duplicates = outcome.duplicates, "webhook committed");
+    Ok(outcome)
 }
 
-async fn healthz(State(st): State<AppState>) -> Json<serde_json::Value> {
+fn outcome_json(outcomes: &[(String, IngestOutcome)]) -> Value {
+    let sum = |f: fn(&IngestOutcome) -> usize| outcomes.iter().map(|(_, o)| f(o)).sum::<usize>();
+    json!({
+        "stored": sum(|o| o.new_events),
+        "duplicates": sum(|o| o.duplicates),
+        "foreign": sum(|o| o.foreign),
+        "users": outcomes.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
+    })
+}
+
+async fn healthz(State(st): State<AppState>) -> Json<Value> {
     let users: Vec<&String> = st.users.iter().map(|(n, _)| n).collect();
     Json(json!({ "status": "ok", "users": users }))
 }

@@ -116,6 +116,11 @@ pub fn now_ms() -> i64 {
 impl Store {
     /// Opens (creating if needed) the database and applies pending migrations.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with(path, std::time::Duration::from_secs(5))
+    }
+
+    /// Opens the database; a write waits at most `busy_timeout` for a lock held elsewhere.
+    pub fn open_with(path: &Path, busy_timeout: std::time::Duration) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
                 path: path.to_path_buf(),
@@ -127,8 +132,7 @@ impl Store {
             source,
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        conn.busy_timeout(busy_timeout).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -169,14 +173,13 @@ impl Store {
         Ok(f(&mut conn)?)
     }
 
-    /// Stores a verified webhook body and its events in one transaction. Events whose
-    /// phone_number_id is not `own_phone` are kept as `foreign` and never dispatched.
+    /// Stores a verified webhook body and its events in one transaction. Each event comes with
+    /// whether it is this user's: one that is not is kept as `foreign` and never dispatched.
     pub fn ingest(
         &self,
         user: &UserId,
-        own_phone: &str,
         body: &[u8],
-        events: &[Event],
+        events: &[(Event, bool)],
     ) -> Result<IngestOutcome, StoreError> {
         let sha = hex::encode(Sha256::digest(body));
         let now = now_ms();
@@ -197,8 +200,8 @@ impl Store {
                 duplicates: 0,
                 foreign: 0,
             };
-            for ev in events {
-                let foreign = ev.phone_number_id.as_deref().is_some_and(|p| p != own_phone);
+            for (ev, owned) in events {
+                let foreign = !owned;
                 let state = if foreign { "foreign" } else { "pending" };
                 let mut map = ev.map.clone();
                 if let Some(m) = map.as_object_mut() {
@@ -391,6 +394,35 @@ impl Store {
         })
     }
 
+    /// A message's status and, for a failed one, Meta's error details (JSON).
+    pub fn message_state(
+        &self,
+        user: &str,
+        wamid: &str,
+    ) -> Result<Option<(String, Option<String>)>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT status, error FROM messages WHERE user = ?1 AND wamid = ?2",
+                params![user, wamid],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// A contact's profile name as last seen in a webhook.
+    pub fn contact_name(&self, user: &str, contact: &str) -> Result<Option<String>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT name FROM contacts WHERE user = ?1 AND contact = ?2",
+                params![user, contact],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
     /// Counts: (raw bodies, events, events by state `pending`).
     pub fn counts(&self, user: &str) -> Result<(i64, i64, i64), StoreError> {
         self.with(|conn| {
@@ -552,12 +584,19 @@ fn record_effects(
                     |r| r.get(0),
                 )
                 .optional()?;
+            // Out-of-order and late webhooks never move a status back (read stays read).
             if let Some(old) = old
                 && status_rank(status) > status_rank(&old)
             {
+                let errors = m
+                    .get("errors")
+                    .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+                    .map(Value::to_string);
+                let at = m.get("timestamp").and_then(Value::as_i64);
                 tx.execute(
-                    "UPDATE messages SET status = ?3 WHERE user = ?1 AND wamid = ?2",
-                    params![user.as_str(), wamid, status],
+                    "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5
+                     WHERE user = ?1 AND wamid = ?2",
+                    params![user.as_str(), wamid, status, errors, at],
                 )?;
             }
         }

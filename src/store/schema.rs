@@ -82,4 +82,9 @@ CREATE TABLE rule_runs (
 );
 CREATE INDEX rule_runs_by_user ON rule_runs (user, id);
 "#,
+    // 2: a failed status keeps Meta's error details; when the status last moved.
+    r#"
+ALTER TABLE messages ADD COLUMN error TEXT;
+ALTER TABLE messages ADD COLUMN status_at INTEGER;
+"#,
 ];

@@ -30,9 +30,14 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
     };
     let mut events = Vec::new();
     for entry in entries {
+        let waba_id = entry.get("id").and_then(as_id);
         let changes = entry.get("changes").and_then(Value::as_array);
         for change in changes.into_iter().flatten() {
+            let first = events.len();
             parse_change(change, &mut events);
+            for ev in &mut events[first..] {
+                ev.waba_id = waba_id.clone();
+            }
         }
     }
     Ok(events)
@@ -185,6 +190,7 @@ fn message_event(
         dedupe_key,
         contact: from,
         phone_number_id,
+        waba_id: None,
         wamid,
         map: Value::Object(map),
     }
@@ -256,6 +262,7 @@ fn status_event(s: &Value, _metadata: Option<&Value>, phone_number_id: Option<St
         dedupe_key,
         contact: recipient,
         phone_number_id,
+        waba_id: None,
         wamid: id,
         map,
     }
@@ -268,6 +275,7 @@ fn other_event(field: &str, phone_number_id: Option<String>, value: &Value) -> E
         dedupe_key: format!("{field}:{}", digest(value)),
         contact: None,
         phone_number_id,
+        waba_id: None,
         wamid: None,
         map,
     }

@@ -5,4 +5,5 @@ mod common;
 
 mod cli;
 mod fixtures;
+mod ingest;
 mod skeleton;

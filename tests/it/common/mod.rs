@@ -18,6 +18,7 @@ use wagate::store::Store;
 pub const OLGA: TestUser = TestUser {
     name: "olga",
     phone: "111222333",
+    waba: "444555666",
     token: "EAAtoken-olga-0123456789",
     secret: "app-secret-olga",
     verify: "verify-olga",
@@ -25,6 +26,7 @@ pub const OLGA: TestUser = TestUser {
 pub const AZARYA: TestUser = TestUser {
     name: "azarya",
     phone: "123456789",
+    waba: "987654321",
     token: "EAAtoken-azarya-9876543210",
     secret: "app-secret-azarya",
     verify: "verify-azarya",
@@ -34,6 +36,7 @@ pub const AZARYA: TestUser = TestUser {
 pub struct TestUser {
     pub name: &'static str,
     pub phone: &'static str,
+    pub waba: &'static str,
     pub token: &'static str,
     pub secret: &'static str,
     pub verify: &'static str,
@@ -65,6 +68,11 @@ impl TestGate {
 
     /// Olga and Azarya with the given files under rules/.
     pub async fn start_with(rules: &[(&str, &str)]) -> TestGate {
+        Self::start_opts(rules, DEFAULT_SCRIPTS).await
+    }
+
+    /// As [`TestGate::start_with`], with `scripts` as gate.yaml's `scripts:` section.
+    pub async fn start_opts(rules: &[(&str, &str)], scripts: &str) -> TestGate {
         let dir = tempfile::tempdir().expect("temp dir");
         let fake = Simulator::new();
         for u in [OLGA, AZARYA] {
@@ -74,7 +82,7 @@ impl TestGate {
         let fake_url = format!("http://{}", listener.local_addr().unwrap());
         let fake_cancel = CancellationToken::new();
         tokio::spawn(fake.clone().serve(listener, fake_cancel.clone()));
-        write_home(dir.path(), &fake_url, rules);
+        write_home_with(dir.path(), &fake_url, rules, scripts);
         let mut tg = TestGate {
             dir,
             fake,
@@ -156,16 +164,27 @@ impl TestGate {
     }
 }
 
-fn write(path: &Path, text: &str) {
+/// Writes `text` to `path`, creating folders.
+pub fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
 
-fn write_home(home: &Path, fake_url: &str, rules: &[(&str, &str)]) {
+/// Writes a complete home (gate.yaml, identity, users olga and azarya with encrypted
+/// credentials, the given rules) whose Graph base URL is `fake_url`.
+pub fn write_home(home: &Path, fake_url: &str, rules: &[(&str, &str)]) {
+    write_home_with(home, fake_url, rules, DEFAULT_SCRIPTS)
+}
+
+/// The `scripts:` section of test homes.
+pub const DEFAULT_SCRIPTS: &str = "{ timeout_ms: 500 }";
+
+/// As [`write_home`], with `scripts` as gate.yaml's `scripts:` section.
+pub fn write_home_with(home: &Path, fake_url: &str, rules: &[(&str, &str)], scripts: &str) {
     write(
         &home.join("gate.yaml"),
         &format!(
-            "server: {{ listen: \"127.0.0.1:0\" }}\nstorage: {{ path: data/wagate.db }}\ngraph: {{ base_url: \"{fake_url}\", version: \"v23.0\", timeout_secs: 5 }}\nvault: {{ identity_file: identity.txt }}\nscripts: {{ timeout_ms: 500 }}\n"
+            "server: {{ listen: \"127.0.0.1:0\" }}\nstorage: {{ path: data/wagate.db, busy_timeout_ms: 300 }}\ngraph: {{ base_url: \"{fake_url}\", version: \"v23.0\", timeout_secs: 5 }}\nvault: {{ identity_file: identity.txt }}\nscripts: {scripts}\n"
         ),
     );
     wagate::vault::generate_identity_file(&home.join("identity.txt")).unwrap();
@@ -174,8 +193,8 @@ fn write_home(home: &Path, fake_url: &str, rules: &[(&str, &str)]) {
         write(
             &home.join(format!("users/{}.yaml", u.name)),
             &format!(
-                "user: {}\nphone_number_id: \"{}\"\ndisplay_phone_number: \"1555{}\"\ntimezone: {tz}\n",
-                u.name, u.phone, u.phone
+                "user: {}\nphone_number_id: \"{}\"\nbusiness_account_id: \"{}\"\ndisplay_phone_number: \"1555{}\"\ntimezone: {tz}\n",
+                u.name, u.phone, u.waba, u.phone
             ),
         );
         let creds = wagate::vault::parse_credentials(
@@ -207,6 +226,23 @@ pub fn text_webhook(u: TestUser, from: &str, name: &str, wamid: &str, text: &str
     })
     .to_string()
     .into_bytes()
+}
+
+/// A fixture from ../shared/fixtures/webhooks with every `metadata.phone_number_id` set to
+/// `u`'s number, so that it is `u`'s own traffic.
+pub fn fixture_for(u: TestUser, name: &str) -> Vec<u8> {
+    let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/webhooks")
+        .join(name);
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for e in v["entry"].as_array_mut().into_iter().flatten() {
+        for c in e["changes"].as_array_mut().into_iter().flatten() {
+            if let Some(md) = c["value"].get_mut("metadata") {
+                md["phone_number_id"] = u.phone.into();
+            }
+        }
+    }
+    v.to_string().into_bytes()
 }
 
 /// Polls `f` until it returns Some, or panics after `timeout` naming `what`.

@@ -1,0 +1,379 @@
+//! Ingestion that loses nothing: order per contact and parallelism across contacts, the shared
+//! route, 503 when the store cannot commit, statuses that only move forward, non-message
+//! fields reaching rules, senders known only by a business-scoped id.
+
+use crate::common::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn texts_to(rows: &[wagate::store::OutboxRow], to: &str) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.body["to"] == to)
+        .map(|r| r.body["text"]["body"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn one_contacts_events_are_handled_in_arrival_order() {
+    let tg = TestGate::start().await;
+    for i in 0..12 {
+        for (from, tag) in [("33611111111", "a"), ("33622222222", "b")] {
+            let body = text_webhook(
+                OLGA,
+                from,
+                "X",
+                &format!("wamid.{tag}{i}"),
+                &format!("{tag}{i}"),
+            );
+            assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+        }
+    }
+    let rows = settled(&tg, "olga").await;
+    assert_eq!(rows.len(), 24);
+    let want = |tag: &str| {
+        (0..12)
+            .map(|i| format!("You said: {tag}{i}"))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(texts_to(&rows, "+33611111111"), want("a"));
+    assert_eq!(texts_to(&rows, "+33622222222"), want("b"));
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_slow_rule_holds_up_neither_other_contacts_nor_the_200s() {
+    // `spin` loops until its 3 s wall-clock limit cuts it off, for messages saying "slow".
+    let spin = (
+        "olga/spin/project.yaml",
+        "rules:\n  - name: spin\n    on: message\n    if: 'event.text == \"slow\"'\n    script: spin.rhai\n",
+    );
+    let spin_script = ("olga/spin/spin.rhai", "loop { }\n");
+    // No operation limit here, so that only the wall clock stops the loop.
+    let scripts = "{ timeout_ms: 3000, max_operations: 0 }";
+    let tg = TestGate::start_opts(&[ECHO_PROJECT, ECHO_SCRIPT, spin, spin_script], scripts).await;
+    let slow = text_webhook(OLGA, "33611111111", "A", "wamid.SLOW", "slow");
+    assert_eq!(tg.post_signed(OLGA, &slow).await.status(), 200);
+    // While A's event is still being dispatched, B's webhook is acked and answered.
+    let fast = text_webhook(OLGA, "33622222222", "B", "wamid.FAST", "fast");
+    assert_eq!(tg.post_signed(OLGA, &fast).await.status(), 200);
+    let first = tg.fake.wait_for(1, T).await;
+    assert_eq!(first[0].body["to"], "+33622222222", "B was answered first");
+    assert!(
+        tg.store()
+            .outbox("olga")
+            .unwrap()
+            .iter()
+            .all(|r| r.body["to"] != "+33611111111"),
+        "A's run had not finished when B was answered"
+    );
+    let rows = settled(&tg, "olga").await;
+    assert_eq!(texts_to(&rows, "+33611111111"), vec!["You said: slow"]);
+    let runs = tg.store().recent_runs("olga", 10).unwrap();
+    let spun = runs.iter().find(|r| r.rule == "spin").unwrap();
+    assert!(
+        spun.error.as_deref().unwrap().contains("3000 ms limit"),
+        "{spun:?}"
+    );
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn shared_app_route_goes_by_phone_number_id_and_checks_the_owners_secret() {
+    let az = (
+        "azarya/auto/project.yaml",
+        "rules:\n  - name: hello\n    on: message\n    script: hello.rhai\n",
+    );
+    let az_script = ("azarya/auto/hello.rhai", "reply(event, \"Azarya here\");\n");
+    let tg = TestGate::start_with(&[ECHO_PROJECT, ECHO_SCRIPT, az, az_script]).await;
+    let post = |body: Vec<u8>, sig: Option<String>| {
+        let c = tg.client.clone();
+        let url = tg.url("/webhook/whatsapp");
+        async move {
+            let mut r = c.post(url).body(body);
+            if let Some(s) = sig {
+                r = r.header("x-hub-signature-256", s);
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let to_azarya = text_webhook(AZARYA, "972501112222", "Dana", "wamid.SH1", "hi");
+    let sig = wagate::whatsapp::sign(AZARYA.secret.as_bytes(), &to_azarya);
+    let resp = post(to_azarya.clone(), Some(sig)).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["users"], json!(["azarya"]));
+    // Signed with Olga's secret: not the owner's, refused, nothing stored.
+    let to_azarya2 = text_webhook(AZARYA, "972501112222", "Dana", "wamid.SH2", "hi");
+    let bad = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &to_azarya2);
+    assert_eq!(post(to_azarya2, Some(bad)).await.status(), 401);
+    // No known phone number: 404.
+    let nobody = text_webhook(OLGA, "1", "N", "wamid.SH3", "hi");
+    let nobody = String::from_utf8(nobody)
+        .unwrap()
+        .replace(OLGA.phone, "999")
+        .into_bytes();
+    let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &nobody);
+    assert_eq!(post(nobody, Some(sig)).await.status(), 404);
+    // A template update carries no metadata: it is routed by its account (WABA) id.
+    let tpl = fixture_for(OLGA, "java-bindambc__rejectedTemplate.json");
+    let tpl = String::from_utf8(tpl)
+        .unwrap()
+        .replace("880480871844883", OLGA.waba)
+        .into_bytes();
+    let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &tpl);
+    let v: Value = post(tpl, Some(sig)).await.json().await.unwrap();
+    assert_eq!(v["users"], json!(["olga"]));
+    tg.fake.wait_for(1, T).await;
+    settled(&tg, "azarya").await;
+    let reqs = tg.fake.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].phone_number_id, AZARYA.phone);
+    assert_eq!(
+        tg.store().counts("azarya").unwrap().1,
+        1,
+        "the refused body stored nothing"
+    );
+    assert_eq!(
+        tg.store().counts("olga").unwrap().1,
+        1,
+        "the template update is Olga's"
+    );
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_store_that_cannot_commit_answers_503_and_meta_can_retry() {
+    let tg = TestGate::start().await;
+    let db = tg.store().path().to_path_buf();
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.LOCKED", "hi");
+    {
+        // Another process holds the database's write lock longer than the gate will wait.
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        let resp = tg.post_signed(OLGA, &body).await;
+        assert_eq!(resp.status(), 503);
+        conn.execute_batch("ROLLBACK").unwrap();
+    }
+    // Meta's retry then succeeds, and the message is answered once.
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    tg.fake.wait_for(1, T).await;
+    assert_eq!(settled(&tg, "olga").await.len(), 1);
+    tg.shutdown().await;
+}
+
+fn status_webhook(
+    u: TestUser,
+    wamid: &str,
+    status: &str,
+    ts: u64,
+    errors: Option<Value>,
+) -> Vec<u8> {
+    let mut s = json!({"id": wamid, "status": status, "timestamp": ts.to_string(), "recipient_id": "33612345678"});
+    if let Some(e) = errors {
+        s["errors"] = e;
+    }
+    json!({"object": "whatsapp_business_account", "entry": [{"id": u.waba, "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": u.phone}, "statuses": [s]}}]}]})
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn statuses_only_move_forward_and_failures_keep_their_details() {
+    let tg = TestGate::start().await;
+    for (id, text) in [("wamid.S1", "one"), ("wamid.S2", "two")] {
+        let body = text_webhook(OLGA, "33612345678", "Ann", id, text);
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    tg.fake.wait_for(2, T).await;
+    settled(&tg, "olga").await;
+    let sent: Vec<String> = tg
+        .fake
+        .requests()
+        .iter()
+        .map(|r| r.wamid.clone().unwrap())
+        .collect();
+    let (w1, w2) = (&sent[0], &sent[1]);
+    // read arrives before delivered (Meta does not guarantee order): read stays read.
+    for (st, ts) in [("sent", 10), ("read", 30), ("delivered", 20), ("sent", 40)] {
+        assert_eq!(
+            tg.post_signed(OLGA, &status_webhook(OLGA, w1, st, ts, None))
+                .await
+                .status(),
+            200
+        );
+    }
+    let errors = json!([{"code": 131026, "title": "Message undeliverable", "message": "Message undeliverable",
+                         "error_data": {"details": "Message Undeliverable."}}]);
+    for (st, ts, e) in [("failed", 10, Some(errors)), ("delivered", 20, None)] {
+        assert_eq!(
+            tg.post_signed(OLGA, &status_webhook(OLGA, w2, st, ts, e))
+                .await
+                .status(),
+            200
+        );
+    }
+    // Redelivery of the same status is stored once.
+    let v: Value = tg
+        .post_signed(OLGA, &status_webhook(OLGA, w1, "read", 30, None))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["duplicates"], 1);
+    let (s1, _) = tg.store().message_state("olga", w1).unwrap().unwrap();
+    assert_eq!(s1, "read");
+    let (s2, err) = tg.store().message_state("olga", w2).unwrap().unwrap();
+    assert_eq!(s2, "failed");
+    let err: Value = serde_json::from_str(&err.expect("error details kept")).unwrap();
+    assert_eq!(err[0]["code"], 131026);
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn non_message_fields_reach_their_rules() {
+    let project = (
+        "olga/watch/project.yaml",
+        "rules:
+  - name: on-status
+    on: status
+    script: watch.rhai
+    call: note
+  - name: on-template
+    on: template_status
+    script: watch.rhai
+    call: note
+  - name: on-name
+    on: phone_number_name_update
+    script: watch.rhai
+    call: note
+  - name: on-any
+    on: webhook
+    if: 'event.kind != \"message\" && event.kind != \"status\"'
+    script: watch.rhai
+    call: note
+",
+    );
+    let script = (
+        "olga/watch/watch.rhai",
+        "fn note(event) {\n  let what = if event.kind == \"status\" { event.status } else { event.raw.to_json() };\n  send(\"+15550000000\", event.kind + \": \" + what);\n}\n",
+    );
+    let tg = TestGate::start_with(&[project, script]).await;
+    for f in [
+        "php-netflie__a_status_notification.json",
+        "java-bindambc__rejectedTemplate.json",
+        "java-bindambc__phoneNumberNameUpdate.json",
+        "meta-openapi__webhook__group-settings-update.json",
+    ] {
+        assert_eq!(
+            tg.post_signed(OLGA, &fixture_for(OLGA, f)).await.status(),
+            200,
+            "{f}"
+        );
+    }
+    let rows = settled(&tg, "olga").await;
+    let mut texts: Vec<String> = rows
+        .iter()
+        .map(|r| r.body["text"]["body"].as_str().unwrap().to_string())
+        .collect();
+    texts.sort();
+    assert_eq!(texts.len(), 6, "{texts:#?}");
+    let starts = |p: &str| texts.iter().filter(|t| t.starts_with(p)).count();
+    assert_eq!(starts("status: "), 1);
+    assert_eq!(
+        starts("message_template_status_update: "),
+        2,
+        "on: template_status and on: webhook"
+    );
+    assert_eq!(
+        starts("phone_number_name_update: "),
+        2,
+        "on: phone_number_name_update and on: webhook"
+    );
+    assert_eq!(
+        starts("group_settings_update: "),
+        1,
+        "a field no rule names reaches on: webhook"
+    );
+    assert!(texts.iter().any(|t| t.contains("REJECTED")));
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn unknown_types_and_username_only_senders_are_kept_dispatched_and_replyable() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/all/project.yaml",
+            "rules:\n  - name: any\n    on: message\n    script: any.rhai\n",
+        ),
+        (
+            "olga/all/any.rhai",
+            "reply(event, \"got \" + event.type);\n",
+        ),
+    ])
+    .await;
+    let unknown = fixture_for(OLGA, "php-netflie__an_unknown_notification.json");
+    let unknown = String::from_utf8(unknown)
+        .unwrap()
+        .replace("\"PHONE_NUMBER\"", "\"33699999999\"")
+        .into_bytes();
+    assert_eq!(tg.post_signed(OLGA, &unknown).await.status(), 200);
+    let bsuid = fixture_for(OLGA, "js-secreto__v25-incoming.json");
+    let v: Value = serde_json::from_slice(&bsuid).unwrap();
+    let mut v2 = v.clone();
+    // The same user, but as Meta sends a username-only user: no `from`, no wa_id.
+    let m = &mut v2["entry"][0]["changes"][0]["value"];
+    m["messages"][0].as_object_mut().unwrap().remove("from");
+    m["contacts"][0].as_object_mut().unwrap().remove("wa_id");
+    assert_eq!(
+        tg.post_signed(OLGA, v2.to_string().as_bytes())
+            .await
+            .status(),
+        200
+    );
+    tg.fake.wait_for(2, T).await;
+    let rows = settled(&tg, "olga").await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].body["to"], "+33699999999");
+    assert_eq!(rows[0].body["text"]["body"], "got unknown");
+    assert_eq!(rows[1].body["recipient"], "US.13491208655302741918");
+    assert!(rows[1].body.get("to").is_none());
+    assert_eq!(rows[1].body["context"]["message_id"], "ABGGFlA5Fpa");
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    assert_eq!(
+        tg.store()
+            .contact_name("olga", "US.13491208655302741918")
+            .unwrap()
+            .as_deref(),
+        Some("test user name")
+    );
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn contact_profile_names_are_kept_per_user_and_follow_changes() {
+    let tg = TestGate::start().await;
+    let b1 = text_webhook(OLGA, "33612345678", "Ann", "wamid.N1", "hi");
+    let b2 = text_webhook(OLGA, "33612345678", "Ann Smith", "wamid.N2", "hi again");
+    let b3 = text_webhook(AZARYA, "33612345678", "Annie", "wamid.N3", "shalom");
+    for (u, b) in [(OLGA, b1), (OLGA, b2), (AZARYA, b3)] {
+        assert_eq!(tg.post_signed(u, &b).await.status(), 200);
+    }
+    assert_eq!(
+        tg.store()
+            .contact_name("olga", "33612345678")
+            .unwrap()
+            .as_deref(),
+        Some("Ann Smith")
+    );
+    assert_eq!(
+        tg.store()
+            .contact_name("azarya", "33612345678")
+            .unwrap()
+            .as_deref(),
+        Some("Annie")
+    );
+    tg.shutdown().await;
+}
