@@ -6,6 +6,7 @@ use crate::dispatch::Dispatcher;
 use crate::graph::simulator::Simulator;
 use crate::graph::{GraphClient, GraphError};
 use crate::http::{AppState, router};
+use crate::media::MediaFetcher;
 use crate::rules::{RuleRegistry, RuleSet};
 use crate::script::ScriptEngine;
 use crate::sender::Sender;
@@ -109,6 +110,11 @@ impl GateHandle {
     }
 }
 
+/// Where inbound media goes: `media/` beside the database (`data/media/` by default).
+pub fn media_dir(db_path: &Path) -> std::path::PathBuf {
+    db_path.parent().unwrap_or(Path::new(".")).join("media")
+}
+
 /// Starts the gate on `listener`.
 pub async fn start(
     loaded: Loaded,
@@ -152,11 +158,13 @@ pub async fn start(
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
     let dispatch_wake = Arc::new(Notify::new());
+    let media_wake = Arc::new(Notify::new());
     let sender_wake = Arc::new(Notify::new());
     let state = AppState {
         store: store.clone(),
         users: users.clone(),
         dispatch_wake: dispatch_wake.clone(),
+        media_wake: media_wake.clone(),
     };
     let app = router(
         state,
@@ -182,6 +190,15 @@ pub async fn start(
         max_parallel: home.gate.file.dispatch.max_parallel.max(1),
     };
     tracker.spawn(dispatcher.run(cancel.clone()));
+    let media = MediaFetcher {
+        store: store.clone(),
+        graph: graph.clone(),
+        users: users.clone(),
+        dir: media_dir(&home.gate.db_path),
+        wake: media_wake,
+        backoff_base: opts.backoff_base,
+    };
+    tracker.spawn(media.run(cancel.clone()));
     let sender = Sender {
         store: store.clone(),
         graph,

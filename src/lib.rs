@@ -27,6 +27,7 @@ pub mod users;
 pub mod vault;
 
 pub mod dispatch;
+pub mod media;
 pub mod rules;
 pub mod sender;
 

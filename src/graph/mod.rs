@@ -68,6 +68,16 @@ pub struct Accepted {
     pub wa_id: Option<String>,
 }
 
+/// What `GET /{media_id}` says of a media object. The URL is valid for 5 minutes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaInfo {
+    pub url: String,
+    pub mime_type: Option<String>,
+    /// Hex sha256 of the file, as Graph states it.
+    pub sha256: Option<String>,
+    pub file_size: Option<u64>,
+}
+
 /// A Graph API client bound to a base URL and a pinned API version.
 #[derive(Clone, Debug)]
 pub struct GraphClient {
@@ -130,6 +140,80 @@ impl GraphClient {
                 .and_then(Value::as_str)
                 .map(str::to_string),
         })
+    }
+}
+
+impl GraphClient {
+    /// GET /{version}/{media_id}: where to download a media object.
+    pub async fn media_info(
+        &self,
+        media_id: &str,
+        token: &Secret<String>,
+    ) -> Result<MediaInfo, GraphError> {
+        let resp = self
+            .http
+            .get(self.url(media_id))
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(network_error)?;
+        let v = read_json(resp).await?;
+        let url = v
+            .get("url")
+            .and_then(Value::as_str)
+            .ok_or_else(|| GraphError::Unexpected("no url in the media answer".into()))?;
+        let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+        let file_size = match v.get("file_size") {
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(s)) => s.parse().ok(),
+            _ => None,
+        };
+        Ok(MediaInfo {
+            url: url.to_string(),
+            mime_type: text("mime_type"),
+            sha256: text("sha256"),
+            file_size,
+        })
+    }
+
+    /// Downloads a media URL with the token (Graph refuses it without). Refuses bodies larger
+    /// than `max_bytes`. Returns the bytes and their content type.
+    pub async fn download(
+        &self,
+        url: &str,
+        token: &Secret<String>,
+        max_bytes: usize,
+    ) -> Result<(Vec<u8>, Option<String>), GraphError> {
+        let mut resp = self
+            .http
+            .get(url)
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(network_error)?;
+        let status = resp.status().as_u16();
+        if !(200..300).contains(&status) {
+            return read_json(resp).await.and_then(|_| {
+                Err(GraphError::Unexpected(format!(
+                    "download answered {status}"
+                )))
+            });
+        }
+        let ctype = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(network_error)? {
+            if bytes.len() + chunk.len() > max_bytes {
+                return Err(GraphError::Unexpected(format!(
+                    "media is larger than {max_bytes} bytes"
+                )));
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((bytes, ctype))
     }
 }
 

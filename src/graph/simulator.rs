@@ -84,6 +84,7 @@ impl Fault {
 
 #[derive(Default)]
 struct Inner {
+    media: Mutex<HashMap<String, (Vec<u8>, String)>>,
     requests: Mutex<Vec<SimRequest>>,
     faults: Mutex<VecDeque<Fault>>,
     tokens: Mutex<HashMap<String, Secret<String>>>,
@@ -106,6 +107,11 @@ impl Simulator {
     /// From now on, requests for `phone_number_id` must carry `token` (else 401, code 190).
     pub fn expect_token(&self, phone_number_id: &str, token: Secret<String>) {
         lock(&self.inner.tokens).insert(phone_number_id.to_string(), token);
+    }
+
+    /// Makes a media object downloadable, as if a contact had sent it.
+    pub fn add_media(&self, media_id: &str, bytes: Vec<u8>, mime_type: &str) {
+        lock(&self.inner.media).insert(media_id.to_string(), (bytes, mime_type.to_string()));
     }
 
     /// Queues a fault for the next request.
@@ -137,7 +143,9 @@ impl Simulator {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{phone_number_id}/messages", post(messages))
+            .route("/{version}/{media_id}", get(media_info))
             .route("/_sim/requests", get(list_requests))
+            .route("/_sim/media/{media_id}", get(media_download))
             .with_state(self.clone())
     }
 
@@ -330,6 +338,92 @@ pub fn check_body(body: &Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Takes the next queued fault, if any, after its delay: `Some(response)` to answer with.
+async fn take_fault(sim: &Simulator) -> Option<Response> {
+    let fault = lock(&sim.inner.faults).pop_front()?;
+    if !fault.delay.is_zero() {
+        tokio::time::sleep(fault.delay).await;
+    }
+    (fault.status != 0).then(|| {
+        let status =
+            StatusCode::from_u16(fault.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(json!({ "error": fault.error }))).into_response()
+    })
+}
+
+fn bearer_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
+    let Some(token) = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| !t.is_empty())
+    else {
+        return false;
+    };
+    let tokens = lock(&sim.inner.tokens);
+    tokens.is_empty() || tokens.values().any(|t| t.expose() == token)
+}
+
+/// GET /{version}/{media_id}: the media's URL (on this simulator), type, hash and size.
+async fn media_info(
+    State(sim): State<Simulator>,
+    Path((_version, media_id)): Path<(String, String)>,
+    uri: axum::extract::OriginalUri,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = take_fault(&sim).await {
+        return r;
+    }
+    if !bearer_ok(&sim, &headers) {
+        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
+    }
+    let Some((bytes, mime)) = lock(&sim.inner.media).get(&media_id).cloned() else {
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            &format!("Unsupported get request. Object with ID '{media_id}' does not exist"),
+        );
+    };
+    // The download URL lives on this simulator, wherever it is mounted.
+    let path = uri.0.path().to_string();
+    let prefix = path.rsplitn(3, '/').nth(2).unwrap_or("");
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1");
+    let sha = {
+        use sha2::{Digest, Sha256};
+        hex::encode(Sha256::digest(&bytes))
+    };
+    Json(json!({
+        "messaging_product": "whatsapp",
+        "url": format!("http://{host}{prefix}/_sim/media/{media_id}"),
+        "mime_type": mime,
+        "sha256": sha,
+        "file_size": bytes.len().to_string(),
+        "id": media_id,
+    }))
+    .into_response()
+}
+
+/// The download itself: needs the bearer token, as Meta's does.
+async fn media_download(
+    State(sim): State<Simulator>,
+    Path(media_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = take_fault(&sim).await {
+        return r;
+    }
+    if !bearer_ok(&sim, &headers) {
+        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
+    }
+    match lock(&sim.inner.media).get(&media_id).cloned() {
+        Some((bytes, mime)) => ([("content-type", mime)], bytes).into_response(),
+        None => graph_error(StatusCode::NOT_FOUND, 100, "media not found"),
+    }
 }
 
 async fn list_requests(State(sim): State<Simulator>) -> Json<Value> {

@@ -25,6 +25,8 @@ pub struct AppState {
     pub users: Users,
     /// Woken after every commit of new events.
     pub dispatch_wake: Arc<Notify>,
+    /// Woken when a webhook brought media to fetch.
+    pub media_wake: Arc<Notify>,
 }
 
 /// Why a request was refused; the one place that picks statuses.
@@ -214,6 +216,9 @@ async fn commit(
         })?;
     if outcome.new_events > 0 {
         st.dispatch_wake.notify_one();
+    }
+    if outcome.new_media > 0 {
+        st.media_wake.notify_one();
     }
     if outcome.foreign > 0 {
         tracing::warn!(user = %u.config.id, foreign = outcome.foreign, "webhook held events for another phone number; kept, not dispatched");

@@ -42,6 +42,8 @@ pub struct IngestOutcome {
     pub duplicates: usize,
     /// Events for a phone number that is not this user's: kept, never dispatched.
     pub foreign: usize,
+    /// Inbound media queued for download.
+    pub new_media: usize,
 }
 
 /// An event waiting for the dispatcher.
@@ -199,6 +201,7 @@ impl Store {
                 new_events: 0,
                 duplicates: 0,
                 foreign: 0,
+                new_media: 0,
             };
             for (ev, owned) in events {
                 let foreign = !owned;
@@ -222,7 +225,7 @@ impl Store {
                     continue;
                 }
                 out.new_events += 1;
-                record_effects(&tx, user, ev, now)?;
+                out.new_media += record_effects(&tx, user, ev, now)?;
             }
             tx.commit()?;
             Ok(out)
@@ -537,13 +540,14 @@ fn status_rank(s: &str) -> i32 {
     }
 }
 
-/// The side effects of a newly stored event on messages and contacts.
+/// The side effects of a newly stored event on messages, contacts and media; returns how many
+/// media downloads it queued.
 fn record_effects(
     tx: &rusqlite::Transaction<'_>,
     user: &UserId,
     ev: &Event,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> rusqlite::Result<usize> {
     let m = &ev.map;
     match m.get("kind").and_then(Value::as_str) {
         Some("message") => {
@@ -571,11 +575,21 @@ fn record_effects(
                    updated_at = excluded.updated_at",
                 params![user.as_str(), contact, name, ts, now],
             )?;
+            if let Some(media_id) = m.pointer("/media/id").and_then(Value::as_str) {
+                let queued = tx.execute(
+                    "INSERT OR IGNORE INTO media (user, media_id, wamid, mime_type, meta_sha256, state, next_attempt_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                    params![user.as_str(), media_id, ev.wamid,
+                            m.pointer("/media/mime_type").and_then(Value::as_str),
+                            m.pointer("/media/sha256").and_then(Value::as_str), now],
+                )?;
+                return Ok(queued);
+            }
         }
         Some("status") => {
             let (Some(wamid), Some(status)) = (&ev.wamid, m.get("status").and_then(Value::as_str))
             else {
-                return Ok(());
+                return Ok(0);
             };
             let old: Option<String> = tx
                 .query_row(
@@ -602,7 +616,126 @@ fn record_effects(
         }
         _ => {}
     }
-    Ok(())
+    Ok(0)
+}
+
+/// A media download waiting or done.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaRow {
+    pub id: i64,
+    pub user: String,
+    pub media_id: String,
+    pub wamid: Option<String>,
+    pub mime_type: Option<String>,
+    pub sha256: Option<String>,
+    pub path: Option<String>,
+    pub size: Option<i64>,
+    pub state: String,
+    pub attempts: i64,
+    pub error: Option<String>,
+}
+
+const MEDIA_COLS: &str =
+    "id, user, media_id, wamid, mime_type, sha256, path, size, state, attempts, error";
+
+fn media_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<MediaRow> {
+    Ok(MediaRow {
+        id: r.get(0)?,
+        user: r.get(1)?,
+        media_id: r.get(2)?,
+        wamid: r.get(3)?,
+        mime_type: r.get(4)?,
+        sha256: r.get(5)?,
+        path: r.get(6)?,
+        size: r.get(7)?,
+        state: r.get(8)?,
+        attempts: r.get(9)?,
+        error: r.get(10)?,
+    })
+}
+
+impl Store {
+    /// Claims up to `limit` due media downloads (counts the attempt) and returns them.
+    pub fn claim_media(&self, now: i64, limit: usize) -> Result<Vec<MediaRow>, StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let rows: Vec<MediaRow> = {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {MEDIA_COLS} FROM media WHERE state = 'pending' AND next_attempt_at <= ?1
+                     ORDER BY next_attempt_at, id LIMIT ?2"
+                ))?;
+                st.query_map(params![now, limit as i64], media_row)?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for r in &rows {
+                // Pushed out while in hand, so that a crash only delays it.
+                tx.execute(
+                    "UPDATE media SET attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1",
+                    params![r.id, now + 60_000],
+                )?;
+            }
+            tx.commit()?;
+            Ok(rows)
+        })
+    }
+
+    /// The earliest time a pending media download is due, if any.
+    pub fn next_media_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT MIN(next_attempt_at) FROM media WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Records a finished download.
+    pub fn media_done(
+        &self,
+        id: i64,
+        path: &str,
+        sha256: &str,
+        size: i64,
+        mime: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE media SET state = 'done', path = ?2, sha256 = ?3, size = ?4,
+                 mime_type = COALESCE(?5, mime_type), error = NULL WHERE id = ?1",
+                params![id, path, sha256, size, mime],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Schedules another attempt, or gives up (`at_ms = None`), with the reason.
+    pub fn media_failed(&self, id: i64, at_ms: Option<i64>, error: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            match at_ms {
+                Some(at) => conn.execute(
+                    "UPDATE media SET next_attempt_at = ?2, error = ?3 WHERE id = ?1",
+                    params![id, at, error],
+                ),
+                None => conn.execute(
+                    "UPDATE media SET state = 'failed', error = ?2 WHERE id = ?1",
+                    params![id, error],
+                ),
+            }
+            .map(drop)
+        })
+    }
+
+    /// Every media row of a user, oldest first.
+    pub fn media(&self, user: &str) -> Result<Vec<MediaRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT {MEDIA_COLS} FROM media WHERE user = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([user], media_row)?;
+            rows.collect()
+        })
+    }
 }
 
 /// The readable text of an outbound Cloud API body, for the messages table.

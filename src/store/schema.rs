@@ -87,4 +87,25 @@ CREATE INDEX rule_runs_by_user ON rule_runs (user, id);
 ALTER TABLE messages ADD COLUMN error TEXT;
 ALTER TABLE messages ADD COLUMN status_at INTEGER;
 "#,
+    // 3: inbound media to fetch, and where it went.
+    r#"
+CREATE TABLE media (
+    id              INTEGER PRIMARY KEY,
+    user            TEXT    NOT NULL,
+    media_id        TEXT    NOT NULL,
+    wamid           TEXT,
+    mime_type       TEXT,
+    meta_sha256     TEXT,                  -- as the webhook gave it
+    sha256          TEXT,                  -- hex sha256 of the downloaded bytes
+    path            TEXT,                  -- relative to the media folder: <user>/<file>
+    size            INTEGER,
+    state           TEXT    NOT NULL,      -- pending | done | failed
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,      -- unix ms
+    error           TEXT,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (user, media_id)
+);
+CREATE INDEX media_due ON media (state, next_attempt_at);
+"#,
 ];

@@ -377,3 +377,71 @@ async fn contact_profile_names_are_kept_per_user_and_follow_changes() {
     );
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn inbound_media_is_fetched_in_the_background_retried_and_hashed() {
+    use sha2::{Digest, Sha256};
+    use wagate::graph::simulator::Fault;
+    let tg = TestGate::start_with(&[]).await;
+    let bytes: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+    tg.fake
+        .add_media("8472976218001204", bytes.clone(), "image/jpeg");
+    // The first URL lookup answers only after 2 s; the first download then fails with a 500.
+    tg.fake.push_fault(Fault::delay(Duration::from_secs(2)));
+    tg.fake.push_fault(Fault::http(500));
+    let body = fixture_for(OLGA, "java-bindambc__imageMessage.json");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    let rows = tg.store().media("olga").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].state, "pending",
+        "the webhook was answered before the download"
+    );
+    let store = tg.store().clone();
+    let done = eventually("the media download", T, || {
+        let store = store.clone();
+        async move {
+            store
+                .media("olga")
+                .ok()?
+                .into_iter()
+                .find(|m| m.state != "pending")
+        }
+    })
+    .await;
+    assert_eq!(done.state, "done", "{done:?}");
+    assert_eq!(done.attempts, 2);
+    assert_eq!(
+        done.wamid.as_deref(),
+        Some("wamid.HBgODE0NDQwANNTTBGRjkUyNzkzNhUCABIYFDNF5NzAzMDkQjBEQ3NjdBA==")
+    );
+    assert_eq!(
+        done.sha256.as_deref(),
+        Some(hex::encode(Sha256::digest(&bytes)).as_str())
+    );
+    assert_eq!(done.path.as_deref(), Some("olga/8472976218001204.jpg"));
+    let file = tg.dir.path().join("data/media/olga/8472976218001204.jpg");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+    // A media id Graph does not know fails for good, with Graph's reason.
+    let body = String::from_utf8(fixture_for(OLGA, "java-bindambc__videoMessage.json")).unwrap();
+    assert_eq!(tg.post_signed(OLGA, body.as_bytes()).await.status(), 200);
+    let store = tg.store().clone();
+    let failed = eventually("the unknown media to fail", T, || {
+        let store = store.clone();
+        async move {
+            store
+                .media("olga")
+                .ok()?
+                .into_iter()
+                .find(|m| m.state == "failed")
+        }
+    })
+    .await;
+    let reason = failed.error.unwrap();
+    assert!(
+        reason.contains("(#100)") && reason.contains("does not exist"),
+        "{reason}"
+    );
+    assert_eq!(failed.attempts, 1, "a permanent error is not retried");
+    tg.shutdown().await;
+}
