@@ -7,7 +7,7 @@ use crate::rules::{Project, Rule, RuleRegistry};
 use crate::script::{Action, RunContext, ScriptEngine};
 use crate::store::{NewOutbound, RunRecord, Store, StoredEvent, now_ms};
 use crate::users::Users;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
@@ -99,6 +99,7 @@ impl Dispatcher {
         };
         // Group the free lanes' events, keeping arrival order within each lane.
         let mut work: Vec<(String, Vec<StoredEvent>)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
         {
             let l = lock(lanes);
             for ev in pending {
@@ -109,9 +110,12 @@ impl Dispatcher {
                 if l.busy.contains(&lane) {
                     continue;
                 }
-                match work.iter_mut().find(|(name, _)| *name == lane) {
-                    Some((_, evs)) => evs.push(ev),
-                    None => work.push((lane, vec![ev])),
+                match index.get(&lane) {
+                    Some(&i) => work[i].1.push(ev),
+                    None => {
+                        index.insert(lane.clone(), work.len());
+                        work.push((lane, vec![ev]));
+                    }
                 }
             }
         }
