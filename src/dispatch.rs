@@ -3,13 +3,14 @@
 //! idempotency keys), their traces and the event's completion in one transaction.
 //! A crash before that commit leaves the event pending; the re-run enqueues nothing twice.
 
-use crate::rules::{Project, Rule, RuleRegistry};
-use crate::script::{Action, RunContext, ScriptEngine};
-use crate::store::{NewOutbound, RunRecord, Store, StoredEvent, now_ms};
+use crate::rules::RuleRegistry;
+use crate::runner::{self, StoreHost};
+use crate::script::ScriptEngine;
+use crate::store::{Effects, Store, StoredEvent};
 use crate::users::Users;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -176,7 +177,8 @@ impl Dispatcher {
         }
     }
 
-    /// Runs every matching rule for one event and commits the result. Returns rows queued.
+    /// Runs every matching rule for one event and commits everything they did in one
+    /// transaction. Returns how many outbox rows it queued.
     fn dispatch_one(&self, ev: StoredEvent) -> Result<usize, crate::store::StoreError> {
         let rules = self.registry.snapshot();
         let may_send = self
@@ -184,98 +186,35 @@ impl Dispatcher {
             .get(&ev.user)
             .map(|u| u.config.permissions.send)
             .unwrap_or(false);
-        let ctx = RunContext {
-            user: ev.user.clone(),
-            may_send,
-            timeout: self.engine.timeout(),
-        };
-        let mut outbound = Vec::new();
+        let mut effects = Effects::default();
         let mut runs = Vec::new();
         for project in rules.for_user(&ev.user) {
+            let host = Arc::new(StoreHost {
+                store: self.store.clone(),
+                user: ev.user.clone(),
+                project: project.name.clone(),
+            });
+            let ctx = runner::context(&self.engine, project, may_send, host);
             for rule in project
                 .rules
                 .iter()
                 .filter(|r| r.trigger.matches_kind(&ev.kind))
             {
-                let (record, sends) = self.run_rule(project, rule, &ev, &ctx);
-                for (ordinal, (recipient, msg_type, body)) in sends.into_iter().enumerate() {
-                    outbound.push(NewOutbound {
-                        idem_key: format!("ev{}/{}/{}/{ordinal}", ev.id, project.name, rule.name),
-                        recipient,
-                        msg_type,
-                        body,
-                    });
+                let res =
+                    runner::run_rule(&self.engine, project, rule, &ev.map, None, &ev.kind, &ctx);
+                if res.record.outcome == "ok" {
+                    tracing::info!(user = %ev.user, project = %project.name, rule = %rule.name, event_id = ev.id, actions = res.actions.len(), "rule ran");
                 }
-                runs.push(record);
+                runner::effects(
+                    project,
+                    rule,
+                    res.actions,
+                    &format!("ev{}", ev.id),
+                    &mut effects,
+                );
+                runs.push(res.record);
             }
         }
-        self.store.complete_event(ev.id, &ev.user, &outbound, &runs)
-    }
-
-    fn run_rule(
-        &self,
-        project: &Project,
-        rule: &Rule,
-        ev: &StoredEvent,
-        ctx: &RunContext,
-    ) -> (RunRecord, Vec<(String, String, serde_json::Value)>) {
-        let started_at_ms = now_ms();
-        let t0 = Instant::now();
-        let mut record = RunRecord {
-            project: project.name.clone(),
-            rule: rule.name.clone(),
-            outcome: "ok",
-            error: None,
-            logs: Vec::new(),
-            actions: 0,
-            started_at_ms,
-            duration_us: 0,
-        };
-        if let Some(cond) = &rule.condition {
-            match self.engine.eval_condition(cond, &ev.map, ctx) {
-                Ok(true) => {}
-                Ok(false) => {
-                    record.outcome = "skipped";
-                    record.logs.push("`if:` was false".into());
-                    record.duration_us = t0.elapsed().as_micros() as i64;
-                    return (record, Vec::new());
-                }
-                Err(e) => {
-                    record.outcome = "error";
-                    record.error = Some(e);
-                    record.duration_us = t0.elapsed().as_micros() as i64;
-                    return (record, Vec::new());
-                }
-            }
-        }
-        let out = self.engine.run(
-            &rule.ast,
-            rule.call.as_deref(),
-            &ev.map,
-            ctx,
-            &rule.script_shown,
-        );
-        record.duration_us = t0.elapsed().as_micros() as i64;
-        record.logs = out.logs;
-        if let Some(e) = out.error {
-            tracing::warn!(user = %ev.user, project = %project.name, rule = %rule.name, error = %e, "rule run failed");
-            record.outcome = "error";
-            record.error = Some(e);
-            return (record, Vec::new());
-        }
-        let sends: Vec<_> = out
-            .actions
-            .into_iter()
-            .map(|a| match a {
-                Action::Send {
-                    recipient,
-                    msg_type,
-                    body,
-                } => (recipient, msg_type, body),
-            })
-            .collect();
-        record.actions = sends.len();
-        tracing::info!(user = %ev.user, project = %project.name, rule = %rule.name, event_id = ev.id, sends = sends.len(), "rule ran");
-        (record, sends)
+        self.store.complete_event(ev.id, &ev.user, &effects, &runs)
     }
 }

@@ -29,6 +29,7 @@ pub mod vault;
 pub mod dispatch;
 pub mod media;
 pub mod rules;
+pub mod runner;
 pub mod sender;
 
 pub mod app;

@@ -2,18 +2,80 @@
 //! can swap a new set in atomically (hot reload builds on this). Compiling collects every
 //! error of every project, located in its file.
 
-use crate::config::{Diagnostic, Diagnostics, Home, RuleConfig, Trigger};
+use crate::config::{Diagnostic, Diagnostics, Home, RuleConfig, RunMode, Trigger};
 use crate::domain::UserId;
-use crate::script::ScriptEngine;
+use crate::script::{ScriptEngine, Table};
 use arc_swap::ArcSwap;
 use rhai::AST;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::{Condvar, Mutex};
+
+/// Holds a rule to its run mode: how many runs at once, how many waiting.
+pub struct RunGate {
+    mode: RunMode,
+    counts: Mutex<(usize, usize)>, // (running, waiting)
+    freed: Condvar,
+}
+
+/// A run's place; dropping it frees the place.
+pub struct RunPermit<'a>(&'a RunGate);
+
+impl Drop for RunPermit<'_> {
+    fn drop(&mut self) {
+        let mut c = self.0.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.0 -= 1;
+        self.0.freed.notify_all();
+    }
+}
+
+impl RunGate {
+    /// A gate for `mode`.
+    pub fn new(mode: RunMode) -> Self {
+        RunGate {
+            mode,
+            counts: Mutex::new((0, 0)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes a place for a run, waiting if the mode says so; `Err` says why the run is
+    /// skipped. Blocks the calling (blocking-pool) thread while it waits.
+    pub fn enter(&self) -> Result<RunPermit<'_>, String> {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let limit = match self.mode {
+            RunMode::Single => {
+                if c.0 > 0 {
+                    return Err("skipped: a run of this rule is still going (mode: single)".into());
+                }
+                1
+            }
+            RunMode::Queued(max) => {
+                if c.0 > 0 && c.1 >= max {
+                    return Err(format!(
+                        "skipped: {max} run(s) already waiting (mode: queued, max: {max})"
+                    ));
+                }
+                1
+            }
+            RunMode::Parallel(max) => max,
+        };
+        c.1 += 1;
+        while c.0 >= limit {
+            c = self.freed.wait(c).unwrap_or_else(|p| p.into_inner());
+        }
+        c.1 -= 1;
+        c.0 += 1;
+        Ok(RunPermit(self))
+    }
+}
 
 /// One compiled rule.
 pub struct Rule {
     pub name: String,
     pub trigger: Trigger,
+    pub gate: RunGate,
     pub condition: Option<AST>,
     pub ast: Arc<AST>,
     pub call: Option<String>,
@@ -26,6 +88,8 @@ pub struct Project {
     pub user: UserId,
     pub name: String,
     pub timezone: chrono_tz::Tz,
+    /// The project's lookup tables, loaded at compile time.
+    pub tables: Arc<HashMap<String, Table>>,
     pub rules: Vec<Rule>,
     /// sha256 of project.yaml and its scripts, as they went live.
     pub hash: String,
@@ -45,6 +109,27 @@ impl RuleSet {
         for p in &home.projects {
             let mut hasher = Sha256::new();
             hasher.update(p.source.as_bytes());
+            let mut tables = HashMap::new();
+            for (name, path) in &p.tables {
+                let shown = home.gate.display_path(path);
+                match crate::script::tables::load(path) {
+                    Ok(t) => {
+                        hasher.update(std::fs::read(path).unwrap_or_default());
+                        tables.insert(name.clone(), t);
+                    }
+                    Err(e) => {
+                        let src = std::fs::read_to_string(path).unwrap_or_default();
+                        let msg = format!("table `{name}`: {}", e.message);
+                        errors.push(Diagnostic::at(
+                            &shown,
+                            &src,
+                            e.line,
+                            usize::from(e.line > 0),
+                            msg,
+                        ));
+                    }
+                }
+            }
             let mut rules = Vec::new();
             for r in &p.rules {
                 match compile_rule(home, engine, &p.file, &p.source, r, &mut hasher) {
@@ -56,6 +141,7 @@ impl RuleSet {
                 user: p.user.clone(),
                 name: p.name.clone(),
                 timezone: p.timezone,
+                tables: Arc::new(tables),
                 rules,
                 hash: hex::encode(hasher.finalize()),
             });
@@ -89,7 +175,8 @@ fn compile_rule(
     hasher: &mut Sha256,
 ) -> Result<Rule, Diagnostic> {
     let shown = home.gate.display_path(&r.script);
-    let ast = engine.compile_file(&r.script, &shown)?;
+    let dir = r.script.parent().unwrap_or(std::path::Path::new("."));
+    let ast = engine.compile_file(&r.script, &shown, dir)?;
     hasher.update(std::fs::read(&r.script).unwrap_or_default());
     if let Some(name) = &r.call
         && !ast
@@ -116,6 +203,7 @@ fn compile_rule(
     Ok(Rule {
         name: r.name.clone(),
         trigger: r.trigger.clone(),
+        gate: RunGate::new(r.mode),
         condition,
         ast: Arc::new(ast),
         call: r.call.clone(),

@@ -1,7 +1,7 @@
 //! The YAML shapes of DESIGN.md (unknown keys refused) and the walk that loads them.
 
 use super::diag::{Diagnostic, locate_key};
-use super::{GateConfig, ProjectConfig, RuleConfig, Trigger, UserConfig};
+use super::{GateConfig, ProjectConfig, RuleConfig, RunMode, Trigger, UserConfig};
 use crate::domain::UserId;
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
@@ -214,6 +214,12 @@ pub struct RuleFile {
     pub script: String,
     #[serde(default)]
     pub call: Option<String>,
+    /// What happens when the rule fires while a run of it is still going.
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// With `queued`: how many may wait; with `parallel`: how many may run at once.
+    #[serde(default)]
+    pub max: Option<usize>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -505,6 +511,32 @@ fn check_rule(
                 ),
             )
         })?;
+    let mode = match (r.mode.as_deref(), r.max) {
+        (None | Some("parallel"), max) => RunMode::Parallel(max.unwrap_or(10)),
+        (Some("queued"), max) => RunMode::Queued(max.unwrap_or(10)),
+        (Some("single"), None) => RunMode::Single,
+        (Some("single"), Some(_)) => {
+            return Err(at(
+                "max",
+                format!("rule `{}`: `max` does not apply to mode: single", r.name),
+            ));
+        }
+        (Some(other), _) => {
+            return Err(at(
+                "mode",
+                format!(
+                    "rule `{}`: unknown mode `{other}`; use single, queued or parallel",
+                    r.name
+                ),
+            ));
+        }
+    };
+    if matches!(mode, RunMode::Queued(0) | RunMode::Parallel(0)) {
+        return Err(at(
+            "max",
+            format!("rule `{}`: `max` must be at least 1", r.name),
+        ));
+    }
     let condition_pos = match &r.condition {
         Some(_) => nth_rule_key(src, "if", i).unwrap_or((0, 0)),
         None => (0, 0),
@@ -516,6 +548,7 @@ fn check_rule(
         condition_pos,
         script,
         call: r.call.clone(),
+        mode,
     })
 }
 

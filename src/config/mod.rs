@@ -106,6 +106,17 @@ pub struct UserConfig {
     pub file: PathBuf,
 }
 
+/// What a rule does when it fires while a run of it is still going.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunMode {
+    /// One run at a time; a firing during a run is skipped (and traced as skipped).
+    Single,
+    /// One run at a time; firings wait their turn, at most this many waiting (then skipped).
+    Queued(usize),
+    /// Up to this many runs at once (the default, 10); more wait for a free place.
+    Parallel(usize),
+}
+
 /// One rule as written, checked but not compiled.
 #[derive(Clone, Debug)]
 pub struct RuleConfig {
@@ -116,6 +127,7 @@ pub struct RuleConfig {
     pub condition_pos: (usize, usize),
     pub script: PathBuf,
     pub call: Option<String>,
+    pub mode: RunMode,
 }
 
 /// One project folder under rules/<user>/.

@@ -1,18 +1,29 @@
-//! Rhai, sandboxed. One hardened [`ScriptEngine`] (limits, no imports, no eval) compiles
-//! scripts and `if:` expressions into shared ASTs and runs them. Scripts decide, the host acts:
-//! `send`, `reply` and `log` only record into the current run's context; the dispatcher
-//! commits the recorded actions after the run, in one transaction.
+//! Rhai, sandboxed. One hardened [`ScriptEngine`] (limits, no eval, no file or network
+//! access) runs every rule; scripts are compiled per project folder, where `import` may load
+//! only modules of that same folder, resolved once at compile time. Scripts decide, the host
+//! acts: `send`, `reply`, `set_state` and `schedule` only record [`Action`]s into the current
+//! run; the dispatcher commits them after the run, in one transaction.
 //!
 //! The run context is thread-local: a run is synchronous on one blocking thread, and this keeps
 //! the registered functions free of per-run state, so the engine and ASTs are shared by all.
 
+mod api;
+pub mod tables;
+pub mod time;
+
 use crate::config::{Diagnostic, ScriptLimits};
-use crate::domain::outgoing;
-use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Position, Scope};
-use serde_json::Value;
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use rhai::{AST, CallFnOptions, Dynamic, Engine, EvalAltResult, Position, Scope};
+use serde_json::{Map, Value};
 use std::cell::RefCell;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub use tables::Table;
+pub use time::Time;
 
 /// Something a script asked the host to do.
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +33,14 @@ pub enum Action {
         recipient: String,
         msg_type: String,
         body: Value,
+    },
+    /// Set (or, with `null`, remove) a persistent value of the project.
+    SetState { key: String, value: Value },
+    /// Call `call(arg)` of the same script at `at`.
+    Schedule {
+        at: DateTime<Utc>,
+        call: String,
+        arg: Value,
     },
 }
 
@@ -33,88 +52,144 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
-/// Per-run permissions and limits.
-#[derive(Clone, Debug)]
+/// Reads a run may make of the store, always as its own user and project.
+pub trait Host: Send + Sync {
+    /// A persistent value of the project.
+    fn state(&self, key: &str) -> Result<Option<Value>, String>;
+    /// Rows of this user's `contacts` or `messages`: the one with `key`, or all matching
+    /// `query`.
+    fn lookup(
+        &self,
+        table: &str,
+        key: Option<&str>,
+        query: Option<&Map<String, Value>>,
+    ) -> Result<Vec<Value>, String>;
+}
+
+/// A host with nothing in it: no state, no contacts, no messages.
+pub struct EmptyHost;
+
+impl Host for EmptyHost {
+    fn state(&self, _key: &str) -> Result<Option<Value>, String> {
+        Ok(None)
+    }
+    fn lookup(
+        &self,
+        _t: &str,
+        _k: Option<&str>,
+        _q: Option<&Map<String, Value>>,
+    ) -> Result<Vec<Value>, String> {
+        Ok(Vec::new())
+    }
+}
+
+/// Per-run identity, permissions, clock and data.
+#[derive(Clone)]
 pub struct RunContext {
-    /// The user this run acts as, for messages.
+    /// The user this run acts as.
     pub user: String,
     pub may_send: bool,
     pub timeout: Duration,
+    /// The project timezone and the run's clock.
+    pub tz: Tz,
+    pub now: DateTime<Utc>,
+    /// The project's tables.
+    pub tables: Arc<HashMap<String, Table>>,
+    pub host: Arc<dyn Host>,
 }
 
-struct Current {
-    ctx: RunContext,
-    deadline: Instant,
-    actions: Vec<Action>,
-    logs: Vec<String>,
+impl RunContext {
+    /// A context with no tables, an empty host and the real clock (tests, `if:` checks).
+    pub fn simple(user: &str, may_send: bool, timeout: Duration, tz: Tz) -> Self {
+        RunContext {
+            user: user.to_string(),
+            may_send,
+            timeout,
+            tz,
+            now: Utc::now(),
+            tables: Arc::new(HashMap::new()),
+            host: Arc::new(EmptyHost),
+        }
+    }
+}
+
+pub(crate) struct Current {
+    pub ctx: RunContext,
+    pub deadline: Instant,
+    pub actions: Vec<Action>,
+    pub logs: Vec<String>,
+    /// This run's own `set_state` writes, read back by `state` before they are committed.
+    pub state_writes: BTreeMap<String, Value>,
+    /// Functions of the running script taking one argument: what `schedule` may call.
+    pub callable: Vec<String>,
 }
 
 thread_local! {
     static CURRENT: RefCell<Option<Current>> = const { RefCell::new(None) };
 }
 
-type FnResult<T> = Result<T, Box<EvalAltResult>>;
+pub(crate) type FnResult<T> = Result<T, Box<EvalAltResult>>;
 
-fn with_current<T>(f: impl FnOnce(&mut Current) -> FnResult<T>) -> FnResult<T> {
+pub(crate) fn with_current<T>(f: impl FnOnce(&mut Current) -> FnResult<T>) -> FnResult<T> {
     CURRENT.with(|c| match c.borrow_mut().as_mut() {
         Some(cur) => f(cur),
         None => Err("this function can only be called while a rule runs".into()),
     })
 }
 
-fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String> {
-    with_current(|cur| {
-        if !cur.ctx.may_send {
-            return Err(format!(
-                "user `{}` may not send messages (permissions.send is false in users/{}.yaml)",
-                cur.ctx.user, cur.ctx.user
-            )
-            .into());
-        }
-        let (msg_type, body) =
-            outgoing::build(to, &spec, reply_to).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
-        let n = cur.actions.len();
-        cur.actions.push(Action::Send {
-            recipient: to.to_string(),
-            msg_type,
-            body,
-        });
-        // The local id is the run-local ordinal; the dispatcher makes it unique per event.
-        Ok(format!("local:{n}"))
-    })
-}
-
-fn to_json(d: &Dynamic) -> FnResult<Value> {
-    rhai::serde::from_dynamic::<Value>(d)
-}
-
-fn event_field(event: &Map, key: &str) -> FnResult<String> {
-    event
-        .get(key)
-        .filter(|v| !v.is_unit())
-        .map(|v| v.to_string())
-        .ok_or_else(|| format!("reply: the event has no `{key}` (is it a message event?)").into())
-}
-
 /// The sandboxed engine shared by every rule of the gate.
 pub struct ScriptEngine {
     engine: Engine,
-    timeout: Duration,
+    limits: ScriptLimits,
+}
+
+fn harden(engine: &mut Engine, limits: &ScriptLimits) {
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(limits.max_call_depth);
+    engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(limits.max_map_size);
+    engine.set_max_modules(64);
+    engine.disable_symbol("eval");
+}
+
+/// Resolves `import "x"` only to `x.rhai` inside one project folder.
+struct ProjectResolver {
+    dir: PathBuf,
+    inner: rhai::module_resolvers::FileModuleResolver,
+}
+
+impl rhai::ModuleResolver for ProjectResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<rhai::Shared<rhai::Module>, Box<EvalAltResult>> {
+        let p = Path::new(path);
+        let inside = !path.is_empty() && p.components().all(|c| matches!(c, Component::Normal(_)));
+        if !inside {
+            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                format!("{path} (imports may only name modules inside the project folder)"),
+                pos,
+            )));
+        }
+        // Imports resolve against the project folder, never against another module's place.
+        let _ = source;
+        self.inner
+            .resolve(engine, None, &self.dir.join(p).to_string_lossy(), pos)
+    }
 }
 
 impl ScriptEngine {
     /// An engine with the gate's limits and the script API registered.
     pub fn new(limits: &ScriptLimits) -> Self {
         let mut engine = Engine::new();
-        engine.set_max_operations(limits.max_operations);
-        engine.set_max_call_levels(limits.max_call_depth);
-        engine.set_max_expr_depths(limits.max_expr_depth, limits.max_expr_depth);
-        engine.set_max_string_size(limits.max_string_size);
-        engine.set_max_array_size(limits.max_array_size);
-        engine.set_max_map_size(limits.max_map_size);
-        // No file access through `import`, and no `eval` of strings built at run time.
+        harden(&mut engine, limits);
+        // Runs never resolve imports: ASTs arrive with their modules already embedded.
         engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
-        engine.disable_symbol("eval");
         engine.on_progress(|ops| {
             if ops % 256 != 0 {
                 return None;
@@ -131,36 +206,32 @@ impl ScriptEngine {
                     })
             })
         });
-        engine.on_print(|s| {
-            let _ = with_current(|cur| {
-                cur.logs.push(s.to_string());
-                Ok(())
-            });
-        });
-        engine.on_debug(|s, _, _| {
-            let _ = with_current(|cur| {
-                cur.logs.push(s.to_string());
-                Ok(())
-            });
-        });
-        register_api(&mut engine);
+        engine.on_print(api::push_log);
+        engine.on_debug(|s, _, _| api::push_log(s));
+        api::register(&mut engine);
         ScriptEngine {
             engine,
-            timeout: Duration::from_millis(limits.timeout_ms),
+            limits: limits.clone(),
         }
     }
 
     /// The wall-clock limit of one run.
     pub fn timeout(&self) -> Duration {
-        self.timeout
+        Duration::from_millis(self.limits.timeout_ms)
     }
 
-    /// Compiles a script file; a syntax error is located in `shown`.
-    pub fn compile_file(&self, path: &Path, shown: &Path) -> Result<AST, Diagnostic> {
+    /// The engine itself, for editor definitions.
+    pub fn rhai(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Compiles a script file of the project folder `dir`; `import` may load modules of that
+    /// folder only. A syntax error is located in `shown`.
+    pub fn compile_file(&self, path: &Path, shown: &Path, dir: &Path) -> Result<AST, Diagnostic> {
         let src = std::fs::read_to_string(path).map_err(|e| {
             Diagnostic::file(shown, format!("cannot read {}: {e}", shown.display()))
         })?;
-        self.engine.compile(&src).map_err(|e| {
+        let ast = self.engine.compile(&src).map_err(|e| {
             let pos = e.position();
             Diagnostic::at(
                 shown,
@@ -169,7 +240,31 @@ impl ScriptEngine {
                 pos.position().unwrap_or(0),
                 e.err_type().to_string(),
             )
-        })
+        })?;
+        if !has_imports(&src) {
+            return Ok(ast);
+        }
+        // A compile-time engine for this folder embeds the imported modules into the AST.
+        let mut ce = Engine::new();
+        harden(&mut ce, &self.limits);
+        api::register(&mut ce);
+        let mut inner = rhai::module_resolvers::FileModuleResolver::new_with_path(dir);
+        inner.enable_cache(false);
+        ce.set_module_resolver(ProjectResolver {
+            dir: dir.to_path_buf(),
+            inner,
+        });
+        ce.compile_into_self_contained(&Scope::new(), &src)
+            .map_err(|e| {
+                let pos = e.position();
+                Diagnostic::at(
+                    shown,
+                    &src,
+                    pos.line().unwrap_or(0),
+                    pos.position().unwrap_or(0),
+                    e.to_string(),
+                )
+            })
     }
 
     /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`.
@@ -200,7 +295,7 @@ impl ScriptEngine {
         ctx: &RunContext,
     ) -> Result<bool, String> {
         let event = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
-        let outcome = self.in_run(ctx, |engine| {
+        let outcome = self.in_run(ctx, ast, |engine| {
             let mut scope = Scope::new();
             scope.push_constant("event", event);
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
@@ -210,17 +305,17 @@ impl ScriptEngine {
             .map_err(|t| format!("`if:` must give true or false, it gave a value of type {t}"))
     }
 
-    /// Runs a rule: the function `call` with `event`, or the script's body with `event` in
-    /// scope. `file` names the script in error messages.
+    /// Runs a rule: the function `call` with `arg`, or the script's body with `arg` in scope as
+    /// `event`. `file` names the script in error messages.
     pub fn run(
         &self,
         ast: &AST,
         call: Option<&str>,
-        event: &Value,
+        arg: &Value,
         ctx: &RunContext,
         file: &str,
     ) -> RunOutcome {
-        let event = match rhai::serde::to_dynamic(event) {
+        let arg = match rhai::serde::to_dynamic(arg) {
             Ok(e) => e,
             Err(e) => {
                 return RunOutcome {
@@ -231,15 +326,15 @@ impl ScriptEngine {
                 };
             }
         };
-        let (result, mut outcome) = self.in_run(ctx, |engine| {
+        let (result, mut outcome) = self.in_run(ctx, ast, |engine| {
             let mut scope = Scope::new();
             match call {
                 Some(name) => {
                     let opts = CallFnOptions::new().eval_ast(false);
-                    engine.call_fn_with_options::<Dynamic>(opts, &mut scope, ast, name, (event,))
+                    engine.call_fn_with_options::<Dynamic>(opts, &mut scope, ast, name, (arg,))
                 }
                 None => {
-                    scope.push("event", event);
+                    scope.push("event", arg);
                     engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
                 }
             }
@@ -252,16 +347,28 @@ impl ScriptEngine {
     }
 
     /// Runs `f` with a fresh run context installed on this thread, and takes it back after.
-    fn in_run<T>(&self, ctx: &RunContext, f: impl FnOnce(&Engine) -> T) -> (T, RunOutcome) {
+    fn in_run<T>(
+        &self,
+        ctx: &RunContext,
+        ast: &AST,
+        f: impl FnOnce(&Engine) -> T,
+    ) -> (T, RunOutcome) {
+        let callable = ast
+            .iter_functions()
+            .filter(|f| f.params.len() == 1)
+            .map(|f| f.name.to_string())
+            .collect();
         CURRENT.with(|c| {
             *c.borrow_mut() = Some(Current {
                 ctx: ctx.clone(),
                 deadline: Instant::now() + ctx.timeout,
                 actions: Vec::new(),
                 logs: Vec::new(),
+                state_writes: BTreeMap::new(),
+                callable,
             })
         });
-        // Clear the context even if the script panics the engine, so the thread is reusable.
+        // Clear the context even if the engine panics, so the thread is reusable.
         struct Reset;
         impl Drop for Reset {
             fn drop(&mut self) {
@@ -281,6 +388,11 @@ impl ScriptEngine {
             .unwrap_or_default();
         (result, outcome)
     }
+}
+
+/// Whether a script has an `import` statement (a cheap look before the slower path).
+fn has_imports(src: &str) -> bool {
+    src.lines().any(|l| l.trim_start().starts_with("import "))
 }
 
 /// `file:line:col: message`, with the innermost position (inside the called function).
@@ -331,82 +443,275 @@ fn place_in_yaml(src: &str, (line, col): (usize, usize), inner: Position) -> (us
     (line, col + usize::from(quoted) + inner_col - 1)
 }
 
-fn register_api(engine: &mut Engine) {
-    engine.register_fn("send", |to: &str, text: &str| {
-        record_send(to, Value::from(text), None)
-    });
-    engine.register_fn("send", |to: &str, spec: Map| {
-        record_send(to, to_json(&Dynamic::from_map(spec))?, None)
-    });
-    engine.register_fn("reply", |event: Map, text: &str| {
-        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
-        record_send(&to, Value::from(text), Some(&id))
-    });
-    engine.register_fn("reply", |event: Map, spec: Map| {
-        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
-        record_send(&to, to_json(&Dynamic::from_map(spec))?, Some(&id))
-    });
-    engine.register_fn("log", |text: &str| {
-        with_current(|cur| {
-            cur.logs.push(text.to_string());
-            Ok(())
-        })
-    });
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::TimeZone;
     use serde_json::json;
 
-    fn engine() -> ScriptEngine {
-        ScriptEngine::new(&ScriptLimits {
+    fn limits() -> ScriptLimits {
+        ScriptLimits {
             timeout_ms: 200,
+            max_string_size: 1000,
+            max_array_size: 100,
+            max_call_depth: 16,
             ..ScriptLimits::default()
-        })
+        }
+    }
+
+    fn engine() -> ScriptEngine {
+        ScriptEngine::new(&limits())
     }
 
     fn ctx() -> RunContext {
-        RunContext {
-            user: "azarya".into(),
-            may_send: true,
-            timeout: Duration::from_millis(200),
-        }
+        let mut c = RunContext::simple(
+            "azarya",
+            true,
+            Duration::from_millis(200),
+            "Europe/Paris".parse().unwrap(),
+        );
+        // Friday 2026-04-24 16:30 UTC = 18:30 in Paris.
+        c.now = Utc.with_ymd_and_hms(2026, 4, 24, 16, 30, 0).unwrap();
+        let p = serde_json::from_value(json!([
+            {"phone": "+33611", "name": "Ann", "lang": "fr", "departure": "01.05.2026"},
+            {"phone": "+33622", "name": "Bob", "lang": "en", "departure": "2026-05-02"}
+        ]))
+        .unwrap();
+        let mut tables = HashMap::new();
+        tables.insert("participants".to_string(), Table::from_rows(p, None));
+        c.tables = Arc::new(tables);
+        c
     }
 
     fn event() -> Value {
         json!({"kind": "message", "id": "wamid.1", "from": "33600", "text": "Hi", "type": "text"})
     }
 
+    fn run(src: &str) -> RunOutcome {
+        let e = engine();
+        let ast = e.engine.compile(src).unwrap();
+        e.run(&ast, None, &event(), &ctx(), "t.rhai")
+    }
+
+    fn ok(src: &str) -> RunOutcome {
+        let out = run(src);
+        assert_eq!(out.error, None, "{src}");
+        out
+    }
+
+    fn logs(src: &str) -> Vec<String> {
+        ok(src).logs
+    }
+
     #[test]
     fn reply_records_a_quoted_send() {
-        let e = engine();
-        let ast = e
-            .engine
-            .compile(r#"reply(event, "Hello " + event.text); log("done");"#)
-            .unwrap();
-        let out = e.run(&ast, None, &event(), &ctx(), "r.rhai");
-        assert_eq!(out.error, None);
-        assert_eq!(out.logs, vec!["done"]);
+        let out = ok(r#"reply(event, "Hello " + event.text); log("done"); print("p");"#);
+        assert_eq!(out.logs, vec!["done", "p"]);
         let Action::Send {
             recipient, body, ..
-        } = &out.actions[0];
+        } = &out.actions[0]
+        else {
+            panic!()
+        };
         assert_eq!(recipient, "33600");
         assert_eq!(body["text"]["body"], "Hello Hi");
         assert_eq!(body["context"]["message_id"], "wamid.1");
+        let out = ok(
+            r#"let id = send("+33612345678", #{ template: "tour_reminder", language: "fr", params: ["Ann"] }); log(id);"#,
+        );
+        assert_eq!(out.logs, vec!["local:0"]);
+        let Action::Send { msg_type, .. } = &out.actions[0] else {
+            panic!()
+        };
+        assert_eq!(msg_type, "template");
+    }
+
+    #[test]
+    fn state_reads_its_own_writes_and_records_them() {
+        let out = ok(r#"
+            log(`${state("n") == ()}`);
+            set_state("n", 2);
+            set_state("who", #{ name: "Ann", at: now().to_string() });
+            log(`${state("n") + 1}`);
+            set_state("n", ());
+            log(`${state("n") == ()}`);
+        "#);
+        assert_eq!(out.logs, vec!["true", "3", "true"]);
+        assert_eq!(out.actions.len(), 3);
+        assert_eq!(
+            out.actions[0],
+            Action::SetState {
+                key: "n".into(),
+                value: json!(2)
+            }
+        );
+        assert_eq!(
+            out.actions[2],
+            Action::SetState {
+                key: "n".into(),
+                value: Value::Null
+            }
+        );
+        assert!(
+            run(r#"set_state("", 1)"#)
+                .error
+                .unwrap()
+                .contains("key is empty")
+        );
+        assert!(
+            run(r#"set_state("t", #{ at: now() })"#)
+                .error
+                .unwrap()
+                .contains("to_string")
+        );
+    }
+
+    #[test]
+    fn lookup_by_key_and_by_fields() {
+        let l = logs(
+            r#"
+            let p = lookup("participants", "+33622");
+            log(p.name);
+            log(`${lookup("participants", "+1") == ()}`);
+            let fr = lookup("participants", #{ lang: "fr" });
+            log(`${fr.len()} ${fr[0].name}`);
+            log(`${lookup("contacts", "33600") == ()} ${lookup("messages", #{ contact: "1" }).len()}`);
+        "#,
+        );
+        assert_eq!(l, vec!["Bob", "true", "1 Ann", "true 0"]);
+        let err = run(r#"lookup("hotels", "x")"#).error.unwrap();
+        assert!(
+            err.contains("no table `hotels`; this project has participants, contacts, messages"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn time_helpers_work_in_the_project_timezone() {
+        let l = logs(
+            r#"
+            let t = now();
+            log(t.format("%Y-%m-%d %H:%M"));
+            log(`${t.hour} ${t.weekday}`);
+            let dep = date(lookup("participants", "+33611").departure);
+            log(dep.format("%A %d %B"));
+            log(`${today().days_until(dep)}`);
+            log(`${dep.add_days(-1).add_hours(18) > t}`);
+            log(time("2026-03-29T02:30").format("%H:%M %z"));
+            log(`${time("2026-05-01T08:00") - time("2026-05-01T07:00")}`);
+            log(from_unix(0).date_text());
+        "#,
+        );
+        assert_eq!(
+            l,
+            vec![
+                "2026-04-24 18:30",
+                "18 5",
+                "Friday 01 May",
+                "7",
+                "true",
+                "03:00 +0200",
+                "3600",
+                "1970-01-01"
+            ]
+        );
+        assert!(
+            run(r#"date("next tuesday")"#)
+                .error
+                .unwrap()
+                .contains("is not a date")
+        );
+    }
+
+    #[test]
+    fn schedule_takes_a_time_a_text_or_seconds() {
+        let e = engine();
+        let ast = e
+            .engine
+            .compile(
+                r#"
+                fn remind(arg) { log(arg.name) }
+                fn plan(ev) {
+                    schedule(now().add_days(1), "remind", #{ name: "Ann" });
+                    schedule("2026-05-01T08:00", "remind", ());
+                    schedule(90, "remind", 1);
+                }"#,
+            )
+            .unwrap();
+        let out = e.run(&ast, Some("plan"), &event(), &ctx(), "s.rhai");
+        assert_eq!(out.error, None);
+        let ats: Vec<String> = out
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Schedule { at, .. } => at.to_rfc3339(),
+                _ => panic!(),
+            })
+            .collect();
+        assert_eq!(
+            ats,
+            vec![
+                "2026-04-25T16:30:00+00:00",
+                "2026-05-01T06:00:00+00:00",
+                "2026-04-24T16:31:30+00:00"
+            ]
+        );
+        let ast = e.engine.compile(r#"schedule(10, "missing", 1)"#).unwrap();
+        let err = e.run(&ast, None, &event(), &ctx(), "s.rhai").error.unwrap();
+        assert!(err.contains("no function `missing(arg)`"), "{err}");
+        let ast = e
+            .engine
+            .compile(r#"fn f(a) {} schedule(-1, "f", 1)"#)
+            .unwrap();
+        assert!(
+            e.run(&ast, None, &event(), &ctx(), "s.rhai")
+                .error
+                .unwrap()
+                .contains("negative")
+        );
     }
 
     #[test]
     fn endless_loop_is_cut_off_with_its_position() {
-        let e = engine();
+        let out = run("send(\"15550001\", \"x\");\nloop { }");
+        let err = out.error.unwrap();
+        assert!(err.starts_with("t.rhai:2:"), "{err}");
+        assert!(out.actions.is_empty(), "a failed run's actions are dropped");
+    }
+
+    #[test]
+    fn each_sandbox_limit_fails_the_run() {
+        let err = run(r#"let s = "x"; loop { s += s; }"#).error.unwrap();
+        assert!(err.contains("Length of string"), "{err}");
+        let err = run("let a = []; loop { a.push(1); }").error.unwrap();
+        assert!(err.contains("Size of array"), "{err}");
+        let err = run("fn f(n) { f(n + 1) } f(0)").error.unwrap();
+        assert!(
+            err.contains("Stack overflow") || err.contains("call stack"),
+            "{err}"
+        );
+        let err = run("let m = #{}; let i = 0; loop { m[`k${i}`] = i; i += 1; }")
+            .error
+            .unwrap();
+        assert!(
+            err.contains("Size of object map") || err.contains("limit"),
+            "{err}"
+        );
+        let deep = format!("{}1{}", "(".repeat(200), ")".repeat(200));
+        assert!(
+            engine().engine.compile(&deep).is_err(),
+            "expression depth is limited"
+        );
+        let e = ScriptEngine::new(&ScriptLimits {
+            max_operations: 1000,
+            ..limits()
+        });
         let ast = e
             .engine
-            .compile("send(\"15550001\", \"x\");\nloop { }")
+            .compile("let i = 0; while i < 100000 { i += 1; }")
             .unwrap();
-        let out = e.run(&ast, None, &event(), &ctx(), "loop.rhai");
-        let err = out.error.unwrap();
-        assert!(err.starts_with("loop.rhai:2:"), "{err}");
-        assert!(out.actions.is_empty(), "a failed run's actions are dropped");
+        let err = e.run(&ast, None, &event(), &ctx(), "o.rhai").error.unwrap();
+        assert!(err.contains("more operations than its limit"), "{err}");
     }
 
     #[test]
@@ -424,12 +729,10 @@ mod tests {
             .unwrap();
         assert!(err.contains("may not send"), "{err}");
         assert!(err.starts_with("f.rhai:2:"), "{err}");
-        let ast = e
-            .engine
-            .compile("send(\"15550001\", #{ nonsense: 1 })")
-            .unwrap();
-        let err = e.run(&ast, None, &event(), &ctx(), "g.rhai").error.unwrap();
+        let err = run("send(\"15550001\", #{ nonsense: 1 })").error.unwrap();
         assert!(err.contains("cannot tell the message type"), "{err}");
+        let err = run("reply(#{ kind: \"status\" }, \"x\")").error.unwrap();
+        assert!(err.contains("no `from`"), "{err}");
     }
 
     #[test]
@@ -465,10 +768,35 @@ mod tests {
     }
 
     #[test]
-    fn no_imports_no_eval() {
+    fn imports_only_from_the_project_folder_and_no_eval() {
         let e = engine();
         assert!(e.engine.compile("eval(\"1\")").is_err());
-        let ast = e.engine.compile("import \"x\" as x;").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let proj = dir.path().join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        std::fs::write(proj.join("greet.rhai"), "fn hello(n) { `Hello ${n}` }").unwrap();
+        std::fs::write(dir.path().join("secret.rhai"), "fn leak() { 1 }").unwrap();
+        std::fs::write(
+            proj.join("main.rhai"),
+            "import \"greet\" as g;\nlog(g::hello(\"Ann\"));",
+        )
+        .unwrap();
+        let ast = e
+            .compile_file(&proj.join("main.rhai"), Path::new("main.rhai"), &proj)
+            .unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "main.rhai");
+        assert_eq!((out.error, out.logs), (None, vec!["Hello Ann".to_string()]));
+        std::fs::write(
+            proj.join("bad.rhai"),
+            "import \"../secret\" as s;\ns::leak();",
+        )
+        .unwrap();
+        let d = e
+            .compile_file(&proj.join("bad.rhai"), Path::new("bad.rhai"), &proj)
+            .unwrap_err();
+        assert!(d.message.contains("inside the project folder"), "{d}");
+        // An import that was not resolved at compile time cannot load anything at run time.
+        let ast = e.engine.compile("import \"greet\" as g;").unwrap();
         assert!(
             e.run(&ast, None, &event(), &ctx(), "i.rhai")
                 .error

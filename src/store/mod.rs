@@ -66,11 +66,55 @@ pub struct NewOutbound {
     pub body: Value,
 }
 
+/// A `set_state` to commit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateWrite {
+    pub project: String,
+    pub key: String,
+    /// `null` removes the key.
+    pub value: Value,
+}
+
+/// A `schedule()` call to persist.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewSchedule {
+    pub project: String,
+    pub rule: String,
+    pub call: String,
+    pub arg: Value,
+    pub due_at_ms: i64,
+    pub idem_key: String,
+}
+
+/// A persisted `schedule()` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScheduleRow {
+    pub project: String,
+    pub rule: String,
+    pub call: String,
+    pub due_at_ms: i64,
+    pub state: String,
+}
+
+/// Everything one event's runs produced, committed together.
+#[derive(Clone, Debug, Default)]
+pub struct Effects {
+    pub outbound: Vec<NewOutbound>,
+    pub states: Vec<StateWrite>,
+    pub schedules: Vec<NewSchedule>,
+}
+
 /// The trace of one rule run.
 #[derive(Clone, Debug)]
 pub struct RunRecord {
     pub project: String,
     pub rule: String,
+    /// Content hash of the project version that ran.
+    pub version: String,
+    /// What started it: the event kind, or `schedule`.
+    pub trigger: String,
+    /// The run's actions, as JSON.
+    pub detail: Value,
     pub outcome: &'static str,
     pub error: Option<String>,
     pub logs: Vec<String>,
@@ -259,13 +303,13 @@ impl Store {
         &self,
         event_id: i64,
         user: &str,
-        outbound: &[NewOutbound],
+        effects: &Effects,
         runs: &[RunRecord],
     ) -> Result<usize, StoreError> {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let queued = insert_outbound(&tx, user, outbound, now)?;
+            let queued = apply_effects(&tx, user, effects, now)?;
             insert_runs(&tx, user, Some(event_id), runs)?;
             tx.execute(
                 "UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1",
@@ -413,6 +457,99 @@ impl Store {
         })
     }
 
+    /// A persistent value of a project.
+    pub fn state_get(
+        &self,
+        user: &str,
+        project: &str,
+        key: &str,
+    ) -> Result<Option<Value>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT value FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
+                params![user, project, key],
+                |r| r.get::<_, String>(0),
+            )
+            .optional()
+            .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
+        })
+    }
+
+    /// This user's contacts as maps: the one with `key`, or those matching `query`
+    /// (fields: contact, name).
+    pub fn lookup_contacts(
+        &self,
+        user: &str,
+        key: Option<&str>,
+        query: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT contact, name, last_inbound_at, updated_at FROM contacts WHERE user = ?1 ORDER BY contact",
+            )?;
+            let rows = st.query_map([user], |r| {
+                Ok(serde_json::json!({
+                    "contact": r.get::<_, String>(0)?,
+                    "name": r.get::<_, Option<String>>(1)?,
+                    "last_inbound_at": r.get::<_, Option<i64>>(2)?,
+                    "updated_at": r.get::<_, i64>(3)? / 1000,
+                }))
+            })?;
+            let all: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(filter_rows(all, "contact", key, query))
+        })
+    }
+
+    /// This user's messages as maps, newest first (at most 1000): the one with wamid `key`, or
+    /// those matching `query` (fields: id, contact, direction, type, text, status).
+    pub fn lookup_messages(
+        &self,
+        user: &str,
+        key: Option<&str>,
+        query: Option<&serde_json::Map<String, Value>>,
+    ) -> Result<Vec<Value>, StoreError> {
+        self.with(|conn| {
+            let contact = query.and_then(|q| q.get("contact")).and_then(Value::as_str);
+            let mut st = conn.prepare_cached(
+                "SELECT wamid, contact, direction, type, text, timestamp, status FROM messages
+                 WHERE user = ?1 AND (?2 IS NULL OR wamid = ?2) AND (?3 IS NULL OR contact = ?3)
+                 ORDER BY timestamp DESC, id DESC LIMIT 1000",
+            )?;
+            let rows = st.query_map(params![user, key, contact], |r| {
+                Ok(serde_json::json!({
+                    "id": r.get::<_, Option<String>>(0)?,
+                    "contact": r.get::<_, String>(1)?,
+                    "direction": r.get::<_, String>(2)?,
+                    "type": r.get::<_, String>(3)?,
+                    "text": r.get::<_, String>(4)?,
+                    "timestamp": r.get::<_, i64>(5)?,
+                    "status": r.get::<_, String>(6)?,
+                }))
+            })?;
+            let all: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
+            Ok(filter_rows(all, "id", None, query))
+        })
+    }
+
+    /// Pending and past `schedule()` calls of a user, soonest first.
+    pub fn schedules(&self, user: &str) -> Result<Vec<ScheduleRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT project, rule, call, due_at, state FROM schedules WHERE user = ?1 ORDER BY due_at, id",
+            )?;
+            let rows = st.query_map([user], |r| {
+                Ok(ScheduleRow {
+                    project: r.get(0)?,
+                    rule: r.get(1)?,
+                    call: r.get(2)?,
+                    due_at_ms: r.get(3)?,
+                    state: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
     /// A contact's profile name as last seen in a webhook.
     pub fn contact_name(&self, user: &str, contact: &str) -> Result<Option<String>, StoreError> {
         self.with(|conn| {
@@ -455,6 +592,28 @@ impl Store {
             rows.collect()
         })
     }
+}
+
+/// Keeps rows whose `key_field` is `key` and whose fields match `query` (text comparison).
+fn filter_rows(
+    rows: Vec<Value>,
+    key_field: &str,
+    key: Option<&str>,
+    query: Option<&serde_json::Map<String, Value>>,
+) -> Vec<Value> {
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    rows.into_iter()
+        .filter(|r| key.is_none_or(|k| r.get(key_field).map(text).as_deref() == Some(k)))
+        .filter(|r| {
+            query.is_none_or(|q| {
+                q.iter()
+                    .all(|(k, v)| r.get(k).is_some_and(|c| c == v || text(c) == text(v)))
+            })
+        })
+        .collect()
 }
 
 const OUTBOX_COLS: &str =
@@ -500,6 +659,37 @@ fn insert_outbound(
     Ok(n)
 }
 
+fn apply_effects(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    effects: &Effects,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    let queued = insert_outbound(tx, user, &effects.outbound, now)?;
+    for w in &effects.states {
+        if w.value.is_null() {
+            tx.execute(
+                "DELETE FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
+                params![user, w.project, w.key],
+            )?;
+        } else {
+            tx.execute(
+                "INSERT INTO state (user, project, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user, project, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![user, w.project, w.key, w.value.to_string(), now],
+            )?;
+        }
+    }
+    for s in &effects.schedules {
+        tx.execute(
+            "INSERT OR IGNORE INTO schedules (user, project, rule, call, arg, due_at, state, idem_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
+            params![user, s.project, s.rule, s.call, s.arg.to_string(), s.due_at_ms, s.idem_key, now],
+        )?;
+    }
+    Ok(queued)
+}
+
 fn insert_runs(
     tx: &rusqlite::Transaction<'_>,
     user: &str,
@@ -507,8 +697,8 @@ fn insert_runs(
     runs: &[RunRecord],
 ) -> rusqlite::Result<()> {
     let mut st = tx.prepare_cached(
-        "INSERT INTO rule_runs (user, project, rule, event_id, outcome, error, logs, actions, started_at, duration_us)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO rule_runs (user, project, rule, event_id, outcome, error, logs, actions, started_at, duration_us, version, trigger, detail)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?;
     for r in runs {
         st.execute(params![
@@ -521,7 +711,10 @@ fn insert_runs(
             serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into()),
             r.actions as i64,
             r.started_at_ms,
-            r.duration_us
+            r.duration_us,
+            r.version,
+            r.trigger,
+            r.detail.to_string()
         ])?;
     }
     Ok(())

@@ -108,4 +108,34 @@ CREATE TABLE media (
 );
 CREATE INDEX media_due ON media (state, next_attempt_at);
 "#,
+    // 4: per-project state, scripts' scheduled calls, and fuller run traces.
+    r#"
+CREATE TABLE state (
+    user       TEXT    NOT NULL,
+    project    TEXT    NOT NULL,
+    key        TEXT    NOT NULL,
+    value      TEXT    NOT NULL,           -- JSON
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (user, project, key)
+);
+CREATE TABLE schedules (
+    id         INTEGER PRIMARY KEY,
+    user       TEXT    NOT NULL,
+    project    TEXT    NOT NULL,
+    rule       TEXT    NOT NULL,           -- whose script holds `call`
+    call       TEXT    NOT NULL,
+    arg        TEXT    NOT NULL,           -- JSON
+    due_at     INTEGER NOT NULL,           -- unix ms
+    state      TEXT    NOT NULL,           -- pending | done | failed | cancelled
+    idem_key   TEXT    NOT NULL,
+    error      TEXT,
+    created_at INTEGER NOT NULL,
+    fired_at   INTEGER,
+    UNIQUE (user, idem_key)
+);
+CREATE INDEX schedules_due ON schedules (state, due_at);
+ALTER TABLE rule_runs ADD COLUMN version TEXT;   -- content hash of the project that ran
+ALTER TABLE rule_runs ADD COLUMN trigger TEXT;   -- event kind, or schedule
+ALTER TABLE rule_runs ADD COLUMN detail TEXT;    -- JSON: the run's actions
+"#,
 ];

@@ -215,7 +215,9 @@ fn find_contact<'a>(
         .or_else(|| (contacts.len() == 1).then(|| &contacts[0]))
 }
 
-/// The human text of a message: body, caption, or the chosen button/list title.
+/// The human text of a message, as DESIGN.md defines it: the body, the caption, or the chosen
+/// button/list title; `""` for anything else (a reaction's emoji, a system notice, an order's
+/// note or a flow's reply stay in `raw`, so that `event.text` rules never fire on them).
 fn message_text(m: &Value, mtype: &str) -> String {
     let pick = |path: &[&str]| str_at(m, path).map(str::to_string);
     let text = match mtype {
@@ -223,11 +225,8 @@ fn message_text(m: &Value, mtype: &str) -> String {
         "image" | "video" | "document" => pick(&[mtype, "caption"]),
         "button" => pick(&["button", "text"]),
         "interactive" => pick(&["interactive", "button_reply", "title"])
-            .or_else(|| pick(&["interactive", "list_reply", "title"]))
-            .or_else(|| pick(&["interactive", "nfm_reply", "body"])),
-        "reaction" => pick(&["reaction", "emoji"]),
-        "order" => pick(&["order", "text"]),
-        "system" => pick(&["system", "body"]),
+            .or_else(|| pick(&["interactive", "list_reply", "title"])),
+        // An edit carries the message's new body.
         "edit" => pick(&["edit", "message", "text", "body"]),
         _ => None,
     };

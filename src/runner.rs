@@ -1,0 +1,195 @@
+//! One rule run, the same for webhook events, dry runs and (later) timed firings: check the
+//! `if:`, take a place under the rule's run mode, run the script, trace it, and turn its
+//! actions into store effects with idempotency keys.
+
+use crate::rules::{Project, Rule};
+use crate::script::{Action, Host, RunContext, ScriptEngine};
+use crate::store::{Effects, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms};
+use serde_json::{Map, Value, json};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// The store as scripts may read it: this user and this project only.
+pub struct StoreHost {
+    pub store: Store,
+    pub user: String,
+    pub project: String,
+}
+
+impl Host for StoreHost {
+    fn state(&self, key: &str) -> Result<Option<Value>, String> {
+        self.store
+            .state_get(&self.user, &self.project, key)
+            .map_err(|e| format!("state: {e}"))
+    }
+
+    fn lookup(
+        &self,
+        table: &str,
+        key: Option<&str>,
+        query: Option<&Map<String, Value>>,
+    ) -> Result<Vec<Value>, String> {
+        let r = match table {
+            "contacts" => self.store.lookup_contacts(&self.user, key, query),
+            "messages" => self.store.lookup_messages(&self.user, key, query),
+            other => return Err(format!("lookup: no table `{other}`")),
+        };
+        r.map_err(|e| format!("lookup: {e}"))
+    }
+}
+
+/// The context of runs of `project`'s rules.
+pub fn context(
+    engine: &ScriptEngine,
+    project: &Project,
+    may_send: bool,
+    host: Arc<dyn Host>,
+) -> RunContext {
+    RunContext {
+        user: project.user.to_string(),
+        may_send,
+        timeout: engine.timeout(),
+        tz: project.timezone,
+        now: chrono::Utc::now(),
+        tables: project.tables.clone(),
+        host,
+    }
+}
+
+/// A finished run: its trace and, if it succeeded, its actions.
+pub struct RunResult {
+    pub record: RunRecord,
+    pub actions: Vec<Action>,
+}
+
+/// Runs `rule` of `project` for `input` (an event map, or a scheduled call's argument with
+/// `call`). `trigger` names what started it, for the trace.
+pub fn run_rule(
+    engine: &ScriptEngine,
+    project: &Project,
+    rule: &Rule,
+    input: &Value,
+    call: Option<&str>,
+    trigger: &str,
+    ctx: &RunContext,
+) -> RunResult {
+    let t0 = Instant::now();
+    let mut record = RunRecord {
+        project: project.name.clone(),
+        rule: rule.name.clone(),
+        version: project.hash.clone(),
+        trigger: trigger.to_string(),
+        detail: Value::Array(Vec::new()),
+        outcome: "ok",
+        error: None,
+        logs: Vec::new(),
+        actions: 0,
+        started_at_ms: now_ms(),
+        duration_us: 0,
+    };
+    let done = |mut record: RunRecord, actions: Vec<Action>| {
+        record.duration_us = t0.elapsed().as_micros() as i64;
+        record.actions = actions.len();
+        record.detail = Value::Array(actions.iter().map(describe_action).collect());
+        RunResult { record, actions }
+    };
+    if call.is_none()
+        && let Some(cond) = &rule.condition
+    {
+        match engine.eval_condition(cond, input, ctx) {
+            Ok(true) => {}
+            Ok(false) => {
+                record.outcome = "skipped";
+                record.logs.push("`if:` was false".into());
+                return done(record, Vec::new());
+            }
+            Err(e) => {
+                record.outcome = "error";
+                record.error = Some(e);
+                return done(record, Vec::new());
+            }
+        }
+    }
+    let _permit = match rule.gate.enter() {
+        Ok(p) => p,
+        Err(why) => {
+            record.outcome = "skipped";
+            record.logs.push(why);
+            return done(record, Vec::new());
+        }
+    };
+    let call = call.or(rule.call.as_deref());
+    let out = engine.run(&rule.ast, call, input, ctx, &rule.script_shown);
+    record.logs = out.logs;
+    if let Some(e) = out.error {
+        tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, error = %e, "rule run failed");
+        record.outcome = "error";
+        record.error = Some(e);
+        return done(record, Vec::new());
+    }
+    done(record, out.actions)
+}
+
+/// A run's actions as store effects. Keys are `<prefix>/<project>/<rule>/<kind><ordinal>`, so
+/// that running the same trigger again (after a crash) adds nothing twice.
+pub fn effects(
+    project: &Project,
+    rule: &Rule,
+    actions: Vec<Action>,
+    prefix: &str,
+    into: &mut Effects,
+) {
+    let key = |kind: &str, n: usize| format!("{prefix}/{}/{}/{kind}{n}", project.name, rule.name);
+    let (mut sends, mut schedules) = (0, 0);
+    for a in actions {
+        match a {
+            Action::Send {
+                recipient,
+                msg_type,
+                body,
+            } => {
+                let idem_key = key("", sends);
+                into.outbound.push(NewOutbound {
+                    idem_key,
+                    recipient,
+                    msg_type,
+                    body,
+                });
+                sends += 1;
+            }
+            Action::SetState { key: k, value } => into.states.push(StateWrite {
+                project: project.name.clone(),
+                key: k,
+                value,
+            }),
+            Action::Schedule { at, call, arg } => {
+                into.schedules.push(NewSchedule {
+                    project: project.name.clone(),
+                    rule: rule.name.clone(),
+                    call,
+                    arg,
+                    due_at_ms: at.timestamp_millis(),
+                    idem_key: key("schedule", schedules),
+                });
+                schedules += 1;
+            }
+        }
+    }
+}
+
+/// An action as a user reads it in traces and dry runs.
+pub fn describe_action(a: &Action) -> Value {
+    match a {
+        Action::Send {
+            recipient,
+            msg_type,
+            body,
+        } => {
+            json!({"send": {"to": recipient, "type": msg_type, "body": body}})
+        }
+        Action::SetState { key, value } => json!({"set_state": {"key": key, "value": value}}),
+        Action::Schedule { at, call, arg } => {
+            json!({"schedule": {"at": at.to_rfc3339(), "call": call, "arg": arg}})
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The script API of DESIGN.md, registered on the engine: `send`, `reply`, `log`, `state`,
+//! `set_state`, `lookup`, `schedule`, and time helpers. Every function acts as the run's user
+//! and project only; none of them takes a user, a token or a path.
+
+use super::time::{Time, parse_date, parse_time};
+use super::{Action, FnResult, with_current};
+use crate::domain::outgoing;
+use chrono::{Duration, NaiveTime, Utc};
+use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map};
+use serde_json::Value;
+
+/// Keeps a line of the run's log (also `print` and `debug`).
+pub(super) fn push_log(s: &str) {
+    let _ = with_current(|cur| {
+        cur.logs.push(s.to_string());
+        Ok(())
+    });
+}
+
+fn err<T>(msg: impl Into<String>) -> FnResult<T> {
+    Err(Box::new(EvalAltResult::ErrorRuntime(
+        Dynamic::from(msg.into()),
+        rhai::Position::NONE,
+    )))
+}
+
+/// A script value as JSON; a `Time` becomes its RFC 3339 text.
+fn to_json(d: &Dynamic) -> FnResult<Value> {
+    if let Some(t) = d.clone().try_cast::<Time>() {
+        return Ok(Value::String(t.to_string()));
+    }
+    rhai::serde::from_dynamic::<Value>(d)
+        .map_err(|e| format!("{e} (store a Time inside a map as t.to_string())").into())
+}
+
+fn to_dynamic(v: &Value) -> FnResult<Dynamic> {
+    rhai::serde::to_dynamic(v)
+}
+
+fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String> {
+    with_current(|cur| {
+        if !cur.ctx.may_send {
+            return err(format!(
+                "user `{}` may not send messages (permissions.send is false in users/{}.yaml)",
+                cur.ctx.user, cur.ctx.user
+            ));
+        }
+        let (msg_type, body) =
+            outgoing::build(to, &spec, reply_to).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        let n = cur
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Send { .. }))
+            .count();
+        cur.actions.push(Action::Send {
+            recipient: to.to_string(),
+            msg_type,
+            body,
+        });
+        // The run-local ordinal; the dispatcher makes it unique per event and rule.
+        Ok(format!("local:{n}"))
+    })
+}
+
+fn event_field(event: &Map, key: &str) -> FnResult<String> {
+    event
+        .get(key)
+        .filter(|v| !v.is_unit())
+        .map(|v| v.to_string())
+        .ok_or_else(|| format!("reply: the event has no `{key}` (is it a message event?)").into())
+}
+
+fn now() -> FnResult<Time> {
+    with_current(|cur| Ok(Time::new(cur.ctx.now, cur.ctx.tz)))
+}
+
+fn tz() -> FnResult<chrono_tz::Tz> {
+    with_current(|cur| Ok(cur.ctx.tz))
+}
+
+fn state(key: &str) -> FnResult<Dynamic> {
+    with_current(|cur| {
+        if let Some(v) = cur.state_writes.get(key) {
+            return to_dynamic(v);
+        }
+        match cur
+            .ctx
+            .host
+            .state(key)
+            .map_err(|e| -> Box<EvalAltResult> { e.into() })?
+        {
+            Some(v) => to_dynamic(&v),
+            None => Ok(Dynamic::UNIT),
+        }
+    })
+}
+
+fn set_state(key: &str, value: Dynamic) -> FnResult<()> {
+    if key.is_empty() {
+        return err("set_state: the key is empty");
+    }
+    let value = if value.is_unit() {
+        Value::Null
+    } else {
+        to_json(&value)?
+    };
+    with_current(|cur| {
+        cur.state_writes.insert(key.to_string(), value.clone());
+        cur.actions.push(Action::SetState {
+            key: key.to_string(),
+            value,
+        });
+        Ok(())
+    })
+}
+
+const STORE_TABLES: [&str; 2] = ["contacts", "messages"];
+
+fn lookup_key(table: &str, key: &str) -> FnResult<Dynamic> {
+    with_current(|cur| {
+        if let Some(t) = cur.ctx.tables.get(table) {
+            return match t.get(key) {
+                Some(row) => to_dynamic(&Value::Object(row.clone())),
+                None => Ok(Dynamic::UNIT),
+            };
+        }
+        if STORE_TABLES.contains(&table) {
+            let rows = cur
+                .ctx
+                .host
+                .lookup(table, Some(key), None)
+                .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+            return match rows.into_iter().next() {
+                Some(r) => to_dynamic(&r),
+                None => Ok(Dynamic::UNIT),
+            };
+        }
+        err(unknown_table(table, cur))
+    })
+}
+
+fn lookup_query(table: &str, query: Map) -> FnResult<Array> {
+    let q = to_json(&Dynamic::from_map(query))?;
+    let q = q.as_object().cloned().unwrap_or_default();
+    with_current(|cur| {
+        let rows: Vec<Value> = if let Some(t) = cur.ctx.tables.get(table) {
+            t.find(&q)
+                .into_iter()
+                .map(|r| Value::Object(r.clone()))
+                .collect()
+        } else if STORE_TABLES.contains(&table) {
+            cur.ctx
+                .host
+                .lookup(table, None, Some(&q))
+                .map_err(|e| -> Box<EvalAltResult> { e.into() })?
+        } else {
+            return err(unknown_table(table, cur));
+        };
+        rows.iter().map(to_dynamic).collect()
+    })
+}
+
+fn unknown_table(table: &str, cur: &super::Current) -> String {
+    let mut names: Vec<&str> = cur.ctx.tables.keys().map(String::as_str).collect();
+    names.sort();
+    names.extend(STORE_TABLES);
+    format!(
+        "lookup: no table `{table}`; this project has {}",
+        names.join(", ")
+    )
+}
+
+/// `schedule(when, call, arg)`: `when` is a Time, a time text, or seconds from now.
+fn schedule(when: Dynamic, call: &str, arg: Dynamic) -> FnResult<String> {
+    let at = if let Some(t) = when.clone().try_cast::<Time>() {
+        t.utc
+    } else if let Ok(secs) = when.as_int() {
+        if secs < 0 {
+            return err("schedule: a delay cannot be negative");
+        }
+        now()?.utc + Duration::seconds(secs)
+    } else if let Some(s) = when.clone().try_cast::<rhai::ImmutableString>() {
+        parse_time(&s, tz()?)
+            .map_err(|e| -> Box<EvalAltResult> { format!("schedule: {e}").into() })?
+            .utc
+    } else {
+        return err(format!(
+            "schedule: `when` must be a Time, a time text or seconds, not {}",
+            when.type_name()
+        ));
+    };
+    let arg = if arg.is_unit() {
+        Value::Null
+    } else {
+        to_json(&arg)?
+    };
+    with_current(|cur| {
+        if !cur.callable.iter().any(|f| f == call) {
+            return err(format!(
+                "schedule: this script has no function `{call}(arg)` to call"
+            ));
+        }
+        let n = cur
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Schedule { .. }))
+            .count();
+        cur.actions.push(Action::Schedule {
+            at,
+            call: call.to_string(),
+            arg,
+        });
+        Ok(format!("schedule:{n}"))
+    })
+}
+
+fn register_time(engine: &mut Engine) {
+    engine.register_type_with_name::<Time>("Time");
+    engine.register_fn("now", now);
+    engine.register_fn("today", || {
+        Ok::<_, Box<EvalAltResult>>(now()?.start_of_day())
+    });
+    engine.register_fn("date", |s: &str| -> FnResult<Time> {
+        let d = parse_date(s).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        let tz = tz()?;
+        Ok(Time::new(
+            super::time::local_to_utc(tz, d.and_time(NaiveTime::MIN)),
+            tz,
+        ))
+    });
+    engine.register_fn("time", |s: &str| -> FnResult<Time> {
+        parse_time(s, tz()?).map_err(|e| e.into())
+    });
+    engine.register_fn("add_days", |t: &mut Time, n: INT| t.add_days(n));
+    engine.register_fn("add_hours", |t: &mut Time, n: INT| t.add_seconds(n * 3600));
+    engine.register_fn("add_minutes", |t: &mut Time, n: INT| t.add_seconds(n * 60));
+    engine.register_fn("add_seconds", |t: &mut Time, n: INT| t.add_seconds(n));
+    engine.register_fn("start_of_day", |t: &mut Time| t.start_of_day());
+    engine.register_fn("format", |t: &mut Time, f: &str| -> FnResult<String> {
+        t.format(f).map_err(|e| e.into())
+    });
+    engine.register_fn("days_until", |a: &mut Time, b: Time| a.days_until(&b));
+    engine.register_fn("date_text", |t: &mut Time| {
+        t.local().format("%Y-%m-%d").to_string()
+    });
+    engine.register_fn("to_string", |t: &mut Time| t.to_string());
+    engine.register_fn("to_debug", |t: &mut Time| t.to_string());
+    engine.register_get("year", |t: &mut Time| t.year());
+    engine.register_get("month", |t: &mut Time| t.month());
+    engine.register_get("day", |t: &mut Time| t.day());
+    engine.register_get("hour", |t: &mut Time| t.hour());
+    engine.register_get("minute", |t: &mut Time| t.minute());
+    engine.register_get("second", |t: &mut Time| t.second());
+    engine.register_get("weekday", |t: &mut Time| t.weekday());
+    engine.register_get("unix", |t: &mut Time| t.utc.timestamp());
+    engine.register_fn("==", |a: Time, b: Time| a.utc == b.utc);
+    engine.register_fn("!=", |a: Time, b: Time| a.utc != b.utc);
+    engine.register_fn("<", |a: Time, b: Time| a.utc < b.utc);
+    engine.register_fn("<=", |a: Time, b: Time| a.utc <= b.utc);
+    engine.register_fn(">", |a: Time, b: Time| a.utc > b.utc);
+    engine.register_fn(">=", |a: Time, b: Time| a.utc >= b.utc);
+    engine.register_fn("-", |a: Time, b: Time| (a.utc - b.utc).num_seconds());
+    engine.register_fn("from_unix", |secs: INT| -> FnResult<Time> {
+        let utc =
+            chrono::DateTime::<Utc>::from_timestamp(secs, 0).ok_or("from_unix: out of range")?;
+        Ok(Time::new(utc, tz()?))
+    });
+}
+
+/// Registers the whole API on `engine`.
+pub(super) fn register(engine: &mut Engine) {
+    engine.register_fn("send", |to: &str, text: &str| {
+        record_send(to, Value::from(text), None)
+    });
+    engine.register_fn("send", |to: &str, spec: Map| {
+        record_send(to, to_json(&Dynamic::from_map(spec))?, None)
+    });
+    engine.register_fn("reply", |event: Map, text: &str| {
+        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
+        record_send(&to, Value::from(text), Some(&id))
+    });
+    engine.register_fn("reply", |event: Map, spec: Map| {
+        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
+        record_send(&to, to_json(&Dynamic::from_map(spec))?, Some(&id))
+    });
+    engine.register_fn("log", |text: &str| push_log(text));
+    engine.register_fn("log", |v: Dynamic| push_log(&v.to_string()));
+    engine.register_fn("state", state);
+    engine.register_fn("set_state", set_state);
+    engine.register_fn("lookup", lookup_key);
+    engine.register_fn("lookup", |table: &str, key: INT| {
+        lookup_key(table, &key.to_string())
+    });
+    engine.register_fn("lookup", lookup_query);
+    engine.register_fn("schedule", schedule);
+    register_time(engine);
+}
