@@ -48,6 +48,24 @@ impl Trigger {
         }
     }
 
+    /// The next time a timed trigger fires strictly after `after`, in `tz`; `None` for event
+    /// triggers and for an `at:` already past.
+    pub fn next_after(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+        tz: Tz,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        use crate::domain::schedule::{at_instant, check_at, next_cron};
+        match self {
+            Trigger::Cron(expr) => next_cron(expr, after, tz),
+            Trigger::At(text) => {
+                let t = at_instant(&check_at(text).ok()?, tz);
+                (t > after).then_some(t)
+            }
+            _ => None,
+        }
+    }
+
     /// How the trigger is written in project.yaml.
     pub fn describe(&self) -> String {
         match self {

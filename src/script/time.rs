@@ -2,10 +2,10 @@
 //! `now()`, `today()`, `date(..)`, `time(..)`; add days (calendar days, DST-aware), compare,
 //! format. The clock is the run's (`RunContext::now`), so tests and dry runs control it.
 
-use chrono::{
-    DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, TimeZone, Timelike, Utc,
-};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 use chrono_tz::Tz;
+
+pub use crate::domain::schedule::local_to_utc;
 
 /// An instant with the timezone it is shown in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,28 +87,6 @@ impl Time {
 impl std::fmt::Display for Time {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.local().to_rfc3339())
-    }
-}
-
-/// A local time placed in `tz`: an ambiguous one (fall back) is the first of the two
-/// instants; one that does not exist (spring forward) is the first valid instant after it.
-pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
-    use chrono::LocalResult;
-    match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => t.with_timezone(&Utc),
-        LocalResult::Ambiguous(a, _) => a.with_timezone(&Utc),
-        LocalResult::None => {
-            // Walk forward a minute at a time (gaps are at most a few hours) to the first
-            // local time that exists, and keep its wall-clock reading.
-            let mut probe = local;
-            for _ in 0..(24 * 60) {
-                probe += Duration::minutes(1);
-                if let Some(t) = tz.from_local_datetime(&probe).earliest() {
-                    return t.with_timezone(&Utc);
-                }
-            }
-            Utc.from_utc_datetime(&local)
-        }
     }
 }
 

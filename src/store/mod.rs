@@ -86,6 +86,35 @@ pub struct NewSchedule {
     pub idem_key: String,
 }
 
+/// A rule run as traced, in full.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunTrace {
+    pub id: i64,
+    pub user: String,
+    pub project: String,
+    pub rule: String,
+    pub event_id: Option<i64>,
+    pub trigger: Option<String>,
+    pub version: Option<String>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub logs: Vec<String>,
+    /// The run's actions (JSON array).
+    pub detail: Value,
+    pub started_at_ms: i64,
+    pub duration_us: i64,
+}
+
+/// A reload of the rule set.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReloadRow {
+    pub at_ms: i64,
+    pub outcome: String,
+    pub hash: String,
+    pub projects: Value,
+    pub error: Option<String>,
+}
+
 /// A persisted `schedule()` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleRow {
@@ -544,6 +573,81 @@ impl Store {
                     call: r.get(2)?,
                     due_at_ms: r.get(3)?,
                     state: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Rule runs, newest first: of `user` (or everyone), of rule `rule` (or every rule; a rule
+    /// is named `name` or `project/name`), at most `limit`.
+    pub fn runs(
+        &self,
+        user: Option<&str>,
+        rule: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunTrace>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT id, user, project, rule, event_id, trigger, version, outcome, error, logs, detail, started_at, duration_us
+                 FROM rule_runs
+                 WHERE (?1 IS NULL OR user = ?1) AND (?2 IS NULL OR rule = ?2 OR project || '/' || rule = ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )?;
+            let rows = st.query_map(params![user, rule, limit as i64], |r| {
+                let logs: String = r.get(9)?;
+                let detail: Option<String> = r.get(10)?;
+                Ok(RunTrace {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    project: r.get(2)?,
+                    rule: r.get(3)?,
+                    event_id: r.get(4)?,
+                    trigger: r.get(5)?,
+                    version: r.get(6)?,
+                    outcome: r.get(7)?,
+                    error: r.get(8)?,
+                    logs: serde_json::from_str(&logs).unwrap_or_default(),
+                    detail: detail.and_then(|d| serde_json::from_str(&d).ok()).unwrap_or(Value::Null),
+                    started_at_ms: r.get(11)?,
+                    duration_us: r.get(12)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Records a reload of the rule set.
+    pub fn record_reload(
+        &self,
+        outcome: &str,
+        hash: &str,
+        projects: &Value,
+        error: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO reloads (at, outcome, hash, projects, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![now_ms(), outcome, hash, projects.to_string(), error],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Reloads, newest first.
+    pub fn reloads(&self, limit: usize) -> Result<Vec<ReloadRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT at, outcome, hash, projects, error FROM reloads ORDER BY id DESC LIMIT ?1",
+            )?;
+            let rows = st.query_map([limit as i64], |r| {
+                let projects: String = r.get(3)?;
+                Ok(ReloadRow {
+                    at_ms: r.get(0)?,
+                    outcome: r.get(1)?,
+                    hash: r.get(2)?,
+                    projects: serde_json::from_str(&projects).unwrap_or(Value::Null),
+                    error: r.get(4)?,
                 })
             })?;
             rows.collect()

@@ -138,4 +138,15 @@ ALTER TABLE rule_runs ADD COLUMN version TEXT;   -- content hash of the project 
 ALTER TABLE rule_runs ADD COLUMN trigger TEXT;   -- event kind, or schedule
 ALTER TABLE rule_runs ADD COLUMN detail TEXT;    -- JSON: the run's actions
 "#,
+    // 5: every rule-set reload, with the content hash of what went live.
+    r#"
+CREATE TABLE reloads (
+    id       INTEGER PRIMARY KEY,
+    at       INTEGER NOT NULL,             -- unix ms
+    outcome  TEXT    NOT NULL,             -- live | rejected
+    hash     TEXT    NOT NULL,             -- of every project that is live after it
+    projects TEXT    NOT NULL,             -- JSON: {project: hash}
+    error    TEXT
+);
+"#,
 ];
