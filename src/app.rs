@@ -13,9 +13,11 @@ use crate::sender::Sender;
 use crate::store::{Store, StoreError};
 use crate::users::Users;
 use crate::vault::{Vault, VaultError};
+use crate::watcher::Reloader;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -71,12 +73,18 @@ pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub backoff_base: Duration,
+    /// Watch the rules folder and reload on change.
+    pub watch: bool,
+    /// Quiet time after a change before a reload.
+    pub reload_debounce: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             backoff_base: Duration::from_secs(1),
+            watch: true,
+            reload_debounce: Duration::from_millis(100),
         }
     }
 }
@@ -87,6 +95,10 @@ pub struct GateHandle {
     pub store: Store,
     /// The built-in fake Cloud API, when the home asks for `graph.base_url: simulator`.
     pub simulator: Option<Simulator>,
+    /// The live rule set.
+    pub registry: RuleRegistry,
+    /// Rule runs going on right now.
+    pub runs_in_flight: Arc<AtomicUsize>,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -180,9 +192,26 @@ pub async fn start(
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
+    let registry = RuleRegistry::new(rules);
+    let live = registry.snapshot();
+    let (hash, projects) = (live.hash(), live.project_hashes());
+    store.record_reload("live", &hash, &projects, None)?;
+    let runs_in_flight = Arc::new(AtomicUsize::new(0));
+    if opts.watch {
+        let reloader = Reloader {
+            gate_yaml: home.gate.gate_yaml.clone(),
+            rules_dir: home.gate.rules_dir.clone(),
+            engine: engine.clone(),
+            registry: registry.clone(),
+            store: store.clone(),
+            debounce: opts.reload_debounce,
+        };
+        tracker.spawn(reloader.run(cancel.clone()));
+    }
     let dispatcher = Dispatcher {
         store: store.clone(),
-        registry: RuleRegistry::new(rules),
+        registry: registry.clone(),
+        runs_in_flight: runs_in_flight.clone(),
         engine,
         users: users.clone(),
         wake: dispatch_wake,
@@ -211,6 +240,8 @@ pub async fn start(
         addr,
         store,
         simulator,
+        registry,
+        runs_in_flight,
         cancel,
         tracker,
     })

@@ -9,6 +9,7 @@ use crate::script::ScriptEngine;
 use crate::store::{Effects, Store, StoredEvent};
 use crate::users::Users;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -32,6 +33,8 @@ pub struct Dispatcher {
     pub sender_wake: Arc<Notify>,
     /// How many lanes (contacts) run at once.
     pub max_parallel: usize,
+    /// Events being run right now (observable by status pages and tests).
+    pub runs_in_flight: Arc<AtomicUsize>,
 }
 
 /// Events that must stay in order share a lane: one per (user, contact); events without a
@@ -180,6 +183,14 @@ impl Dispatcher {
     /// Runs every matching rule for one event and commits everything they did in one
     /// transaction. Returns how many outbox rows it queued.
     fn dispatch_one(&self, ev: StoredEvent) -> Result<usize, crate::store::StoreError> {
+        struct InFlight<'a>(&'a AtomicUsize);
+        impl Drop for InFlight<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.runs_in_flight.fetch_add(1, Ordering::SeqCst);
+        let _in_flight = InFlight(&self.runs_in_flight);
         let rules = self.registry.snapshot();
         let may_send = self
             .users

@@ -31,6 +31,7 @@ pub mod media;
 pub mod rules;
 pub mod runner;
 pub mod sender;
+pub mod watcher;
 
 pub mod app;
 pub mod cli;

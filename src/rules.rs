@@ -160,6 +160,26 @@ impl RuleSet {
             .filter(move |p| p.user.as_str() == user)
     }
 
+    /// Each project's content hash, by project name.
+    pub fn project_hashes(&self) -> serde_json::Value {
+        self.projects
+            .iter()
+            .map(|p| (p.name.clone(), serde_json::Value::from(p.hash.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+
+    /// One hash of everything live: the projects' names and hashes.
+    pub fn hash(&self) -> String {
+        let mut h = Sha256::new();
+        for p in &self.projects {
+            h.update(p.name.as_bytes());
+            h.update([0]);
+            h.update(p.hash.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
     /// How many rules in all.
     pub fn rule_count(&self) -> usize {
         self.projects.iter().map(|p| p.rules.len()).sum()

@@ -85,6 +85,8 @@ impl Trigger {
 pub struct GateConfig {
     /// The folder of gate.yaml; every relative path is resolved against it.
     pub home: PathBuf,
+    /// gate.yaml itself.
+    pub gate_yaml: PathBuf,
     pub file: GateFile,
     pub db_path: PathBuf,
     pub users_dir: PathBuf,
@@ -205,6 +207,7 @@ pub fn load_gate(gate_yaml: &Path) -> Result<GateConfig, Diagnostic> {
         users_dir: home.join(&file.users_dir),
         rules_dir: home.join(&file.rules_dir),
         identity_file: home.join(&file.vault.identity_file),
+        gate_yaml: gate_yaml.to_path_buf(),
         home,
         file,
     })

@@ -4,6 +4,8 @@
 mod common;
 
 mod cli;
+mod engine;
 mod fixtures;
 mod ingest;
+mod reload;
 mod skeleton;

@@ -104,6 +104,8 @@ impl TestGate {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let opts = Options {
             backoff_base: Duration::from_millis(20),
+            reload_debounce: Duration::from_millis(50),
+            ..Options::default()
         };
         self.gate = Some(
             app::start(loaded, listener, opts)
@@ -126,6 +128,32 @@ impl TestGate {
 
     pub fn store(&self) -> &Store {
         &self.gate().store
+    }
+
+    /// Waits until a reload newer than the `seen` newest one is recorded, and returns it.
+    pub async fn next_reload(&self, seen: usize) -> wagate::store::ReloadRow {
+        let store = self.store().clone();
+        eventually("a reload to be recorded", Duration::from_secs(20), || {
+            let store = store.clone();
+            async move {
+                let all = store.reloads(1000).ok()?;
+                (all.len() > seen).then(|| all[0].clone())
+            }
+        })
+        .await
+    }
+
+    /// How many reloads are recorded so far (the start counts as one).
+    pub fn reload_count(&self) -> usize {
+        self.store().reloads(1000).unwrap().len()
+    }
+
+    /// Writes a file under the home's rules/ (as an editor would: whole, then renamed in).
+    pub fn write_rule_file(&self, rel: &str, text: &str) {
+        let path = self.dir.path().join("rules").join(rel);
+        let tmp = path.with_extension("tmp~");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,119 @@
+//! Hot reload: a file watcher (notify) on the rules folder. After a change and a quiet
+//! `debounce`, the whole home is read and every project compiled aside; only if all of it
+//! compiles is the new rule set swapped in, atomically. On any error the last good set keeps
+//! running and the located errors are logged. Runs in flight finish on the version they started
+//! with (they hold a snapshot). Every reload is recorded with the content hash of what is live.
+//! The folder is watched, not the files, so editors that save by replacing a file are seen.
+
+use crate::config::Home;
+use crate::rules::{RuleRegistry, RuleSet};
+use crate::script::ScriptEngine;
+use crate::store::Store;
+use notify::{RecursiveMode, Watcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// What the reloader needs; cheap handles.
+pub struct Reloader {
+    pub gate_yaml: PathBuf,
+    pub rules_dir: PathBuf,
+    pub engine: Arc<ScriptEngine>,
+    pub registry: RuleRegistry,
+    pub store: Store,
+    /// How long the folder must stay quiet before a reload (editors write in bursts).
+    pub debounce: Duration,
+}
+
+/// What one reload did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReloadOutcome {
+    /// The new set is live; its hash.
+    Live(String),
+    /// Nothing changed.
+    Unchanged,
+    /// The new set did not compile; the last good one keeps running.
+    Rejected(String),
+}
+
+impl Reloader {
+    /// Watches until `cancel` fires. A watcher that cannot start is logged; the gate goes on
+    /// without hot reload.
+    pub async fn run(self, cancel: CancellationToken) {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && !matches!(ev.kind, notify::EventKind::Access(_))
+            {
+                let _ = tx.send(());
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the rules folder; hot reload is off");
+                return;
+            }
+        };
+        if let Err(e) = watcher.watch(&self.rules_dir, RecursiveMode::Recursive) {
+            tracing::error!(error = %e, dir = %self.rules_dir.display(), "cannot watch the rules folder; hot reload is off");
+            return;
+        }
+        loop {
+            tokio::select! {
+                got = rx.recv() => if got.is_none() { return },
+                _ = cancel.cancelled() => return,
+            }
+            // Debounce: wait until the folder has been quiet for `debounce`.
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(self.debounce) => break,
+                    got = rx.recv() => if got.is_none() { return },
+                    _ = cancel.cancelled() => return,
+                }
+            }
+            self.reload().await;
+        }
+    }
+
+    /// Reads and compiles the home aside, then swaps it in if it all compiles.
+    pub async fn reload(&self) -> ReloadOutcome {
+        let gate_yaml = self.gate_yaml.clone();
+        let engine = self.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || -> Result<RuleSet, String> {
+            let home = Home::load(&gate_yaml).map_err(|d| d.to_string())?;
+            RuleSet::compile(&home, &engine).map_err(|d| d.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
+        let current = self.registry.snapshot();
+        match compiled {
+            Ok(set) if set.hash() == current.hash() => ReloadOutcome::Unchanged,
+            Ok(set) => {
+                let (hash, projects) = (set.hash(), set.project_hashes());
+                self.registry.swap(set);
+                tracing::info!(hash = %hash, "rules reloaded");
+                let store = self.store.clone();
+                let h = hash.clone();
+                let _ = store
+                    .call(move |s| s.record_reload("live", &h, &projects, None))
+                    .await;
+                ReloadOutcome::Live(hash)
+            }
+            Err(errors) => {
+                tracing::error!(
+                    "rules not reloaded; the last good version keeps running:\n{errors}"
+                );
+                let (hash, projects) = (current.hash(), current.project_hashes());
+                let e = errors.clone();
+                let _ = self
+                    .store
+                    .call(move |s| s.record_reload("rejected", &hash, &projects, Some(&e)))
+                    .await;
+                ReloadOutcome::Rejected(errors)
+            }
+        }
+    }
+}

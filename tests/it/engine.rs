@@ -1,0 +1,280 @@
+//! The script API over the real store: state across events and restarts, lookups of tables,
+//! contacts and messages, persisted schedules, run modes, and no way to reach another user.
+
+use crate::common::*;
+use serde_json::Value;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn project(user_project: &str, rules_yaml: &str) -> (String, String) {
+    (
+        format!("{user_project}/project.yaml"),
+        rules_yaml.to_string(),
+    )
+}
+
+async fn post(tg: &TestGate, u: TestUser, from: &str, wamid: &str, text: &str) {
+    let body = text_webhook(u, from, "Ann", wamid, text);
+    assert_eq!(tg.post_signed(u, &body).await.status(), 200);
+}
+
+fn texts(tg: &TestGate) -> Vec<String> {
+    tg.fake
+        .requests()
+        .iter()
+        .map(|r| r.body["text"]["body"].as_str().unwrap_or("").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn state_persists_across_events_and_restarts() {
+    let files = [
+        project("olga/count", "rules:\n  - name: count\n    on: message\n    script: c.rhai\n"),
+        ("olga/count/c.rhai".into(), "let n = state(\"count\");\nif n == () { n = 0; }\nset_state(\"count\", n + 1);\nreply(event, `#${n + 1}`);\n".into()),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let mut tg = TestGate::start_with(&files).await;
+    for i in 1..=3 {
+        post(&tg, OLGA, "33612345678", &format!("wamid.C{i}"), "hi").await;
+        tg.fake.wait_for(i, T).await;
+    }
+    tg.restart().await;
+    post(&tg, OLGA, "33612345678", "wamid.C4", "hi").await;
+    tg.fake.wait_for(4, T).await;
+    assert_eq!(texts(&tg), vec!["#1", "#2", "#3", "#4"]);
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn lookups_read_tables_and_this_users_store() {
+    let files = [
+        project(
+            "olga/tour",
+            "tables:\n  participants: participants.csv\nrules:\n  - name: who\n    on: message\n    script: who.rhai\n",
+        ),
+        ("olga/tour/participants.csv".into(), "phone,name,meeting_point\n33612345678,Ann,Gare de Lyon\n33699999999,Bob,Louvre\n".into()),
+        (
+            "olga/tour/who.rhai".into(),
+            "let p = lookup(\"participants\", event.from);\nlet c = lookup(\"contacts\", event.from);\nlet m = lookup(\"messages\", #{ contact: event.from });\nreply(event, `${p.name} meets at ${p.meeting_point}; contact ${c.name}; ${m.len()} message(s)`);\n".into(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let tg = TestGate::start_with(&files).await;
+    post(&tg, OLGA, "33612345678", "wamid.L1", "where?").await;
+    tg.fake.wait_for(1, T).await;
+    settled(&tg, "olga").await;
+    post(&tg, OLGA, "33612345678", "wamid.L2", "and?").await;
+    tg.fake.wait_for(2, T).await;
+    // The second run sees the first message, its reply and the second message.
+    assert_eq!(
+        texts(&tg),
+        vec![
+            "Ann meets at Gare de Lyon; contact Ann; 1 message(s)",
+            "Ann meets at Gare de Lyon; contact Ann; 3 message(s)"
+        ]
+    );
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_script_cannot_reach_another_users_data_or_name_another_user() {
+    let files = [
+        project("olga/spy", "rules:\n  - name: spy\n    on: message\n    script: spy.rhai\n"),
+        (
+            "olga/spy/spy.rhai".into(),
+            "let c = lookup(\"contacts\", \"972501112222\");\nlet m = lookup(\"messages\", #{ contact: \"972501112222\" });\nlet s = state(\"secret\");\nsend(\"+15550000000\", `contact=${c == ()} messages=${m.len()} state=${s == ()}`);\n".into(),
+        ),
+        project("azarya/keep", "rules:\n  - name: keep\n    on: message\n    script: keep.rhai\n"),
+        ("azarya/keep/keep.rhai".into(), "set_state(\"secret\", \"azarya's\");\n".into()),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let tg = TestGate::start_with(&files).await;
+    post(&tg, AZARYA, "972501112222", "wamid.AZ", "shalom").await;
+    settled(&tg, "azarya").await;
+    assert_eq!(
+        tg.store()
+            .contact_name("azarya", "972501112222")
+            .unwrap()
+            .as_deref(),
+        Some("Ann")
+    );
+    post(&tg, OLGA, "33612345678", "wamid.OL", "hi").await;
+    let reqs = tg.fake.wait_for(1, T).await;
+    assert_eq!(
+        reqs[0].body["text"]["body"],
+        "contact=true messages=0 state=true"
+    );
+    assert_eq!(
+        reqs[0].phone_number_id, OLGA.phone,
+        "Olga's rule sends as Olga"
+    );
+    // No function of the API takes a user, a token or a path: naming one is an error.
+    for src in [
+        "send(\"azarya\", \"+15550000000\", \"hi\")",
+        "set_state(\"azarya\", \"k\", 1)",
+        "import \"../../azarya/keep/keep\" as k;",
+    ] {
+        tg.write_rule_file("olga/spy/spy.rhai", src);
+        let seen = tg.reload_count();
+        let r = tg.next_reload(seen).await;
+        if src.starts_with("import") {
+            assert_eq!(r.outcome, "rejected", "{src}");
+            assert!(r.error.unwrap().contains("inside the project folder"));
+        } else {
+            assert_eq!(r.outcome, "live", "{src}");
+            post(
+                &tg,
+                OLGA,
+                "33612345678",
+                &format!("wamid.{}", src.len()),
+                "hi",
+            )
+            .await;
+            settled(&tg, "olga").await;
+            let run = &tg.store().runs(Some("olga"), Some("spy"), 1).unwrap()[0];
+            assert!(
+                run.error.as_deref().unwrap().contains("Function not found"),
+                "{run:?}"
+            );
+        }
+    }
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn schedules_are_persisted_and_survive_a_reload() {
+    let files = [
+        project("olga/later", "rules:\n  - name: later\n    on: message\n    script: l.rhai\n    call: on_message\n"),
+        (
+            "olga/later/l.rhai".into(),
+            "fn remind(arg) { send(arg.to, \"reminder\") }\nfn on_message(event) { schedule(3600, \"remind\", #{ to: event.from }); }\n".into(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let tg = TestGate::start_with(&files).await;
+    let before = chrono::Utc::now().timestamp_millis();
+    post(&tg, OLGA, "33612345678", "wamid.SC", "hi").await;
+    settled(&tg, "olga").await;
+    let s = tg.store().schedules("olga").unwrap();
+    assert_eq!(s.len(), 1);
+    assert_eq!(
+        (s[0].call.as_str(), s[0].state.as_str(), s[0].rule.as_str()),
+        ("remind", "pending", "later")
+    );
+    let due = s[0].due_at_ms - before;
+    assert!((3_590_000..3_700_000).contains(&due), "{due}");
+    let seen = tg.reload_count();
+    tg.write_rule_file(
+        "olga/later/l.rhai",
+        "fn remind(arg) { send(arg.to, \"reminder v2\") }\nfn on_message(event) { }\n",
+    );
+    assert_eq!(tg.next_reload(seen).await.outcome, "live");
+    assert_eq!(
+        tg.store().schedules("olga").unwrap(),
+        s,
+        "the pending call survives the reload"
+    );
+    tg.shutdown().await;
+}
+
+async fn run_mode_case(mode: &str) -> (TestGate, Vec<wagate::store::RunTrace>) {
+    let yaml =
+        format!("rules:\n  - name: gate\n    on: message\n    script: g.rhai\n    mode: {mode}\n");
+    let files = [
+        project("olga/modes", &yaml),
+        (
+            "olga/modes/g.rhai".into(),
+            "while state(\"release\") != true { }\nreply(event, \"done \" + event.text);\n".into(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let tg = TestGate::start_opts(&files, "{ timeout_ms: 15000, max_operations: 0 }").await;
+    post(&tg, OLGA, "33611111111", "wamid.MA", "A").await;
+    let inflight = tg.gate().runs_in_flight.clone();
+    eventually("A's run to start", T, || {
+        let n = inflight.load(Ordering::SeqCst);
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    post(&tg, OLGA, "33622222222", "wamid.MB", "B").await;
+    let store = tg.store().clone();
+    if mode == "single" {
+        // B's run is refused at once while A's goes on.
+        eventually("B to be skipped", T, || {
+            let store = store.clone();
+            async move { (!store.runs(Some("olga"), None, 10).ok()?.is_empty()).then_some(()) }
+        })
+        .await;
+    } else {
+        eventually("B to wait", T, || {
+            let n = inflight.load(Ordering::SeqCst);
+            async move { (n == 2).then_some(()) }
+        })
+        .await;
+    }
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    conn.execute(
+        "INSERT INTO state (user, project, key, value, updated_at) VALUES ('olga', 'olga/modes', 'release', 'true', 0)",
+        [],
+    )
+    .unwrap();
+    settled(&tg, "olga").await;
+    let mut runs = tg.store().runs(Some("olga"), None, 10).unwrap();
+    runs.reverse();
+    (tg, runs)
+}
+
+#[tokio::test]
+async fn mode_single_skips_a_firing_while_a_run_goes_on() {
+    let (tg, runs) = run_mode_case("single").await;
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        (runs[0].outcome.as_str(), runs[0].event_id),
+        ("skipped", Some(2))
+    );
+    assert!(
+        runs[0].logs[0].contains("mode: single"),
+        "{:?}",
+        runs[0].logs
+    );
+    assert_eq!(runs[1].outcome, "ok");
+    let sent: Vec<Value> = tg
+        .fake
+        .requests()
+        .iter()
+        .map(|r| r.body["text"]["body"].clone())
+        .collect();
+    assert_eq!(sent, vec!["done A"]);
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn mode_queued_runs_a_firing_after_the_one_going_on() {
+    let (tg, runs) = run_mode_case("queued").await;
+    assert_eq!(
+        runs.iter().map(|r| r.outcome.as_str()).collect::<Vec<_>>(),
+        vec!["ok", "ok"]
+    );
+    tg.fake.wait_for(2, T).await;
+    let mut sent: Vec<String> = texts(&tg);
+    sent.sort();
+    assert_eq!(sent, vec!["done A", "done B"]);
+    tg.shutdown().await;
+}
