@@ -246,3 +246,38 @@ pub async fn start(
         tracker,
     })
 }
+
+/// `wagate check`: every problem of the home at once: config, users, credentials that do not
+/// decrypt, tables, every script and `if:`. Returns the summary line, or all errors.
+pub fn check(gate_yaml: &Path) -> Result<String, String> {
+    let (home, config_errors) = Home::load_partial(gate_yaml).map_err(|d| d.to_string())?;
+    let mut problems: Vec<String> = config_errors.iter().map(ToString::to_string).collect();
+    let (users, failed) = match Vault::open_from_env(&home.gate.identity_file) {
+        Ok(vault) => Users::load(&home, &vault),
+        Err(e) => {
+            problems.push(format!("error: {e}"));
+            (Users::default(), Vec::new())
+        }
+    };
+    problems.extend(
+        failed
+            .iter()
+            .map(|(u, e)| format!("error: user `{u}`: {e}")),
+    );
+    let engine = ScriptEngine::new(&home.gate.file.scripts);
+    let rules = RuleSet::compile(&home, &engine).unwrap_or_else(|d| {
+        problems.extend(d.0.iter().map(ToString::to_string));
+        RuleSet::default()
+    });
+    if !problems.is_empty() {
+        let n = problems.len();
+        let plural = if n == 1 { "" } else { "s" };
+        return Err(format!("{}\n\n{n} error{plural}", problems.join("\n\n")));
+    }
+    Ok(format!(
+        "ok: {} user(s), {} project(s), {} rule(s)",
+        users.len(),
+        rules.projects.len(),
+        rules.rule_count()
+    ))
+}

@@ -51,6 +51,9 @@ fn lane_of(ev: &StoredEvent) -> String {
 struct Lanes {
     busy: HashSet<String>,
     in_flight: HashSet<i64>,
+    /// Events whose lane finished since the last look at the store began: that look may
+    /// still list them as pending, and must not start them again.
+    finished: HashSet<i64>,
 }
 
 /// How many pending events one look at the store takes.
@@ -94,6 +97,7 @@ impl Dispatcher {
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> bool {
+        lock(lanes).finished.clear();
         let pending = match self.store.call(|s| s.pending_events(BATCH)).await {
             Ok(p) => p,
             Err(e) => {
@@ -107,7 +111,7 @@ impl Dispatcher {
         {
             let l = lock(lanes);
             for ev in pending {
-                if l.in_flight.contains(&ev.id) {
+                if l.in_flight.contains(&ev.id) || l.finished.contains(&ev.id) {
                     continue;
                 }
                 let lane = lane_of(&ev);
@@ -142,6 +146,7 @@ impl Dispatcher {
                 l.busy.remove(&lane);
                 for id in ids {
                     l.in_flight.remove(&id);
+                    l.finished.insert(id);
                 }
                 drop(l);
                 drop(permit);

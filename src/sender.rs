@@ -49,14 +49,14 @@ impl Sender {
             if cancel.is_cancelled() {
                 return;
             }
-            let rows = match self.store.call(|s| s.claim_due(now_ms(), 32)).await {
+            let due = match self.store.call(|s| s.due_outbox(now_ms(), 32)).await {
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(error = %e, "sender cannot claim rows");
+                    tracing::error!(error = %e, "sender cannot read the outbox");
                     Vec::new()
                 }
             };
-            if rows.is_empty() {
+            if due.is_empty() {
                 let next = self.store.call(|s| s.next_due()).await.ok().flatten();
                 let wait = next
                     .map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
@@ -68,8 +68,17 @@ impl Sender {
                 }
                 continue;
             }
-            for row in rows {
-                self.send_one(row).await;
+            for id in due {
+                if cancel.is_cancelled() {
+                    return;
+                }
+                match self.store.call(move |s| s.claim_outbox(id, now_ms())).await {
+                    Ok(Some(row)) => self.send_one(row).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(outbox_id = id, error = %e, "sender cannot claim a row")
+                    }
+                }
             }
         }
     }

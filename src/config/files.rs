@@ -356,7 +356,10 @@ pub(super) fn load_projects(
     let mut projects = Vec::new();
     for path in found {
         match load_project(gate, users, &path) {
-            Ok(p) => projects.push(p),
+            Ok((p, mut ds)) => {
+                errors.append(&mut ds);
+                projects.push(p);
+            }
             Err(mut ds) => errors.append(&mut ds),
         }
     }
@@ -396,7 +399,7 @@ fn load_project(
     gate: &GateConfig,
     users: &BTreeMap<UserId, UserConfig>,
     path: &Path,
-) -> Result<ProjectConfig, Vec<Diagnostic>> {
+) -> Result<(ProjectConfig, Vec<Diagnostic>), Vec<Diagnostic>> {
     let shown = gate.display_path(path);
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let rel = dir.strip_prefix(&gate.rules_dir).unwrap_or(&dir);
@@ -457,10 +460,8 @@ fn load_project(
             Err(d) => errors.push(d),
         }
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(ProjectConfig {
+    // The valid part is kept beside the errors, so that `check` can go on and compile it.
+    let project = ProjectConfig {
         user,
         name,
         dir,
@@ -469,7 +470,8 @@ fn load_project(
         timezone,
         tables,
         rules,
-    })
+    };
+    Ok((project, errors))
 }
 
 fn check_rule(

@@ -177,19 +177,30 @@ impl Home {
     /// Reads the whole home named by `gate_yaml`, collecting every problem instead of stopping
     /// at the first.
     pub fn load(gate_yaml: &Path) -> Result<Home, Diagnostics> {
+        let (home, errors) = Self::load_partial(gate_yaml)?;
+        if errors.is_empty() {
+            Ok(home)
+        } else {
+            Err(Diagnostics(errors))
+        }
+    }
+
+    /// Reads what can be read and lists every problem: the home holds the users, projects,
+    /// tables and rules that are valid, so that the rest can still be checked (`wagate check`).
+    /// Fails only when gate.yaml itself cannot be read.
+    pub fn load_partial(gate_yaml: &Path) -> Result<(Home, Vec<Diagnostic>), Diagnostics> {
         let gate = load_gate(gate_yaml).map_err(|d| Diagnostics(vec![d]))?;
         let mut errors = Vec::new();
         let users = files::load_users(&gate, &mut errors);
         let projects = files::load_projects(&gate, &users, &mut errors);
-        if errors.is_empty() {
-            Ok(Home {
+        Ok((
+            Home {
                 gate,
                 users,
                 projects,
-            })
-        } else {
-            Err(Diagnostics(errors))
-        }
+            },
+            errors,
+        ))
     }
 }
 

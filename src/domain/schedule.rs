@@ -20,7 +20,16 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
 /// Checks a cron expression.
 pub fn check_cron(expr: &str) -> Result<cron::Schedule, String> {
     let six = normalize_cron(expr)?;
-    cron::Schedule::from_str(&six).map_err(|e| format!("invalid cron expression `{expr}`: {e}"))
+    cron::Schedule::from_str(&six).map_err(|e| {
+        // The crate's message repeats the expression with a caret; its last line says why.
+        let e = e.to_string();
+        let why = e
+            .lines()
+            .map(str::trim)
+            .rfind(|l| !l.is_empty() && *l != "^")
+            .unwrap_or("");
+        format!("invalid cron expression `{expr}`: {why}")
+    })
 }
 
 /// An `at:` time as written: a local time to be placed in a timezone, or a fixed instant.
@@ -73,12 +82,27 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 }
 
 /// The first firing of a cron expression strictly after `after`, in `tz`.
+///
+/// The expression is matched against local wall-clock times, and each match is placed with
+/// [`local_to_utc`]: a match in a spring-forward gap fires once, at the first valid instant
+/// after the gap; a match in a fall-back hour fires once, at its first occurrence. Matches that
+/// land on the same instant fire once.
 pub fn next_cron(expr: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
     let schedule = check_cron(expr).ok()?;
-    schedule
-        .after(&after.with_timezone(&tz))
-        .next()
-        .map(|t| t.with_timezone(&Utc))
+    // Local wall-clock time, carried in a UTC value so that the cron crate sees no DST.
+    let wall = |t: DateTime<Utc>| Utc.from_utc_datetime(&t.with_timezone(&tz).naive_local());
+    // Start a little before `after` in wall-clock terms: in a fall-back hour the wall clock
+    // repeats, and a match placed at its first occurrence may still be after `after`.
+    let mut from = wall(after) - Duration::hours(3);
+    for _ in 0..10_000 {
+        let m = schedule.after(&from).next()?;
+        let at = local_to_utc(tz, m.naive_utc());
+        if at > after {
+            return Some(at);
+        }
+        from = m;
+    }
+    None
 }
 
 /// The instant of an `at:` time in `tz`.
@@ -99,6 +123,77 @@ mod tests {
         assert!(check_cron("30 0 18 * * *").is_ok());
         assert!(check_cron("0 18 * *").is_err());
         assert!(check_cron("0 25 * * *").is_err());
+    }
+
+    fn at(tz: Tz, s: &str) -> DateTime<Utc> {
+        local_to_utc(
+            tz,
+            NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M").unwrap(),
+        )
+    }
+
+    fn fires(expr: &str, tz: Tz, from: &str, n: usize) -> Vec<String> {
+        let mut t = at(tz, from);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            t = next_cron(expr, t, tz).unwrap();
+            out.push(t.with_timezone(&tz).format("%m-%d %H:%M %z").to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn cron_in_a_timezone_through_dst() {
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        // 18:00 every day: the wall-clock time holds across both changes.
+        assert_eq!(
+            fires("0 18 * * *", paris, "2026-03-28 12:00", 2),
+            vec!["03-28 18:00 +0100", "03-29 18:00 +0200"]
+        );
+        // 02:30 does not exist on 2026-03-29: it fires once, at 03:00 (the first valid instant).
+        assert_eq!(
+            fires("30 2 * * *", paris, "2026-03-28 12:00", 3),
+            vec![
+                "03-29 03:00 +0200",
+                "03-30 02:30 +0200",
+                "03-31 02:30 +0200"
+            ]
+        );
+        // 02:30 happens twice on 2026-10-25: it fires once.
+        assert_eq!(
+            fires("30 2 * * *", paris, "2026-10-24 12:00", 2),
+            vec!["10-25 02:30 +0200", "10-26 02:30 +0100"]
+        );
+        // Every 30 minutes through the gap: 02:00 and 02:30 both land on 03:00, fired once.
+        assert_eq!(
+            fires("*/30 * * * *", paris, "2026-03-29 01:15", 4),
+            vec![
+                "03-29 01:30 +0100",
+                "03-29 03:00 +0200",
+                "03-29 03:30 +0200",
+                "03-29 04:00 +0200"
+            ]
+        );
+        // Through the doubled hour: the repeated 02:00 and 02:30 fire once each.
+        assert_eq!(
+            fires("*/30 * * * *", paris, "2026-10-25 01:15", 4),
+            vec![
+                "10-25 01:30 +0200",
+                "10-25 02:00 +0200",
+                "10-25 02:30 +0200",
+                "10-25 03:00 +0100"
+            ]
+        );
+        let jerusalem: Tz = "Asia/Jerusalem".parse().unwrap();
+        // Israel springs forward 02:00 → 03:00 on Friday 2026-03-27 and falls back on 2026-10-25.
+        assert_eq!(
+            fires("30 2 * * *", jerusalem, "2026-03-26 12:00", 2),
+            vec!["03-27 03:00 +0300", "03-28 02:30 +0300"]
+        );
+        assert_eq!(
+            fires("30 1 * * *", jerusalem, "2026-10-24 12:00", 2),
+            vec!["10-25 01:30 +0300", "10-26 01:30 +0200"]
+        );
     }
 
     #[test]

@@ -181,11 +181,9 @@ async fn messages(
         .map(|t| Secret::new(t.to_string()));
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fault = lock(&sim.inner.faults).pop_front();
-    if let Some(f) = &fault
-        && !f.delay.is_zero()
-    {
-        tokio::time::sleep(f.delay).await;
-    }
+    let delay = fault.as_ref().map(|f| f.delay).unwrap_or_default();
+    // The answer is decided, and the request recorded, before any delay: a client that gives
+    // up (or dies) while waiting has still reached "Meta", as in real life.
     let (resp, status, wamid) = match fault.filter(|f| f.status != 0) {
         Some(f) => {
             let mut r = (
@@ -226,6 +224,9 @@ async fn messages(
         wamid,
     });
     sim.inner.received.notify_waiters();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     resp
 }
 

@@ -338,12 +338,18 @@ impl Store {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let queued = apply_effects(&tx, user, effects, now)?;
-            insert_runs(&tx, user, Some(event_id), runs)?;
-            tx.execute(
-                "UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1",
+            // Only a pending event completes: should it ever be run twice, the second result
+            // is dropped whole instead of applying its effects again.
+            let claimed = tx.execute(
+                "UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1 AND state = 'pending'",
                 params![event_id, now],
             )?;
+            if claimed == 0 {
+                tracing::warn!(event_id, "an event was completed twice; the second result is dropped");
+                return Ok(0);
+            }
+            let queued = apply_effects(&tx, user, effects, now)?;
+            insert_runs(&tx, user, Some(event_id), runs)?;
             tx.commit()?;
             Ok(queued)
         })
@@ -371,26 +377,40 @@ impl Store {
         })
     }
 
-    /// Claims up to `limit` due rows: marks them `sending` and returns them.
-    pub fn claim_due(&self, now: i64, limit: usize) -> Result<Vec<OutboxRow>, StoreError> {
+    /// Ids of up to `limit` due rows, soonest first (not yet claimed).
+    pub fn due_outbox(&self, now: i64, limit: usize) -> Result<Vec<i64>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare_cached(
+                "SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
+                 ORDER BY next_attempt_at, id LIMIT ?2",
+            )?;
+            let ids = st.query_map(params![now, limit as i64], |r| r.get(0))?;
+            ids.collect()
+        })
+    }
+
+    /// Claims one row right before its HTTP call: `sending` marks exactly the rows whose
+    /// answer may be lost if the gate dies now. `None` if it is no longer queued.
+    pub fn claim_outbox(&self, id: i64, now: i64) -> Result<Option<OutboxRow>, StoreError> {
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let rows: Vec<OutboxRow> = {
-                let mut st = tx.prepare_cached(&format!(
-                    "SELECT {OUTBOX_COLS} FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
-                     ORDER BY next_attempt_at, id LIMIT ?2"
-                ))?;
-                st.query_map(params![now, limit as i64], outbox_row)?
-                    .collect::<rusqlite::Result<_>>()?
+            let n = tx.execute(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, now],
+            )?;
+            let row = if n == 1 {
+                tx.query_row(
+                    &format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1"),
+                    [id],
+                    outbox_row,
+                )
+                .optional()?
+            } else {
+                None
             };
-            for r in &rows {
-                tx.execute(
-                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
-                    params![r.id, now],
-                )?;
-            }
             tx.commit()?;
-            Ok(rows)
+            Ok(row)
         })
     }
 

@@ -20,6 +20,8 @@ pub enum ParseError {
 /// A JSON object that is not a WhatsApp envelope (no `entry` array) yields one `webhook`
 /// event holding it, so that nothing acknowledged is silently dropped.
 pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
+    // serde_json refuses nesting deeper than 128 levels, so absurd bodies fail here without
+    // touching the stack further (tests/it/robustness.rs holds it to that).
     let root: Value =
         serde_json::from_slice(body).map_err(|e| ParseError::NotJson(e.to_string()))?;
     let Some(obj) = root.as_object() else {

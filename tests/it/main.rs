@@ -4,8 +4,10 @@
 mod common;
 
 mod cli;
+mod durability;
 mod engine;
 mod fixtures;
 mod ingest;
 mod reload;
+mod robustness;
 mod skeleton;
