@@ -8,6 +8,7 @@ use crate::graph::{GraphClient, GraphError};
 use crate::http::{AppState, router};
 use crate::media::MediaFetcher;
 use crate::rules::{RuleRegistry, RuleSet};
+use crate::scheduler::{Clock, Scheduler, SystemClock};
 use crate::script::ScriptEngine;
 use crate::sender::Sender;
 use crate::store::{Store, StoreError};
@@ -70,13 +71,17 @@ pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
 }
 
 /// Knobs for tests and benchmarks; production uses the defaults.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Options {
     pub backoff_base: Duration,
     /// Watch the rules folder and reload on change.
     pub watch: bool,
     /// Quiet time after a change before a reload.
     pub reload_debounce: Duration,
+    /// Run the scheduler loop (tests may drive `GateHandle::scheduler` by hand instead).
+    pub scheduler: bool,
+    /// The scheduler's clock.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for Options {
@@ -85,6 +90,8 @@ impl Default for Options {
             backoff_base: Duration::from_secs(1),
             watch: true,
             reload_debounce: Duration::from_millis(100),
+            scheduler: true,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -99,6 +106,8 @@ pub struct GateHandle {
     pub registry: RuleRegistry,
     /// Rule runs going on right now.
     pub runs_in_flight: Arc<AtomicUsize>,
+    /// The scheduler's handles (its loop runs unless `Options::scheduler` is off).
+    pub scheduler: Scheduler,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -197,6 +206,18 @@ pub async fn start(
     let (hash, projects) = (live.hash(), live.project_hashes());
     store.record_reload("live", &hash, &projects, None)?;
     let runs_in_flight = Arc::new(AtomicUsize::new(0));
+    let scheduler = Scheduler {
+        store: store.clone(),
+        registry: registry.clone(),
+        engine: engine.clone(),
+        users: users.clone(),
+        clock: opts.clock.clone(),
+        wake: Arc::new(Notify::new()),
+        sender_wake: sender_wake.clone(),
+    };
+    if opts.scheduler {
+        tracker.spawn(scheduler.clone().run(cancel.clone()));
+    }
     if opts.watch {
         let reloader = Reloader {
             gate_yaml: home.gate.gate_yaml.clone(),
@@ -205,6 +226,7 @@ pub async fn start(
             registry: registry.clone(),
             store: store.clone(),
             debounce: opts.reload_debounce,
+            on_swap: scheduler.wake.clone(),
         };
         tracker.spawn(reloader.run(cancel.clone()));
     }
@@ -242,6 +264,7 @@ pub async fn start(
         simulator,
         registry,
         runs_in_flight,
+        scheduler,
         cancel,
         tracker,
     })

@@ -30,6 +30,7 @@ pub mod dispatch;
 pub mod media;
 pub mod rules;
 pub mod runner;
+pub mod scheduler;
 pub mod sender;
 pub mod watcher;
 

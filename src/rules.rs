@@ -75,6 +75,8 @@ impl RunGate {
 pub struct Rule {
     pub name: String,
     pub trigger: Trigger,
+    pub catch_up: crate::config::CatchUp,
+    pub max_lateness: std::time::Duration,
     pub gate: RunGate,
     pub condition: Option<AST>,
     pub ast: Arc<AST>,
@@ -134,7 +136,7 @@ impl RuleSet {
             for r in &p.rules {
                 match compile_rule(home, engine, &p.file, &p.source, r, &mut hasher) {
                     Ok(rule) => rules.push(rule),
-                    Err(d) => errors.push(d),
+                    Err(mut d) => errors.append(&mut d),
                 }
             }
             projects.push(Project {
@@ -193,17 +195,32 @@ fn compile_rule(
     project_src: &str,
     r: &RuleConfig,
     hasher: &mut Sha256,
-) -> Result<Rule, Diagnostic> {
+) -> Result<Rule, Vec<Diagnostic>> {
     let shown = home.gate.display_path(&r.script);
     let dir = r.script.parent().unwrap_or(std::path::Path::new("."));
-    let ast = engine.compile_file(&r.script, &shown, dir)?;
+    // Both the `if:` and the script are compiled, so that one error does not hide the other.
+    let condition = r
+        .condition
+        .as_ref()
+        .map(|expr| engine.compile_condition(expr, project_file, project_src, r.condition_pos))
+        .transpose();
+    let ast = match (
+        engine.compile_file(&r.script, &shown, dir),
+        condition.as_ref(),
+    ) {
+        (Ok(ast), Ok(_)) => ast,
+        (Ok(_), Err(c)) => return Err(vec![c.clone()]),
+        (Err(s), Ok(_)) => return Err(vec![s]),
+        (Err(s), Err(c)) => return Err(vec![c.clone(), s]),
+    };
+    let condition = condition.map_err(|c| vec![c])?;
     hasher.update(std::fs::read(&r.script).unwrap_or_default());
     if let Some(name) = &r.call
         && !ast
             .iter_functions()
             .any(|f| f.name == name.as_str() && f.params.len() == 1)
     {
-        return Err(Diagnostic::at_key(
+        return Err(vec![Diagnostic::at_key(
             project_file,
             project_src,
             "call",
@@ -212,17 +229,13 @@ fn compile_rule(
                 r.name,
                 shown.display()
             ),
-        ));
+        )]);
     }
-    let condition = match &r.condition {
-        Some(expr) => {
-            Some(engine.compile_condition(expr, project_file, project_src, r.condition_pos)?)
-        }
-        None => None,
-    };
     Ok(Rule {
         name: r.name.clone(),
         trigger: r.trigger.clone(),
+        catch_up: r.catch_up,
+        max_lateness: r.max_lateness,
         gate: RunGate::new(r.mode),
         condition,
         ast: Arc::new(ast),

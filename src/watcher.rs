@@ -25,6 +25,8 @@ pub struct Reloader {
     pub store: Store,
     /// How long the folder must stay quiet before a reload (editors write in bursts).
     pub debounce: Duration,
+    /// Woken after a new set goes live (the scheduler re-reads its timers).
+    pub on_swap: Arc<tokio::sync::Notify>,
 }
 
 /// What one reload did.
@@ -94,6 +96,7 @@ impl Reloader {
             Ok(set) => {
                 let (hash, projects) = (set.hash(), set.project_hashes());
                 self.registry.swap(set);
+                self.on_swap.notify_one();
                 tracing::info!(hash = %hash, "rules reloaded");
                 let store = self.store.clone();
                 let h = hash.clone();

@@ -3,13 +3,10 @@
 
 mod init;
 mod inject;
+mod rules;
 
 use crate::app;
-use crate::config::Home;
 use crate::domain::UserId;
-use crate::rules::RuleSet;
-use crate::script::ScriptEngine;
-use crate::users::Users;
 use crate::vault::{self, Vault};
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -90,6 +87,22 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Look at the rules: dry-run one, list them all, write editor definitions.
+    Rules {
+        #[command(subcommand)]
+        action: rules::RulesAction,
+    },
+    /// Recent rule runs from the store, newest first (times in each user's timezone).
+    Runs {
+        /// Only this user's runs.
+        user: Option<String>,
+        /// Only runs of this rule: NAME or PROJECT/NAME.
+        #[arg(long)]
+        rule: Option<String>,
+        /// How many runs at most.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,7 +129,13 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
         }
     };
-    init_tracing(matches!(cli.command, Command::Serve));
+    // A dry run reports its own failures; the runner's warning would say it twice.
+    let level = match cli.command {
+        Command::Serve => "info",
+        Command::Rules { .. } => "error",
+        _ => "warn",
+    };
+    init_tracing(level);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -126,8 +145,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing(serving: bool) {
-    let default = if serving { "info" } else { "warn" };
+/// Logs to stderr at `default` level, or as env `WAGATE_LOG` says.
+fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WAGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
@@ -156,6 +175,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             text,
             wait,
         } => runtime()?.block_on(inject::run(&cli.config, &user, &from, &name, &text, wait)),
+        Command::Rules { action } => rules::run(&cli.config, action),
+        Command::Runs { user, rule, limit } => rules::runs(
+            &cli.config,
+            user.as_deref(),
+            rule.as_deref(),
+            limit as usize,
+        ),
     }
 }
 
@@ -166,31 +192,8 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 }
 
 fn check(config: &Path) -> Result<(), CliError> {
-    let home = Home::load(config).map_err(CliError::failure)?;
-    let vault = Vault::open_from_env(&home.gate.identity_file)?;
-    let (users, failed) = Users::load(&home, &vault);
-    let engine = ScriptEngine::new(&home.gate.file.scripts);
-    let mut problems: Vec<String> = failed
-        .iter()
-        .map(|(u, e)| format!("error: user `{u}`: {e}"))
-        .collect();
-    let rules = match RuleSet::compile(&home, &engine) {
-        Ok(r) => Some(r),
-        Err(d) => {
-            problems.push(d.to_string());
-            None
-        }
-    };
-    if !problems.is_empty() {
-        return Err(CliError::failure(problems.join("\n\n")));
-    }
-    let rules = rules.unwrap_or_default();
-    println!(
-        "ok: {} user(s), {} project(s), {} rule(s)",
-        users.len(),
-        rules.projects.len(),
-        rules.rule_count()
-    );
+    let summary = app::check(config).map_err(CliError::failure)?;
+    println!("{summary}");
     Ok(())
 }
 

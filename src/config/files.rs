@@ -1,7 +1,7 @@
 //! The YAML shapes of DESIGN.md (unknown keys refused) and the walk that loads them.
 
 use super::diag::{Diagnostic, locate_key};
-use super::{GateConfig, ProjectConfig, RuleConfig, RunMode, Trigger, UserConfig};
+use super::{CatchUp, GateConfig, ProjectConfig, RuleConfig, RunMode, Trigger, UserConfig};
 use crate::domain::UserId;
 use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
@@ -220,6 +220,12 @@ pub struct RuleFile {
     /// With `queued`: how many may wait; with `parallel`: how many may run at once.
     #[serde(default)]
     pub max: Option<usize>,
+    /// Timed rules: after downtime, fire a missed instant `once`, or `skip` it.
+    #[serde(default)]
+    pub catch_up: Option<String>,
+    /// Timed rules: how late a missed instant may still fire (`90s`, `30m`, `2h`, `1d`).
+    #[serde(default)]
+    pub max_lateness: Option<String>,
 }
 
 fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -539,6 +545,46 @@ fn check_rule(
             format!("rule `{}`: `max` must be at least 1", r.name),
         ));
     }
+    let timed = matches!(trigger, Trigger::Cron(_) | Trigger::At(_));
+    if !timed && (r.catch_up.is_some() || r.max_lateness.is_some()) {
+        let key = if r.catch_up.is_some() {
+            "catch_up"
+        } else {
+            "max_lateness"
+        };
+        return Err(at(
+            key,
+            format!(
+                "rule `{}`: `{key}` applies to timed rules (cron, at) only",
+                r.name
+            ),
+        ));
+    }
+    let catch_up = match r.catch_up.as_deref() {
+        None | Some("once") => CatchUp::Once,
+        Some("skip") => CatchUp::Skip,
+        Some(other) => {
+            return Err(at(
+                "catch_up",
+                format!(
+                    "rule `{}`: catch_up is `once` or `skip`, not `{other}`",
+                    r.name
+                ),
+            ));
+        }
+    };
+    let max_lateness = match r.max_lateness.as_deref() {
+        None => std::time::Duration::from_secs(3600),
+        Some(text) => parse_duration(text).ok_or_else(|| {
+            at(
+                "max_lateness",
+                format!(
+                    "rule `{}`: max_lateness `{text}` is not a duration like 90s, 30m, 2h or 1d",
+                    r.name
+                ),
+            )
+        })?,
+    };
     let condition_pos = match &r.condition {
         Some(_) => nth_rule_key(src, "if", i).unwrap_or((0, 0)),
         None => (0, 0),
@@ -551,7 +597,24 @@ fn check_rule(
         script,
         call: r.call.clone(),
         mode,
+        catch_up,
+        max_lateness,
     })
+}
+
+/// `90s`, `30m`, `2h`, `1d`, or a number of seconds.
+fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let t = text.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = num.parse().ok()?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 /// The position of `key` inside the `i`-th rule: the first `key:` after that rule's `name:`.

@@ -48,6 +48,11 @@ impl Trigger {
         }
     }
 
+    /// Whether this trigger is a time (cron, at) rather than an event.
+    pub fn is_timed(&self) -> bool {
+        matches!(self, Trigger::Cron(_) | Trigger::At(_))
+    }
+
     /// The next time a timed trigger fires strictly after `after`, in `tz`; `None` for event
     /// triggers and for an `at:` already past.
     pub fn next_after(
@@ -137,6 +142,15 @@ pub enum RunMode {
     Parallel(usize),
 }
 
+/// What a timed rule does about instants it missed while the gate was down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatchUp {
+    /// Fire once on start, if the latest missed instant is within `max_lateness`.
+    Once,
+    /// Fire nothing that was missed (beyond a minute's grace).
+    Skip,
+}
+
 /// One rule as written, checked but not compiled.
 #[derive(Clone, Debug)]
 pub struct RuleConfig {
@@ -148,6 +162,9 @@ pub struct RuleConfig {
     pub script: PathBuf,
     pub call: Option<String>,
     pub mode: RunMode,
+    pub catch_up: CatchUp,
+    /// How late a missed instant may still fire (with `catch_up: once`).
+    pub max_lateness: std::time::Duration,
 }
 
 /// One project folder under rules/<user>/.

@@ -5,16 +5,49 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::str::FromStr;
 
-/// A cron expression in the `cron` crate's 6-field form (seconds first).
+/// A cron expression in the `cron` crate's 6-field form (seconds first), with numeric
+/// weekdays as names: in standard cron 0 and 7 are Sunday and 1 is Monday, while the crate
+/// counts 1 as Sunday, so `1-5` must reach it as `Mon-Fri`.
 pub fn normalize_cron(expr: &str) -> Result<String, String> {
-    let fields = expr.split_whitespace().count();
-    match fields {
-        5 => Ok(format!("0 {}", expr.trim())),
-        6 => Ok(expr.trim().to_string()),
-        n => Err(format!(
-            "cron expression `{expr}` has {n} fields; use 5 (min hour day month weekday) or 6 (with seconds first)"
-        )),
+    let mut fields: Vec<String> = expr.split_whitespace().map(str::to_string).collect();
+    match fields.len() {
+        5 => fields.insert(0, "0".into()),
+        6 => {}
+        n => {
+            return Err(format!(
+                "cron expression `{expr}` has {n} fields; use 5 (min hour day month weekday) or 6 (with seconds first)"
+            ));
+        }
     }
+    fields[5] = weekday_names(&fields[5])?;
+    Ok(fields.join(" "))
+}
+
+/// Rewrites the digits 0–7 of a weekday field as names (`1-5` → `Mon-Fri`, `0,6` → `Sun,Sat`),
+/// leaving steps (`*/2`) and names as they are.
+fn weekday_names(field: &str) -> Result<String, String> {
+    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    let mut out = String::new();
+    let mut chars = field.chars().peekable();
+    let mut after_slash = false;
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() && !after_slash {
+            let mut num = c.to_string();
+            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                num.push(*d);
+                chars.next();
+            }
+            let n: usize = num.parse().unwrap_or(99);
+            let name = NAMES
+                .get(n)
+                .ok_or_else(|| format!("weekday `{num}` is not 0–7 (0 and 7 are Sunday)"))?;
+            out.push_str(name);
+        } else {
+            after_slash = c == '/' || (after_slash && c.is_ascii_digit());
+            out.push(c);
+        }
+    }
+    Ok(out)
 }
 
 /// Checks a cron expression.
@@ -116,6 +149,34 @@ pub fn at_instant(at: &AtTime, tz: Tz) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weekdays_count_as_in_standard_cron() {
+        assert_eq!(
+            normalize_cron("30 7 * * 1-5").unwrap(),
+            "0 30 7 * * Mon-Fri"
+        );
+        assert_eq!(normalize_cron("0 9 * * 0,6").unwrap(), "0 0 9 * * Sun,Sat");
+        assert_eq!(normalize_cron("0 9 * * 7").unwrap(), "0 0 9 * * Sun");
+        assert_eq!(normalize_cron("0 9 * * */2").unwrap(), "0 0 9 * * */2");
+        assert_eq!(
+            normalize_cron("0 9 * * Sun-Thu").unwrap(),
+            "0 0 9 * * Sun-Thu"
+        );
+        assert!(check_cron("0 9 * * 8").is_err());
+        // Friday 2026-04-24 18:00 Paris → the next weekday 07:30 is Monday the 27th.
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let t = next_cron("30 7 * * 1-5", at(paris, "2026-04-24 18:00"), paris).unwrap();
+        assert_eq!(
+            t.with_timezone(&paris).format("%a %d %H:%M").to_string(),
+            "Mon 27 07:30"
+        );
+        let t = next_cron("30 7 * * 0", at(paris, "2026-04-24 18:00"), paris).unwrap();
+        assert_eq!(
+            t.with_timezone(&paris).format("%a %d").to_string(),
+            "Sun 26"
+        );
+    }
 
     #[test]
     fn cron_fields() {

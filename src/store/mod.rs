@@ -115,6 +115,41 @@ pub struct ReloadRow {
     pub error: Option<String>,
 }
 
+/// A timed rule's persisted timer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TimerRow {
+    pub user: String,
+    pub project: String,
+    pub rule: String,
+    pub trigger: String,
+    pub next_at_ms: Option<i64>,
+}
+
+/// A firing of a timed rule, as recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FiringRow {
+    pub id: i64,
+    pub user: String,
+    pub project: String,
+    pub rule: String,
+    pub instant_ms: i64,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+/// A `schedule()` call due to run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueCall {
+    pub id: i64,
+    pub user: String,
+    pub project: String,
+    pub rule: String,
+    pub call: String,
+    pub arg: Value,
+    pub due_at_ms: i64,
+    pub state: String,
+}
+
 /// A persisted `schedule()` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScheduleRow {
@@ -215,6 +250,24 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         migrate(&mut conn).map_err(open_err)?;
+        Ok(Store {
+            conn: Arc::new(Mutex::new(conn)),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing database for reading only: no migration, no write of any kind
+    /// (dry runs, `wagate runs`). A running gate may write it at the same time (WAL).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
@@ -671,6 +724,225 @@ impl Store {
                 })
             })?;
             rows.collect()
+        })
+    }
+
+    /// Every timer.
+    pub fn timers(&self) -> Result<Vec<TimerRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare("SELECT user, project, rule, trigger, next_at FROM timers ORDER BY user, project, rule")?;
+            let rows = st.query_map([], |r| {
+                Ok(TimerRow {
+                    user: r.get(0)?,
+                    project: r.get(1)?,
+                    rule: r.get(2)?,
+                    trigger: r.get(3)?,
+                    next_at_ms: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Makes the timers match the live timed rules: new ones and ones whose trigger changed get
+    /// `next_at` from `next`, ones of rules that are gone are removed (their future firings
+    /// with them). Unchanged timers keep their `next_at`, so a restart or reload misses nothing.
+    pub fn sync_timers(
+        &self,
+        live: &[(String, String, String, String)],
+        next: &dyn Fn(&str, &str, &str) -> Option<i64>,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let existing: Vec<(String, String, String, String)> = {
+                let mut st = tx.prepare("SELECT user, project, rule, trigger FROM timers")?;
+                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<rusqlite::Result<_>>()?
+            };
+            for (u, p, r, _) in &existing {
+                if !live.iter().any(|(lu, lp, lr, _)| lu == u && lp == p && lr == r) {
+                    tx.execute("DELETE FROM timers WHERE user = ?1 AND project = ?2 AND rule = ?3", params![u, p, r])?;
+                }
+            }
+            for (u, p, r, t) in live {
+                let same = existing.iter().any(|(eu, ep, er, et)| eu == u && ep == p && er == r && et == t);
+                if !same {
+                    tx.execute(
+                        "INSERT INTO timers (user, project, rule, trigger, next_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (user, project, rule) DO UPDATE SET trigger = excluded.trigger, next_at = excluded.next_at",
+                        params![u, p, r, t, next(u, p, r)],
+                    )?;
+                }
+            }
+            tx.commit()
+        })?;
+        Ok(())
+    }
+
+    /// Claims a firing of a timed rule at `instant`: records it as running and moves the
+    /// timer to `next_at`, in one transaction. `false` if that instant was claimed before
+    /// (then nothing changes but the timer).
+    pub fn claim_firing(
+        &self,
+        t: &TimerRow,
+        instant: i64,
+        next_at: Option<i64>,
+        skipped: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            let state = if skipped.is_some() { "skipped" } else { "running" };
+            let n = tx.execute(
+                "INSERT OR IGNORE INTO firings (user, project, rule, instant, state, reason, fired_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.user, t.project, t.rule, instant, state, skipped, now],
+            )?;
+            tx.execute(
+                "UPDATE timers SET next_at = ?4 WHERE user = ?1 AND project = ?2 AND rule = ?3",
+                params![t.user, t.project, t.rule, next_at],
+            )?;
+            let id = (n == 1).then(|| tx.last_insert_rowid());
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    /// Firings left running by a crash, to run again once.
+    pub fn running_firings(&self) -> Result<Vec<FiringRow>, StoreError> {
+        self.firings_where("state = 'running'")
+    }
+
+    /// Every firing, oldest instant first.
+    pub fn firings(&self) -> Result<Vec<FiringRow>, StoreError> {
+        self.firings_where("1 = 1")
+    }
+
+    fn firings_where(&self, cond: &str) -> Result<Vec<FiringRow>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(&format!(
+                "SELECT id, user, project, rule, instant, state, reason FROM firings WHERE {cond} ORDER BY instant, id"
+            ))?;
+            let rows = st.query_map([], |r| {
+                Ok(FiringRow {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    project: r.get(2)?,
+                    rule: r.get(3)?,
+                    instant_ms: r.get(4)?,
+                    state: r.get(5)?,
+                    reason: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Commits a firing's run: its effects and trace, and the firing done, in one transaction,
+    /// only if it is still running (so a firing's effects are applied once).
+    pub fn complete_firing(
+        &self,
+        firing_id: i64,
+        user: &str,
+        effects: &Effects,
+        runs: &[RunRecord],
+    ) -> Result<usize, StoreError> {
+        self.complete_one(
+            "UPDATE firings SET state = 'done' WHERE id = ?1 AND state = 'running'",
+            firing_id,
+            user,
+            effects,
+            runs,
+        )
+    }
+
+    /// `schedule()` calls due at `now` (pending, or left running by a crash).
+    pub fn due_calls(&self, now: i64) -> Result<Vec<DueCall>, StoreError> {
+        self.with(|conn| {
+            let mut st = conn.prepare(
+                "SELECT id, user, project, rule, call, arg, due_at, state FROM schedules
+                 WHERE (state = 'pending' AND due_at <= ?1) OR state = 'running' ORDER BY due_at, id",
+            )?;
+            let rows = st.query_map([now], |r| {
+                let arg: String = r.get(5)?;
+                Ok(DueCall {
+                    id: r.get(0)?,
+                    user: r.get(1)?,
+                    project: r.get(2)?,
+                    rule: r.get(3)?,
+                    call: r.get(4)?,
+                    arg: serde_json::from_str(&arg).unwrap_or(Value::Null),
+                    due_at_ms: r.get(6)?,
+                    state: r.get(7)?,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The earliest pending `schedule()` call, if any.
+    pub fn next_call_due(&self) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT MIN(due_at) FROM schedules WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Moves a `schedule()` call to `state` (running, skipped, failed) with a reason; `false`
+    /// if it was not in `from`.
+    pub fn set_call_state(
+        &self,
+        id: i64,
+        from: &str,
+        state: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE schedules SET state = ?3, error = ?4, fired_at = ?5 WHERE id = ?1 AND state = ?2",
+                params![id, from, state, reason, now_ms()],
+            )
+            .map(|n| n == 1)
+        })
+    }
+
+    /// Commits a `schedule()` call's run, only if it is still running.
+    pub fn complete_call(
+        &self,
+        call_id: i64,
+        user: &str,
+        effects: &Effects,
+        runs: &[RunRecord],
+    ) -> Result<usize, StoreError> {
+        self.complete_one(
+            "UPDATE schedules SET state = 'done' WHERE id = ?1 AND state = 'running'",
+            call_id,
+            user,
+            effects,
+            runs,
+        )
+    }
+
+    fn complete_one(
+        &self,
+        claim_sql: &str,
+        id: i64,
+        user: &str,
+        effects: &Effects,
+        runs: &[RunRecord],
+    ) -> Result<usize, StoreError> {
+        let now = now_ms();
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            if tx.execute(claim_sql, [id])? == 0 {
+                return Ok(0);
+            }
+            let queued = apply_effects(&tx, user, effects, now)?;
+            insert_runs(&tx, user, None, runs)?;
+            tx.commit()?;
+            Ok(queued)
         })
     }
 

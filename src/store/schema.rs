@@ -149,4 +149,26 @@ CREATE TABLE reloads (
     error    TEXT
 );
 "#,
+    // 6: the scheduler: each timed rule's next instant, and every firing (or skip) of one.
+    r#"
+CREATE TABLE timers (
+    user     TEXT    NOT NULL,
+    project  TEXT    NOT NULL,
+    rule     TEXT    NOT NULL,
+    trigger  TEXT    NOT NULL,             -- as written; a change recomputes next_at
+    next_at  INTEGER,                      -- unix ms; NULL: nothing left to fire
+    PRIMARY KEY (user, project, rule)
+);
+CREATE TABLE firings (
+    id        INTEGER PRIMARY KEY,
+    user      TEXT    NOT NULL,
+    project   TEXT    NOT NULL,
+    rule      TEXT    NOT NULL,
+    instant   INTEGER NOT NULL,            -- the scheduled instant, unix ms
+    state     TEXT    NOT NULL,            -- running | done | skipped
+    reason    TEXT,
+    fired_at  INTEGER NOT NULL,
+    UNIQUE (user, project, rule, instant)
+);
+"#,
 ];

@@ -190,3 +190,68 @@ fn usage_errors_exit_2() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_prints_every_error_of_the_home_at_once_as_whole_text() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let f = dir.path().join("c.json");
+    std::fs::write(
+        &f,
+        r#"{"access_token":"a","app_secret":"b","webhook_verify_token":"c"}"#,
+    )
+    .unwrap();
+    assert!(
+        wagate(&[
+            "--config",
+            &cfg,
+            "creds",
+            "set",
+            "olga",
+            "--from-file",
+            f.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let proj = dir.path().join("rules/olga/tour");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(
+        proj.join("project.yaml"),
+        "tables:\n  people: people.csv\nrules:\n  - name: hi\n    on: message\n    if: event.text ==\n    script: hi.rhai\n  - name: later\n    on: { cron: \"0 25 * * *\" }\n    script: hi.rhai\n",
+    )
+    .unwrap();
+    std::fs::write(proj.join("hi.rhai"), "let a = 1;\nlet b = ;\n").unwrap();
+    std::fs::write(proj.join("people.csv"), "a,b\n1,2\n3\n").unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    let expected = "\
+error: invalid cron expression `0 25 * * *`: Hours must be less than 23. ('25' specified.)
+  --> rules/olga/tour/project.yaml:9:9
+  |
+9 |     on: { cron: \"0 25 * * *\" }
+  |         ^
+
+error: table `people`: CSV error: record 2 (line: 3, byte: 8): found record with 1 fields, but the previous record has 2 fields
+  --> rules/olga/tour/people.csv:3:1
+  |
+3 | 3
+  | ^
+
+error: in `if:`: Script is incomplete
+  --> rules/olga/tour/project.yaml:6:22
+  |
+6 |     if: event.text ==
+  |                      ^
+
+error: Unexpected ';'
+  --> rules/olga/tour/hi.rhai:2:9
+  |
+2 | let b = ;
+  |         ^
+
+4 errors
+";
+    assert_eq!(text(&out.stderr), expected);
+}

@@ -10,4 +10,6 @@ mod fixtures;
 mod ingest;
 mod reload;
 mod robustness;
+mod rules_cli;
+mod scheduler;
 mod skeleton;

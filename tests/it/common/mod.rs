@@ -53,6 +53,8 @@ pub const ECHO_SCRIPT: (&str, &str) = (
 );
 
 pub struct TestGate {
+    /// Off: the scheduler loop does not run; tests call `gate().scheduler.tick(t)`.
+    pub scheduler_loop: bool,
     pub dir: tempfile::TempDir,
     pub fake: Simulator,
     fake_cancel: CancellationToken,
@@ -84,6 +86,7 @@ impl TestGate {
         tokio::spawn(fake.clone().serve(listener, fake_cancel.clone()));
         write_home_with(dir.path(), &fake_url, rules, scripts);
         let mut tg = TestGate {
+            scheduler_loop: true,
             dir,
             fake,
             fake_cancel,
@@ -105,6 +108,7 @@ impl TestGate {
         let opts = Options {
             backoff_base: Duration::from_millis(20),
             reload_debounce: Duration::from_millis(50),
+            scheduler: self.scheduler_loop,
             ..Options::default()
         };
         self.gate = Some(
@@ -112,6 +116,14 @@ impl TestGate {
                 .await
                 .expect("gate starts"),
         );
+    }
+
+    /// As [`TestGate::start_with`], with the scheduler driven by hand (no loop, no real clock).
+    pub async fn start_manual_time(rules: &[(&str, &str)]) -> TestGate {
+        let mut tg = Self::start_opts(rules, DEFAULT_SCRIPTS).await;
+        tg.scheduler_loop = false;
+        tg.restart().await;
+        tg
     }
 
     /// Stops the gate and starts a new one on the same home (same database file).

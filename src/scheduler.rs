@@ -1,0 +1,399 @@
+//! The scheduler: fires timed rules (`cron`, `at`) and scripts' `schedule()` calls, exactly
+//! once per scheduled instant, in the project timezone, through restarts and reloads.
+//!
+//! Each timed rule has a persisted timer (its next instant). A firing is claimed in one
+//! transaction (a row unique per (rule, instant), and the timer moved on), then run, then its
+//! effects committed with the firing marked done, only if it is still running. A crash between
+//! the two leaves the firing running; it runs again, once, at the next start. Time is always a
+//! parameter ([`Clock`]), so tests drive it.
+//!
+//! Downtime: instants missed within a minute's grace fire as usual. Beyond that, with
+//! `catch_up: once` (the default) the latest missed instant fires once if it is no later than
+//! `max_lateness`; every other missed instant is recorded as skipped, with the reason.
+
+use crate::config::CatchUp;
+use crate::rules::{Project, Rule, RuleRegistry, RuleSet};
+use crate::runner::{self, StoreHost};
+use crate::script::ScriptEngine;
+use crate::store::{Effects, Store, StoreError, TimerRow};
+use crate::users::Users;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Where the scheduler reads the time.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that moves only when told (tests, dry runs).
+pub struct ManualClock(Mutex<DateTime<Utc>>);
+
+impl ManualClock {
+    pub fn new(t: DateTime<Utc>) -> Self {
+        ManualClock(Mutex::new(t))
+    }
+    pub fn set(&self, t: DateTime<Utc>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = t;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A firing later than this is "missed" and follows the rule's catch-up policy.
+pub const GRACE: Duration = Duration::from_secs(60);
+/// At most this many missed instants of one rule are walked (and recorded) per tick.
+const MAX_MISSED: usize = 10_000;
+
+/// What one tick did (for tests and logs).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TickReport {
+    /// `project/rule` and the instant, for every timed firing that ran.
+    pub fired: Vec<(String, DateTime<Utc>)>,
+    /// `project/rule`, the instant and why, for every instant recorded as skipped.
+    pub skipped: Vec<(String, DateTime<Utc>, String)>,
+    /// `project/rule: call` for every `schedule()` call that ran.
+    pub calls: Vec<String>,
+    /// When the next thing is due.
+    pub next: Option<DateTime<Utc>>,
+}
+
+/// What the scheduler needs; cheap handles.
+#[derive(Clone)]
+pub struct Scheduler {
+    pub store: Store,
+    pub registry: RuleRegistry,
+    pub engine: Arc<ScriptEngine>,
+    pub users: Users,
+    pub clock: Arc<dyn Clock>,
+    /// Wakes the scheduler (after a reload, or a clock change in tests).
+    pub wake: Arc<Notify>,
+    pub sender_wake: Arc<Notify>,
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+impl Scheduler {
+    /// Ticks whenever something is due (or every minute, or when woken) until cancelled.
+    pub async fn run(self, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let report = self.tick(self.clock.now()).await;
+            let now = self.clock.now();
+            let wait = report
+                .next
+                .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified() => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Does everything due at `now`: timers in sync with the rules, firings left by a crash,
+    /// due timed rules, due `schedule()` calls.
+    pub async fn tick(&self, now: DateTime<Utc>) -> TickReport {
+        let this = self.clone();
+        let report = tokio::task::spawn_blocking(move || this.tick_blocking(now)).await;
+        match report {
+            Ok(Ok(r)) => {
+                if !r.fired.is_empty() || !r.calls.is_empty() {
+                    self.sender_wake.notify_one();
+                }
+                r
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "scheduler tick failed; will retry");
+                TickReport {
+                    next: Some(now + chrono::Duration::seconds(1)),
+                    ..Default::default()
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "scheduler tick panicked; will retry");
+                TickReport {
+                    next: Some(now + chrono::Duration::seconds(1)),
+                    ..Default::default()
+                }
+            }
+        }
+    }
+
+    fn tick_blocking(&self, now: DateTime<Utc>) -> Result<TickReport, StoreError> {
+        let set = self.registry.snapshot();
+        self.sync(&set, now)?;
+        let mut report = TickReport::default();
+        for f in self.store.running_firings()? {
+            // Claimed but never completed: the gate stopped mid-run. Run it again, once.
+            if let Some((project, rule)) = find(&set, &f.user, &f.project, &f.rule) {
+                self.run_firing(project, rule, f.id, ms_to_time(f.instant_ms), now)?;
+                report.fired.push((
+                    format!("{}/{}", f.project, f.rule),
+                    ms_to_time(f.instant_ms),
+                ));
+            }
+        }
+        for t in self.store.timers()? {
+            let Some(next) = t.next_at_ms.filter(|n| *n <= now.timestamp_millis()) else {
+                continue;
+            };
+            if let Some((project, rule)) = find(&set, &t.user, &t.project, &t.rule) {
+                self.fire_timer(&t, next, project, rule, now, &mut report)?;
+            }
+        }
+        self.run_calls(&set, now, &mut report)?;
+        let timers_next = self
+            .store
+            .timers()?
+            .iter()
+            .filter_map(|t| t.next_at_ms)
+            .min();
+        let calls_next = self.store.next_call_due()?;
+        report.next = [timers_next, calls_next]
+            .into_iter()
+            .flatten()
+            .min()
+            .map(ms_to_time);
+        Ok(report)
+    }
+
+    /// Timers of the live timed rules: new and changed ones start from `now`.
+    fn sync(&self, set: &RuleSet, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let mut live = Vec::new();
+        for p in &set.projects {
+            for r in p.rules.iter().filter(|r| r.trigger.is_timed()) {
+                live.push((
+                    p.user.to_string(),
+                    p.name.clone(),
+                    r.name.clone(),
+                    r.trigger.describe(),
+                ));
+            }
+        }
+        let next = |u: &str, p: &str, r: &str| {
+            let (project, rule) = find(set, u, p, r)?;
+            rule.trigger
+                .next_after(now, project.timezone)
+                .map(|t| t.timestamp_millis())
+        };
+        self.store.sync_timers(&live, &next)
+    }
+
+    /// Handles a due timer: walks the instants from its `next_at` to `now`, fires the one the
+    /// policy allows, records the others as skipped, and moves the timer past `now`.
+    fn fire_timer(
+        &self,
+        t: &TimerRow,
+        first: i64,
+        project: &Project,
+        rule: &Rule,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        let tz = project.timezone;
+        let mut instants = vec![ms_to_time(first)];
+        let mut next = rule.trigger.next_after(ms_to_time(first), tz);
+        while let Some(n) = next.filter(|n| *n <= now) {
+            if instants.len() >= MAX_MISSED {
+                next = rule.trigger.next_after(now, tz);
+                break;
+            }
+            instants.push(n);
+            next = rule.trigger.next_after(n, tz);
+        }
+        let next_ms = next.map(|n| n.timestamp_millis());
+        let latest = *instants.last().expect("one instant at least");
+        let lateness = (now - latest).to_std().unwrap_or(Duration::ZERO);
+        let fires =
+            lateness <= GRACE || (rule.catch_up == CatchUp::Once && lateness <= rule.max_lateness);
+        let name = format!("{}/{}", project.name, rule.name);
+        for &i in &instants {
+            let late = humanize((now - i).to_std().unwrap_or(Duration::ZERO));
+            let skip_reason = if fires && i == latest {
+                None
+            } else if i != latest {
+                Some(format!(
+                    "missed by {late} while the gate was down; a later instant superseded it"
+                ))
+            } else if rule.catch_up == CatchUp::Skip {
+                Some(format!(
+                    "missed by {late} while the gate was down (catch_up: skip)"
+                ))
+            } else {
+                Some(format!(
+                    "missed by {late}, beyond max_lateness {}",
+                    humanize(rule.max_lateness)
+                ))
+            };
+            let claimed = self.store.claim_firing(
+                t,
+                i.timestamp_millis(),
+                next_ms,
+                skip_reason.as_deref(),
+            )?;
+            match (claimed, skip_reason) {
+                (Some(id), None) => {
+                    self.run_firing(project, rule, id, i, now)?;
+                    report.fired.push((name.clone(), i));
+                }
+                (Some(_), Some(why)) => {
+                    tracing::warn!(rule = %name, instant = %i, reason = %why, "timed rule skipped");
+                    report.skipped.push((name.clone(), i, why));
+                }
+                (None, _) => {} // that instant was claimed before: never twice
+            }
+        }
+        Ok(())
+    }
+
+    fn run_firing(
+        &self,
+        project: &Project,
+        rule: &Rule,
+        firing_id: i64,
+        instant: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tz = project.timezone;
+        let event = json!({
+            "kind": "schedule",
+            "user": project.user.as_str(),
+            "project": project.name,
+            "rule": rule.name,
+            "trigger": rule.trigger.describe(),
+            "scheduled_for": instant.with_timezone(&tz).to_rfc3339(),
+            "fired_at": now.with_timezone(&tz).to_rfc3339(),
+        });
+        let (effects, runs) = self.run_one(
+            project,
+            rule,
+            &event,
+            None,
+            &format!("fire{firing_id}"),
+            now,
+        );
+        self.store
+            .complete_firing(firing_id, project.user.as_str(), &effects, &runs)?;
+        Ok(())
+    }
+
+    fn run_one(
+        &self,
+        project: &Project,
+        rule: &Rule,
+        input: &Value,
+        call: Option<&str>,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> (Effects, Vec<crate::store::RunRecord>) {
+        let user = project.user.to_string();
+        let may_send = self
+            .users
+            .get(&user)
+            .is_some_and(|u| u.config.permissions.send);
+        let host = Arc::new(StoreHost {
+            store: self.store.clone(),
+            user,
+            project: project.name.clone(),
+        });
+        let mut ctx = runner::context(&self.engine, project, may_send, host);
+        ctx.now = now;
+        let res = runner::run_rule(&self.engine, project, rule, input, call, "schedule", &ctx);
+        let mut effects = Effects::default();
+        runner::effects(project, rule, res.actions, key, &mut effects);
+        (effects, vec![res.record])
+    }
+
+    /// Runs due `schedule()` calls, each once.
+    fn run_calls(
+        &self,
+        set: &RuleSet,
+        now: DateTime<Utc>,
+        report: &mut TickReport,
+    ) -> Result<(), StoreError> {
+        for c in self.store.due_calls(now.timestamp_millis())? {
+            let Some((project, rule)) = find(set, &c.user, &c.project, &c.rule) else {
+                let why = format!("rule `{}/{}` no longer exists", c.project, c.rule);
+                self.store
+                    .set_call_state(c.id, &c.state, "failed", Some(&why))?;
+                continue;
+            };
+            let lateness = (now - ms_to_time(c.due_at_ms))
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            let late = lateness > GRACE
+                && (rule.catch_up == CatchUp::Skip || lateness > rule.max_lateness);
+            if c.state == "pending" && late {
+                let why = format!("missed by {} while the gate was down", humanize(lateness));
+                self.store
+                    .set_call_state(c.id, "pending", "skipped", Some(&why))?;
+                continue;
+            }
+            if c.state == "pending"
+                && !self
+                    .store
+                    .set_call_state(c.id, "pending", "running", None)?
+            {
+                continue;
+            }
+            let (effects, runs) = self.run_one(
+                project,
+                rule,
+                &c.arg,
+                Some(&c.call),
+                &format!("call{}", c.id),
+                now,
+            );
+            self.store.complete_call(c.id, &c.user, &effects, &runs)?;
+            report
+                .calls
+                .push(format!("{}/{}: {}", c.project, c.rule, c.call));
+        }
+        Ok(())
+    }
+}
+
+fn find<'a>(
+    set: &'a RuleSet,
+    user: &str,
+    project: &str,
+    rule: &str,
+) -> Option<(&'a Project, &'a Rule)> {
+    let p = set
+        .projects
+        .iter()
+        .find(|p| p.user.as_str() == user && p.name == project)?;
+    let r = p.rules.iter().find(|r| r.name == rule)?;
+    Some((p, r))
+}
+
+/// `3h 20m`, `45s`: a duration as people say it.
+pub fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
