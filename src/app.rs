@@ -11,6 +11,7 @@ use crate::rules::{RuleRegistry, RuleSet};
 use crate::scheduler::{Clock, Scheduler, SystemClock};
 use crate::script::ScriptEngine;
 use crate::sender::Sender;
+use crate::sender::policy::Limits;
 use crate::store::{Store, StoreError};
 use crate::users::Users;
 use crate::vault::{Vault, VaultError};
@@ -255,7 +256,11 @@ pub async fn start(
         graph,
         users,
         wake: sender_wake,
-        backoff_base: opts.backoff_base,
+        limits: Limits {
+            base: opts.backoff_base,
+            ..Limits::default()
+        },
+        max_in_flight: 16,
     };
     tracker.spawn(sender.run(cancel.clone()));
     Ok(GateHandle {

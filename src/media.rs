@@ -4,7 +4,7 @@
 //! backoff; a webhook never waits for any of it.
 
 use crate::graph::{GraphClient, GraphError};
-use crate::sender::next_backoff;
+use crate::sender::policy::{Limits, Verdict, next_backoff};
 use crate::store::{MediaRow, Store, now_ms};
 use crate::users::Users;
 use sha2::{Digest, Sha256};
@@ -75,7 +75,17 @@ impl MediaFetcher {
                 let retry = transient && row.attempts < MAX_ATTEMPTS;
                 let at = retry.then(|| {
                     now_ms()
-                        + next_backoff(self.backoff_base, row.attempts, None).as_millis() as i64
+                        + next_backoff(
+                            &Limits {
+                                base: self.backoff_base,
+                                ..Limits::default()
+                            },
+                            row.attempts,
+                            &Verdict::Retry,
+                            None,
+                            1.0,
+                        )
+                        .as_millis() as i64
                 });
                 tracing::warn!(user = %row.user, media_id = %row.media_id, attempt = row.attempts, error = %e, retry, "media download failed");
                 let reason = format!("after {} attempt(s): {e}", row.attempts);

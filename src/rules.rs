@@ -92,6 +92,8 @@ pub struct Project {
     pub timezone: chrono_tz::Tz,
     /// The project's lookup tables, loaded at compile time.
     pub tables: Arc<HashMap<String, Table>>,
+    /// Sent instead of free-form messages outside the 24-hour window (a `send` map).
+    pub fallback_template: Option<serde_json::Value>,
     pub rules: Vec<Rule>,
     /// sha256 of project.yaml and its scripts, as they went live.
     pub hash: String,
@@ -144,6 +146,7 @@ impl RuleSet {
                 name: p.name.clone(),
                 timezone: p.timezone,
                 tables: Arc::new(tables),
+                fallback_template: p.fallback_template.clone(),
                 rules,
                 hash: hex::encode(hasher.finalize()),
             });

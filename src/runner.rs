@@ -36,6 +36,12 @@ impl Host for StoreHost {
         };
         r.map_err(|e| format!("lookup: {e}"))
     }
+
+    fn last_inbound(&self, contact: &str) -> Result<Option<i64>, String> {
+        self.store
+            .last_inbound(&self.user, contact)
+            .map_err(|e| format!("window: {e}"))
+    }
 }
 
 /// The context of runs of `project`'s rules.
@@ -53,6 +59,7 @@ pub fn context(
         now: chrono::Utc::now(),
         tables: project.tables.clone(),
         host,
+        fallback_template: project.fallback_template.clone(),
     }
 }
 

@@ -172,6 +172,15 @@ pub struct UserFile {
     pub permissions: Permissions,
     #[serde(default)]
     pub mark_read: bool,
+    /// Messages per second this number may send (Meta's default throughput is 80).
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
+    /// Messages to one recipient at once before pacing starts.
+    #[serde(default)]
+    pub recipient_burst: Option<u32>,
+    /// Then one message to that recipient every this long (`6s`).
+    #[serde(default)]
+    pub recipient_every: Option<String>,
 }
 
 /// What a user's rules may do.
@@ -199,8 +208,27 @@ pub struct ProjectFile {
     pub timezone: Option<String>,
     #[serde(default)]
     pub tables: BTreeMap<String, String>,
+    /// Sent instead of a free-form message to a contact outside the 24-hour window.
+    #[serde(default)]
+    pub fallback_template: Option<FallbackTemplate>,
     #[serde(default)]
     pub rules: Vec<RuleFile>,
+}
+
+/// `fallback_template:` of project.yaml: an approved template.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FallbackTemplate {
+    pub name: String,
+    #[serde(default = "default_language")]
+    pub language: String,
+    /// Body text parameters, in order.
+    #[serde(default)]
+    pub params: Vec<String>,
+}
+
+fn default_language() -> String {
+    "en_US".into()
 }
 
 /// One entry of `rules:`.
@@ -345,6 +373,41 @@ fn load_user(path: &Path, shown: &Path) -> Result<UserConfig, Diagnostic> {
         timezone,
         permissions: f.permissions,
         mark_read: f.mark_read,
+        rate_limit: match f.rate_limit {
+            None => 80.0,
+            Some(r) if r > 0.0 && r <= 10_000.0 => r,
+            Some(_) => {
+                return Err(Diagnostic::at_key(
+                    shown,
+                    &src,
+                    "rate_limit",
+                    "rate_limit is messages per second, from 1 to 10000 (Meta's default is 80)",
+                ));
+            }
+        },
+        recipient_burst: match f.recipient_burst {
+            None => 10,
+            Some(0) => {
+                return Err(Diagnostic::at_key(
+                    shown,
+                    &src,
+                    "recipient_burst",
+                    "recipient_burst must be at least 1",
+                ));
+            }
+            Some(b) => b,
+        },
+        recipient_every: match f.recipient_every.as_deref() {
+            None => std::time::Duration::from_secs(6),
+            Some(t) => parse_duration(t).filter(|d| !d.is_zero()).ok_or_else(|| {
+                Diagnostic::at_key(
+                    shown,
+                    &src,
+                    "recipient_every",
+                    format!("recipient_every `{t}` is not a duration like 6s or 1m"),
+                )
+            })?,
+        },
         file: shown.to_path_buf(),
     })
 }
@@ -467,7 +530,11 @@ fn load_project(
         }
     }
     // The valid part is kept beside the errors, so that `check` can go on and compile it.
+    let fallback_template = f.fallback_template.as_ref().map(
+        |t| serde_json::json!({ "template": t.name, "language": t.language, "params": t.params }),
+    );
     let project = ProjectConfig {
+        fallback_template,
         user,
         name,
         dir,

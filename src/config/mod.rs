@@ -127,6 +127,12 @@ pub struct UserConfig {
     pub timezone: Tz,
     pub permissions: Permissions,
     pub mark_read: bool,
+    /// Messages per second from this number.
+    pub rate_limit: f64,
+    /// Messages to one recipient at once before pacing starts.
+    pub recipient_burst: u32,
+    /// Then one message to that recipient every this long.
+    pub recipient_every: std::time::Duration,
     /// users/<user>.yaml, for messages.
     pub file: PathBuf,
 }
@@ -179,6 +185,8 @@ pub struct ProjectConfig {
     pub source: String,
     pub timezone: Tz,
     pub tables: BTreeMap<String, PathBuf>,
+    /// `fallback_template` as a `send` map.
+    pub fallback_template: Option<serde_json::Value>,
     pub rules: Vec<RuleConfig>,
 }
 

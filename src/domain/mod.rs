@@ -6,6 +6,7 @@ pub mod ids;
 pub mod outgoing;
 pub mod schedule;
 pub mod secret;
+pub mod window;
 
 pub use event::{Event, EventKind};
 pub use ids::UserId;

@@ -4,7 +4,7 @@
 
 use super::time::{Time, parse_date, parse_time};
 use super::{Action, FnResult, with_current};
-use crate::domain::outgoing;
+use crate::domain::{outgoing, window};
 use chrono::{Duration, NaiveTime, Utc};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map};
 use serde_json::Value;
@@ -45,8 +45,36 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
                 cur.ctx.user, cur.ctx.user
             ));
         }
-        let (msg_type, body) =
+        let (mut msg_type, mut body) =
             outgoing::build(to, &spec, reply_to).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        if window::needs_window(&msg_type) {
+            let key = window::contact_key(to);
+            let own = cur
+                .inbound
+                .as_ref()
+                .filter(|(c, _)| *c == key)
+                .map(|(_, t)| *t);
+            let stored = cur
+                .ctx
+                .host
+                .last_inbound(&key)
+                .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+            let last = own.max(stored);
+            if !window::within_customer_window(last, cur.ctx.now.timestamp()) {
+                let Some(fallback) = cur.ctx.fallback_template.clone() else {
+                    return err(window_closed(to, last, cur.ctx.now.timestamp()));
+                };
+                (msg_type, body) = outgoing::build(to, &fallback, None)
+                    .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+                cur.logs.push(format!(
+                    "{to} is outside the 24-hour window: sent the fallback template `{}` instead",
+                    fallback
+                        .get("template")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?")
+                ));
+            }
+        }
         let n = cur
             .actions
             .iter()
@@ -60,6 +88,17 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
         // The run-local ordinal; the dispatcher makes it unique per event and rule.
         Ok(format!("local:{n}"))
     })
+}
+
+/// Why a free-form message cannot go to `to`: it names templates, the one way to reach them.
+fn window_closed(to: &str, last: Option<i64>, now: i64) -> String {
+    let when = match last {
+        None => "has never written to this number".to_string(),
+        Some(t) => format!("last wrote {}h ago", (now - t) / 3600),
+    };
+    format!(
+        "send: {to} {when}, so the 24-hour customer-service window is closed: only an approved template can reach them: send(to, #{{ template: \"name\", language: \"en_US\", params: [..] }}), or name a fallback_template in project.yaml"
+    )
 }
 
 fn event_field(event: &Map, key: &str) -> FnResult<String> {

@@ -64,6 +64,10 @@ pub trait Host: Send + Sync {
         key: Option<&str>,
         query: Option<&Map<String, Value>>,
     ) -> Result<Vec<Value>, String>;
+    /// The WhatsApp timestamp of a contact's last inbound message (the 24-hour window).
+    fn last_inbound(&self, _contact: &str) -> Result<Option<i64>, String> {
+        Ok(None)
+    }
 }
 
 /// A host with nothing in it: no state, no contacts, no messages.
@@ -96,6 +100,9 @@ pub struct RunContext {
     /// The project's tables.
     pub tables: Arc<HashMap<String, Table>>,
     pub host: Arc<dyn Host>,
+    /// The project's `fallback_template` (a `send` map), used for free-form messages to a
+    /// contact outside the 24-hour window.
+    pub fallback_template: Option<Value>,
 }
 
 impl RunContext {
@@ -109,6 +116,7 @@ impl RunContext {
             now: Utc::now(),
             tables: Arc::new(HashMap::new()),
             host: Arc::new(EmptyHost),
+            fallback_template: None,
         }
     }
 }
@@ -122,6 +130,8 @@ pub(crate) struct Current {
     pub state_writes: BTreeMap<String, Value>,
     /// Functions of the running script taking one argument: what `schedule` may call.
     pub callable: Vec<String>,
+    /// The triggering message's sender and WhatsApp timestamp: they are inside the window.
+    pub inbound: Option<(String, i64)>,
 }
 
 thread_local! {
@@ -315,6 +325,7 @@ impl ScriptEngine {
         ctx: &RunContext,
         file: &str,
     ) -> RunOutcome {
+        let inbound = inbound_of(arg);
         let arg = match rhai::serde::to_dynamic(arg) {
             Ok(e) => e,
             Err(e) => {
@@ -326,7 +337,7 @@ impl ScriptEngine {
                 };
             }
         };
-        let (result, mut outcome) = self.in_run(ctx, ast, |engine| {
+        let (result, mut outcome) = self.in_run_with(ctx, ast, inbound, |engine| {
             let mut scope = Scope::new();
             match call {
                 Some(name) => {
@@ -346,11 +357,21 @@ impl ScriptEngine {
         outcome
     }
 
-    /// Runs `f` with a fresh run context installed on this thread, and takes it back after.
     fn in_run<T>(
         &self,
         ctx: &RunContext,
         ast: &AST,
+        f: impl FnOnce(&Engine) -> T,
+    ) -> (T, RunOutcome) {
+        self.in_run_with(ctx, ast, None, f)
+    }
+
+    /// Runs `f` with a fresh run context installed on this thread, and takes it back after.
+    fn in_run_with<T>(
+        &self,
+        ctx: &RunContext,
+        ast: &AST,
+        inbound: Option<(String, i64)>,
         f: impl FnOnce(&Engine) -> T,
     ) -> (T, RunOutcome) {
         let callable = ast
@@ -366,6 +387,7 @@ impl ScriptEngine {
                 logs: Vec::new(),
                 state_writes: BTreeMap::new(),
                 callable,
+                inbound,
             })
         });
         // Clear the context even if the engine panics, so the thread is reusable.
@@ -388,6 +410,16 @@ impl ScriptEngine {
             .unwrap_or_default();
         (result, outcome)
     }
+}
+
+/// The sender and WhatsApp timestamp of a message event.
+fn inbound_of(event: &Value) -> Option<(String, i64)> {
+    if event.get("kind").and_then(Value::as_str) != Some("message") {
+        return None;
+    }
+    let from = event.get("from").and_then(Value::as_str)?;
+    let ts = event.get("timestamp").and_then(Value::as_i64)?;
+    Some((crate::domain::window::contact_key(from), ts))
 }
 
 /// Whether a script has an `import` statement (a cheap look before the slower path).
@@ -484,7 +516,8 @@ mod tests {
     }
 
     fn event() -> Value {
-        json!({"kind": "message", "id": "wamid.1", "from": "33600", "text": "Hi", "type": "text"})
+        // Twenty minutes before the run's clock: inside the 24-hour window.
+        json!({"kind": "message", "id": "wamid.1", "from": "33600", "text": "Hi", "type": "text", "timestamp": 1777045800})
     }
 
     fn run(src: &str) -> RunOutcome {
@@ -524,6 +557,46 @@ mod tests {
             panic!()
         };
         assert_eq!(msg_type, "template");
+    }
+
+    #[test]
+    fn free_form_outside_the_window_is_refused_or_replaced_by_the_fallback_template() {
+        let err = run(r#"send("+15550001111", "hello")"#).error.unwrap();
+        assert!(err.contains("has never written to this number"), "{err}");
+        assert!(
+            err.contains("only an approved template can reach them"),
+            "{err}"
+        );
+        // Templates always go; the event's own sender is inside the window.
+        ok(r#"send("+15550001111", #{ template: "hello_world" }); reply(event, "hi");"#);
+        let mut c = ctx();
+        c.fallback_template =
+            Some(json!({"template": "we_miss_you", "language": "fr", "params": ["Ann"]}));
+        let e = engine();
+        let ast = e
+            .engine
+            .compile(r#"send("+15550001111", "hello")"#)
+            .unwrap();
+        let out = e.run(&ast, None, &event(), &c, "f.rhai");
+        assert_eq!(out.error, None);
+        let Action::Send { msg_type, body, .. } = &out.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (msg_type.as_str(), &body["template"]["name"]),
+            ("template", &json!("we_miss_you"))
+        );
+        assert!(
+            out.logs[0].contains("outside the 24-hour window"),
+            "{:?}",
+            out.logs
+        );
+        // A message older than 24 hours does not open the window.
+        let mut old = event();
+        old["timestamp"] = json!(1777045800 - 25 * 3600);
+        let ast = e.engine.compile("reply(event, \"late\")").unwrap();
+        let err = e.run(&ast, None, &old, &ctx(), "o.rhai").error.unwrap();
+        assert!(err.contains("last wrote 25h ago"), "{err}");
     }
 
     #[test]
@@ -673,7 +746,7 @@ mod tests {
 
     #[test]
     fn endless_loop_is_cut_off_with_its_position() {
-        let out = run("send(\"15550001\", \"x\");\nloop { }");
+        let out = run("reply(event, \"x\");\nloop { }");
         let err = out.error.unwrap();
         assert!(err.starts_with("t.rhai:2:"), "{err}");
         assert!(out.actions.is_empty(), "a failed run's actions are dropped");

@@ -209,6 +209,8 @@ pub struct OutboxRow {
     pub attempts: i64,
     pub wamid: Option<String>,
     pub error: Option<String>,
+    /// When the row was queued (unix ms).
+    pub created_at: i64,
 }
 
 /// Handle to the database; cheap to clone.
@@ -430,15 +432,76 @@ impl Store {
         })
     }
 
-    /// Ids of up to `limit` due rows, soonest first (not yet claimed).
-    pub fn due_outbox(&self, now: i64, limit: usize) -> Result<Vec<i64>, StoreError> {
+    /// Up to `limit` due rows, soonest first (not yet claimed): (id, user, recipient).
+    pub fn due_outbox(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, String, String)>, StoreError> {
         self.with(|conn| {
             let mut st = conn.prepare_cached(
-                "SELECT id FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
+                "SELECT id, user, recipient FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, id LIMIT ?2",
             )?;
-            let ids = st.query_map(params![now, limit as i64], |r| r.get(0))?;
-            ids.collect()
+            let rows = st.query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+    }
+
+    /// Puts a queued row off until `at_ms` without counting an attempt (rate pacing).
+    pub fn defer_outbox(&self, id: i64, at_ms: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE outbox SET next_attempt_at = ?2 WHERE id = ?1 AND state = 'queued'",
+                params![id, at_ms],
+            )
+            .map(drop)
+        })
+    }
+
+    /// The WhatsApp timestamp (unix s) of a contact's last inbound message, if they ever wrote.
+    pub fn last_inbound(&self, user: &str, contact: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
+                params![user, contact],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::flatten)
+        })
+    }
+
+    /// Records that Graph rejected the token with this fingerprint.
+    pub fn mark_token_invalid(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO token_status (user, fingerprint, reason, at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user) DO UPDATE SET fingerprint = excluded.fingerprint, reason = excluded.reason, at = excluded.at",
+                params![user, fingerprint, reason, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
+    /// Why and when (unix ms) Graph rejected this token, if it did; a new token clears it.
+    pub fn token_invalid(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Option<(String, i64)>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT reason, at FROM token_status WHERE user = ?1 AND fingerprint = ?2",
+                params![user, fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
         })
     }
 
@@ -1013,7 +1076,7 @@ fn filter_rows(
 }
 
 const OUTBOX_COLS: &str =
-    "id, user, idem_key, recipient, type, body, state, attempts, wamid, error";
+    "id, user, idem_key, recipient, type, body, state, attempts, wamid, error, created_at";
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     let body: String = r.get(5)?;
@@ -1028,6 +1091,7 @@ fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
         attempts: r.get(7)?,
         wamid: r.get(8)?,
         error: r.get(9)?,
+        created_at: r.get(10)?,
     })
 }
 

@@ -171,4 +171,13 @@ CREATE TABLE firings (
     UNIQUE (user, project, rule, instant)
 );
 "#,
+    // 7: tokens Graph rejected (code 190), by a fingerprint of the token, never the token.
+    r#"
+CREATE TABLE token_status (
+    user        TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,          -- first 16 hex digits of sha256(token)
+    reason      TEXT    NOT NULL,
+    at          INTEGER NOT NULL
+);
+"#,
 ];

@@ -108,14 +108,14 @@ async fn every_acked_event_is_dispatched_exactly_once_after_kill_9() {
     }
     let held_at_kill = posting < HOLD;
     if held_at_kill {
-        // The answer to the first reply was still held back, and the sender waits for each
-        // answer before the next request: nothing was recorded sent, at most one reply had
-        // reached the fake, and the kill interrupted the work of every acked event.
+        // The answer to the first reply was still held back at the kill: that row was in
+        // `sending` (the sender sends several rows at once, each marked `sending` only while
+        // its own request is on the wire), and the fake had taken it.
         assert!(
-            sent_at_kill.is_empty(),
-            "nothing could be sent before the hold ended: {sent_at_kill:?}"
+            !in_flight.is_empty(),
+            "the held reply's row was in flight at the kill"
         );
-        assert!(taken_before_restart <= 1, "{taken_before_restart}");
+        assert!(taken_before_restart >= 1, "{taken_before_restart}");
     } else {
         eprintln!(
             "posting took {posting:?} (more than the {HOLD:?} hold): the kill may have found little work in hand"
@@ -199,7 +199,7 @@ async fn every_acked_event_is_dispatched_exactly_once_after_kill_9() {
         "replies only to acked events"
     );
     // The one documented window: a row in `sending` when the gate died is sent again on
-    // restart. The sender has one request in flight at a time, so at most one is doubled.
+    // restart. Only such rows may be doubled, and only once each.
     let doubled: Vec<&String> = replies
         .iter()
         .filter(|(_, bodies)| bodies.len() > 1)
@@ -212,8 +212,12 @@ async fn every_acked_event_is_dispatched_exactly_once_after_kill_9() {
         replies.values().map(Vec::len).sum::<usize>(),
     );
     assert!(
-        extra <= 1,
-        "at most one reply sent twice, found {extra} extra: {doubled:?}"
+        extra <= in_flight.len(),
+        "at most the rows in flight at the kill are sent twice; found {extra} extra: {doubled:?}"
+    );
+    assert!(
+        replies.values().all(|b| b.len() <= 2),
+        "no reply sent three times"
     );
     for w in &doubled {
         assert!(
@@ -221,10 +225,13 @@ async fn every_acked_event_is_dispatched_exactly_once_after_kill_9() {
             "{w} was sent twice but was not in flight at the kill ({in_flight:?})"
         );
     }
-    if held_at_kill && taken_before_restart == 1 {
+    if held_at_kill {
         // The fake had taken a reply whose answer the gate never got: the row was left in
         // `sending`, so the restarted gate sent it again, once.
-        assert_eq!(extra, 1, "the reply in flight at the kill is sent again");
+        assert!(
+            extra >= 1,
+            "the held reply in flight at the kill is sent again"
+        );
     }
 }
 

@@ -90,7 +90,7 @@ async fn a_script_cannot_reach_another_users_data_or_name_another_user() {
         project("olga/spy", "rules:\n  - name: spy\n    on: message\n    script: spy.rhai\n"),
         (
             "olga/spy/spy.rhai".into(),
-            "let c = lookup(\"contacts\", \"972501112222\");\nlet m = lookup(\"messages\", #{ contact: \"972501112222\" });\nlet s = state(\"secret\");\nsend(\"+15550000000\", `contact=${c == ()} messages=${m.len()} state=${s == ()}`);\n".into(),
+            "let c = lookup(\"contacts\", \"972501112222\");\nlet m = lookup(\"messages\", #{ contact: \"972501112222\" });\nlet s = state(\"secret\");\nsend(\"+15550000000\", #{ template: \"report\", params: [`contact=${c == ()} messages=${m.len()} state=${s == ()}`] });\n".into(),
         ),
         project("azarya/keep", "rules:\n  - name: keep\n    on: message\n    script: keep.rhai\n"),
         ("azarya/keep/keep.rhai".into(), "set_state(\"secret\", \"azarya's\");\n".into()),
@@ -112,7 +112,7 @@ async fn a_script_cannot_reach_another_users_data_or_name_another_user() {
     post(&tg, OLGA, "33612345678", "wamid.OL", "hi").await;
     let reqs = tg.fake.wait_for(1, T).await;
     assert_eq!(
-        reqs[0].body["text"]["body"],
+        reqs[0].body["template"]["components"][0]["parameters"][0]["text"],
         "contact=true messages=0 state=true"
     );
     assert_eq!(

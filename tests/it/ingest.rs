@@ -258,7 +258,7 @@ async fn non_message_fields_reach_their_rules() {
     );
     let script = (
         "olga/watch/watch.rhai",
-        "fn note(event) {\n  let what = if event.kind == \"status\" { event.status } else { event.raw.to_json() };\n  send(\"+15550000000\", event.kind + \": \" + what);\n}\n",
+        "fn note(event) {\n  let what = if event.kind == \"status\" { event.status } else { event.raw.to_json() };\n  send(\"+15550000000\", #{ template: \"note\", params: [event.kind + \": \" + what] });\n}\n",
     );
     let tg = TestGate::start_with(&[project, script]).await;
     for f in [
@@ -276,7 +276,12 @@ async fn non_message_fields_reach_their_rules() {
     let rows = settled(&tg, "olga").await;
     let mut texts: Vec<String> = rows
         .iter()
-        .map(|r| r.body["text"]["body"].as_str().unwrap().to_string())
+        .map(|r| {
+            r.body["template"]["components"][0]["parameters"][0]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     texts.sort();
     assert_eq!(texts.len(), 6, "{texts:#?}");

@@ -58,7 +58,7 @@ async fn a_saved_change_goes_live_and_a_broken_one_keeps_the_last_good_version()
     std::fs::create_dir_all(tg.dir.path().join("rules/olga/second")).unwrap();
     tg.write_rule_file(
         "olga/second/s.rhai",
-        "send(\"+15550000001\", \"second saw \" + event.text);\n",
+        "reply(event, \"second saw \" + event.text);\n",
     );
     tg.write_rule_file(
         "olga/second/project.yaml",

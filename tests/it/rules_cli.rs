@@ -90,10 +90,10 @@ const TOUR_SCRIPT: (&str, &str) = (
     schedule(now().add_days(1), \"remind\", #{ name: \"Ann\" });
 }
 fn departure(event) {
-    send(\"+33611111111\", \"Bon voyage!\");
+    send(\"+33611111111\", #{ template: \"bon_voyage\", language: \"fr\" });
 }
 fn remind(arg) {
-    send(\"+33611111111\", `Hi ${arg.name}`);
+    send(\"+33611111111\", #{ template: \"hello\", params: [arg.name] });
 }
 ",
 );
@@ -269,7 +269,7 @@ dry run: nothing was sent
         out,
         "rule olga/tour/departure (on: at \"2099-05-01T08:00\")
 if: (none)
-would send to +33611111111 (text): Bon voyage!
+would send to +33611111111 (template): {\"name\":\"bon_voyage\",\"language\":{\"code\":\"fr\"}}
 dry run: nothing was sent
 "
     );

@@ -32,7 +32,7 @@ fn timed(user_project: &str, tz: &str, rules: &[(&str, &str, &str)]) -> Vec<(Str
         (format!("{user_project}/project.yaml"), yaml),
         (
             format!("{user_project}/t.rhai"),
-            "send(\"+15550001111\", event.rule + \" \" + event.scheduled_for);\n".to_string(),
+            "send(\"+15550001111\", #{ template: \"timed_note\", params: [event.rule, event.scheduled_for] });\n".to_string(),
         ),
     ]
 }
@@ -62,10 +62,25 @@ fn sent(tg: &TestGate) -> Vec<String> {
         .outbox("olga")
         .unwrap()
         .iter()
-        .map(|r| r.body["text"]["body"].as_str().unwrap().to_string())
+        .map(|r| template_text(&r.body))
         .collect();
     rows.sort();
     rows
+}
+
+/// A template's name and body parameters as one line: `name p1 p2`.
+fn template_text(body: &serde_json::Value) -> String {
+    let params = body["template"]["components"][0]["parameters"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut parts = vec![body["template"]["name"].as_str().unwrap_or("").to_string()];
+    parts.extend(
+        params
+            .iter()
+            .map(|p| p["text"].as_str().unwrap_or("").to_string()),
+    );
+    parts.join(" ")
 }
 
 #[tokio::test]
@@ -104,7 +119,10 @@ async fn a_cron_rule_fires_once_at_its_local_time() {
             .fired
             .is_empty()
     );
-    assert_eq!(sent(&tg), vec!["evening 2026-04-24T18:00:00+02:00"]);
+    assert_eq!(
+        sent(&tg),
+        vec!["timed_note evening 2026-04-24T18:00:00+02:00"]
+    );
     // The run is traced as triggered by the schedule.
     let run = &tg.store().runs(Some("olga"), Some("evening"), 1).unwrap()[0];
     assert_eq!(
@@ -274,7 +292,10 @@ async fn reloads_recompute_without_firing_early_or_twice_and_removal_cancels() {
     let r = tick(&tg, paris("2026-04-25 19:00:00")).await;
     assert!(r.fired.is_empty());
     assert!(tg.store().timers().unwrap().is_empty());
-    assert_eq!(sent(&tg), vec!["evening 2026-04-24T19:00:00+02:00"]);
+    assert_eq!(
+        sent(&tg),
+        vec!["timed_note evening 2026-04-24T19:00:00+02:00"]
+    );
     tg.shutdown().await;
 }
 
@@ -292,7 +313,7 @@ async fn an_at_rule_fires_once_and_a_scheduled_call_runs_once() {
     ));
     files.push((
         "olga/later/l.rhai".into(),
-        "fn remind(arg) { send(arg.to, `reminder for ${arg.to} at ${now().format(\"%H:%M\")}`) }\nfn on_message(event) { schedule(time(\"2026-04-30T18:00\"), \"remind\", #{ to: event.from }); }\n".into(),
+        "fn remind(arg) { send(arg.to, #{ template: \"reminder\", params: [`for ${arg.to}`, `at ${now().format(\"%H:%M\")}`] }) }\nfn on_message(event) { schedule(time(\"2026-04-30T18:00\"), \"remind\", #{ to: event.from }); }\n".into(),
     ));
     let tg = start(&files).await;
     tick(&tg, paris("2026-04-24 12:00:00")).await;
@@ -329,8 +350,8 @@ async fn an_at_rule_fires_once_and_a_scheduled_call_runs_once() {
     assert_eq!(
         sent(&tg),
         vec![
-            "departure 2026-05-01T08:00:00+02:00",
-            "reminder for 33612345678 at 18:00"
+            "reminder for 33612345678 at 18:00",
+            "timed_note departure 2026-05-01T08:00:00+02:00"
         ]
     );
     assert_eq!(tg.store().schedules("olga").unwrap()[0].state, "done");
@@ -371,7 +392,10 @@ async fn a_firing_cut_short_by_a_crash_runs_again_once() {
             .fired
             .is_empty()
     );
-    assert_eq!(sent(&tg), vec!["evening 2026-04-24T18:00:00+02:00"]);
+    assert_eq!(
+        sent(&tg),
+        vec!["timed_note evening 2026-04-24T18:00:00+02:00"]
+    );
     tg.shutdown().await;
 }
 

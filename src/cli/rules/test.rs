@@ -41,7 +41,15 @@ pub(super) fn dry_run_input(
     now: DateTime<Utc>,
 ) -> Result<Value, CliError> {
     match event {
-        Some(file) => event_from_file(file, project, rule),
+        Some(file) => {
+            // A dry run plays the event as if it arrived now: a message's sender has just
+            // written, so they are inside the 24-hour window as they would be in the gate.
+            let mut ev = event_from_file(file, project, rule)?;
+            if ev.get("kind").and_then(Value::as_str) == Some("message") {
+                ev["timestamp"] = now.timestamp().into();
+            }
+            Ok(ev)
+        }
         None if is_timed(&rule.trigger) => Ok(schedule_event(project, rule, now)),
         None => Err(CliError::usage(format!(
             "error: rule `{}/{}` runs on {}: give --event FILE (a Meta webhook payload or an event map, as JSON)",

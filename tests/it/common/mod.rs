@@ -233,7 +233,7 @@ pub fn write_home_with(home: &Path, fake_url: &str, rules: &[(&str, &str)], scri
         write(
             &home.join(format!("users/{}.yaml", u.name)),
             &format!(
-                "user: {}\nphone_number_id: \"{}\"\nbusiness_account_id: \"{}\"\ndisplay_phone_number: \"1555{}\"\ntimezone: {tz}\n",
+                "user: {}\nphone_number_id: \"{}\"\nbusiness_account_id: \"{}\"\ndisplay_phone_number: \"1555{}\"\ntimezone: {tz}\n# Tests reply to a few contacts many times; pacing has its own tests.\nrecipient_burst: 1000\n",
                 u.name, u.phone, u.waba, u.phone
             ),
         );
@@ -253,6 +253,11 @@ pub fn write_home_with(home: &Path, fake_url: &str, rules: &[(&str, &str)], scri
     }
 }
 
+/// The current unix time in seconds: webhooks carry WhatsApp's timestamp.
+pub fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
 /// A Meta `messages` webhook with one text message from `from` to `u`'s number.
 pub fn text_webhook(u: TestUser, from: &str, name: &str, wamid: &str, text: &str) -> Vec<u8> {
     json!({
@@ -261,7 +266,7 @@ pub fn text_webhook(u: TestUser, from: &str, name: &str, wamid: &str, text: &str
             "messaging_product": "whatsapp",
             "metadata": {"display_phone_number": format!("1555{}", u.phone), "phone_number_id": u.phone},
             "contacts": [{"profile": {"name": name}, "wa_id": from}],
-            "messages": [{"from": from, "id": wamid, "timestamp": "1767225600", "type": "text", "text": {"body": text}}]
+            "messages": [{"from": from, "id": wamid, "timestamp": now_secs().to_string(), "type": "text", "text": {"body": text}}]
         }}]}]
     })
     .to_string()
@@ -279,6 +284,10 @@ pub fn fixture_for(u: TestUser, name: &str) -> Vec<u8> {
         for c in e["changes"].as_array_mut().into_iter().flatten() {
             if let Some(md) = c["value"].get_mut("metadata") {
                 md["phone_number_id"] = u.phone.into();
+            }
+            // Messages arrive now, as live traffic does (the 24-hour window runs from them).
+            for m in c["value"]["messages"].as_array_mut().into_iter().flatten() {
+                m["timestamp"] = now_secs().to_string().into();
             }
         }
     }

@@ -1,0 +1,203 @@
+//! Rate limits of sending: a token bucket per phone number (Meta's throughput: 80 messages/s
+//! by default, more for upgraded numbers, configurable per user), and per-recipient pacing (a
+//! burst, then one message every few seconds to the same person: Meta's pair rate limit is
+//! about one per 6 s, with short bursts tolerated). Time is tokio's, so tests pause it.
+
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// One bucket: `capacity` tokens, refilled at `per_sec`.
+#[derive(Clone, Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+    capacity: f64,
+    per_sec: f64,
+}
+
+impl Bucket {
+    fn new(capacity: f64, per_sec: f64, now: Instant) -> Self {
+        Bucket {
+            tokens: capacity,
+            last: now,
+            capacity,
+            per_sec,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.capacity);
+        self.last = now;
+    }
+
+    /// Time until one token is there (zero if it is).
+    fn wait(&mut self, now: Instant) -> Duration {
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64((1.0 - self.tokens) / self.per_sec)
+        }
+    }
+}
+
+/// Which limit made a send wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Held {
+    /// The phone number's throughput: wait a moment and send.
+    Number(Duration),
+    /// Pacing for one recipient: put the row back until then, send others meanwhile.
+    Recipient(Duration),
+}
+
+/// Settings of one phone number.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    /// Messages per second from this number.
+    pub per_second: f64,
+    /// Messages to one recipient at once before pacing starts.
+    pub recipient_burst: f64,
+    /// Then one message to that recipient every this many seconds.
+    pub recipient_every: Duration,
+}
+
+impl Default for Rates {
+    fn default() -> Self {
+        Rates {
+            per_second: 80.0,
+            recipient_burst: 10.0,
+            recipient_every: Duration::from_secs(6),
+        }
+    }
+}
+
+/// The buckets of every number and recipient seen.
+#[derive(Default)]
+pub struct Limiter {
+    numbers: HashMap<String, Bucket>,
+    recipients: HashMap<(String, String), Bucket>,
+}
+
+impl Limiter {
+    /// Takes a token for one message from `number` to `recipient` at `now`, or says how long
+    /// to wait and why (taking nothing).
+    pub fn take(
+        &mut self,
+        number: &str,
+        recipient: &str,
+        rates: &Rates,
+        now: Instant,
+    ) -> Result<(), Held> {
+        let nb = self.numbers.entry(number.to_string()).or_insert_with(|| {
+            Bucket::new(rates.per_second.max(1.0), rates.per_second.max(0.001), now)
+        });
+        let wait = nb.wait(now);
+        if !wait.is_zero() {
+            return Err(Held::Number(wait));
+        }
+        let every = rates.recipient_every.as_secs_f64().max(0.001);
+        let rb = self
+            .recipients
+            .entry((number.to_string(), recipient.to_string()))
+            .or_insert_with(|| Bucket::new(rates.recipient_burst.max(1.0), 1.0 / every, now));
+        let wait = rb.wait(now);
+        if !wait.is_zero() {
+            return Err(Held::Recipient(wait));
+        }
+        nb.tokens -= 1.0;
+        rb.tokens -= 1.0;
+        Ok(())
+    }
+
+    /// Forgets recipients idle long enough to have a full bucket again (bounded memory).
+    pub fn prune(&mut self, now: Instant) {
+        self.recipients.retain(|_, b| {
+            b.refill(now);
+            b.tokens < b.capacity
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `n` messages as fast as the limiter allows, to `recipients` in turn, and returns
+    /// the virtual time it took. Time is paused: sleeping costs nothing real.
+    async fn drain(n: usize, recipients: &[&str], rates: Rates) -> Duration {
+        let mut l = Limiter::default();
+        let start = Instant::now();
+        let mut sent = 0;
+        let mut i = 0;
+        while sent < n {
+            let to = recipients[i % recipients.len()];
+            match l.take("111", to, &rates, Instant::now()) {
+                Ok(()) => {
+                    sent += 1;
+                    i += 1;
+                }
+                Err(Held::Number(d)) | Err(Held::Recipient(d)) => tokio::time::sleep(d).await,
+            }
+        }
+        Instant::now() - start
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_tour_of_recipients_flows_at_the_numbers_rate() {
+        let people: Vec<String> = (0..400).map(|i| format!("+3361{i:05}")).collect();
+        let refs: Vec<&str> = people.iter().map(String::as_str).collect();
+        // 400 participants at 80/s: the first 80 at once, the other 320 over 4 s.
+        let t = drain(400, &refs, Rates::default()).await;
+        assert!(
+            t >= Duration::from_millis(3990) && t <= Duration::from_millis(4100),
+            "{t:?}"
+        );
+        // A number upgraded to 1000/s sends the same in well under a second.
+        let fast = Rates {
+            per_second: 1000.0,
+            ..Rates::default()
+        };
+        assert!(drain(400, &refs, fast).await < Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_recipient_gets_a_burst_then_one_message_every_six_seconds() {
+        let t = drain(10, &["+33600"], Rates::default()).await;
+        assert_eq!(t, Duration::ZERO, "a burst of 10 goes at once");
+        let t = drain(13, &["+33600"], Rates::default()).await;
+        assert!(
+            t >= Duration::from_secs(18) && t < Duration::from_millis(18_100),
+            "{t:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_one_recipient_does_not_hold_others() {
+        let mut l = Limiter::default();
+        let r = Rates {
+            recipient_burst: 1.0,
+            ..Rates::default()
+        };
+        let now = Instant::now();
+        assert_eq!(l.take("111", "a", &r, now), Ok(()));
+        assert!(
+            matches!(l.take("111", "a", &r, now), Err(Held::Recipient(d)) if d == Duration::from_secs(6))
+        );
+        assert_eq!(
+            l.take("111", "b", &r, now),
+            Ok(()),
+            "another recipient is free"
+        );
+        assert_eq!(
+            l.take("222", "a", &r, now),
+            Ok(()),
+            "another number is free"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(l.take("111", "a", &r, Instant::now()), Ok(()));
+        l.prune(Instant::now() + Duration::from_secs(60));
+        assert!(l.recipients.is_empty());
+    }
+}

@@ -1,0 +1,293 @@
+//! The sender: takes due outbox rows and POSTs each to Graph with its user's token, at most
+//! `max_in_flight` at once and one at a time per recipient (so a contact's messages keep their
+//! order), within each number's rate limit and each recipient's pacing. Before a call it
+//! refuses what cannot succeed: a free-form message outside the contact's 24-hour window, a
+//! row older than its maximum age, a token Graph already rejected. After a call it records
+//! the wamid, a retry time (backoff with jitter, Retry-After honoured), or a failure with a
+//! reason a user can read. Rows found in `sending` at start were in flight when the gate died;
+//! they go back to the queue: the one narrow window in which a message can be sent twice.
+
+pub mod limit;
+pub mod policy;
+
+use crate::graph::{GraphClient, GraphError};
+use crate::store::{OutboxRow, Store, StoreError, now_ms};
+use crate::users::{UserRuntime, Users};
+use limit::{Held, Limiter};
+use policy::{Limits, Verdict};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What the sender needs; cheap handles.
+#[derive(Clone)]
+pub struct Sender {
+    pub store: Store,
+    pub graph: GraphClient,
+    pub users: Users,
+    pub wake: Arc<Notify>,
+    pub limits: Limits,
+    /// Graph calls at once.
+    pub max_in_flight: usize,
+}
+
+/// A token's fingerprint: enough to tell tokens apart, nothing to rebuild one from.
+pub fn fingerprint(token: &str) -> String {
+    hex::encode(&Sha256::digest(token.as_bytes())[..8])
+}
+
+pub use crate::domain::window::contact_key;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The row must not be sent: why.
+enum Refusal {
+    Now(String),
+}
+
+impl Sender {
+    /// Sends until `cancel` fires; requests in flight are finished first.
+    pub async fn run(self, cancel: CancellationToken) {
+        match self.store.call(|s| s.recover_inflight()).await {
+            Ok(n) if n > 0 => tracing::warn!(
+                rows = n,
+                "re-queued sends that were in flight when the gate stopped"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "cannot recover in-flight sends"),
+        }
+        let limiter = Arc::new(Mutex::new(Limiter::default()));
+        let busy: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+        let permits = Arc::new(Semaphore::new(self.max_in_flight.max(1)));
+        let done = Arc::new(Notify::new());
+        let tasks = TaskTracker::new();
+        while !cancel.is_cancelled() {
+            let due = self
+                .store
+                .call(|s| s.due_outbox(now_ms(), 256))
+                .await
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "sender cannot read the outbox");
+                    Vec::new()
+                });
+            let mut started = 0;
+            let mut hold: Option<Duration> = None;
+            for (id, user, recipient) in due {
+                if cancel.is_cancelled() {
+                    break;
+                }
+                let key = (user.clone(), recipient.clone());
+                if lock(&busy).contains(&key) {
+                    continue; // one at a time per recipient, in order
+                }
+                if let Some(u) = self.users.get(&user) {
+                    let rates = limit::Rates {
+                        per_second: u.config.rate_limit,
+                        recipient_burst: f64::from(u.config.recipient_burst),
+                        recipient_every: u.config.recipient_every,
+                    };
+                    let taken = lock(&limiter).take(
+                        &u.config.phone_number_id,
+                        &recipient,
+                        &rates,
+                        tokio::time::Instant::now(),
+                    );
+                    match taken {
+                        Ok(()) => {}
+                        Err(Held::Number(d)) => {
+                            hold = Some(d);
+                            break;
+                        }
+                        Err(Held::Recipient(d)) => {
+                            let at = now_ms() + d.as_millis() as i64;
+                            let _ = self.store.call(move |s| s.defer_outbox(id, at)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
+                let row = match self.store.call(move |s| s.claim_outbox(id, now_ms())).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => continue,
+                    Err(e) => {
+                        tracing::error!(outbox_id = id, error = %e, "sender cannot claim a row");
+                        continue;
+                    }
+                };
+                lock(&busy).insert(key.clone());
+                let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
+                tasks.spawn(async move {
+                    this.send_one(row).await;
+                    lock(&busy).remove(&key);
+                    drop(permit);
+                    done.notify_one();
+                });
+                started += 1;
+            }
+            if started > 0 {
+                continue;
+            }
+            lock(&limiter).prune(tokio::time::Instant::now());
+            let next = self.store.call(|s| s.next_due()).await.ok().flatten();
+            let wait = hold
+                .or_else(|| {
+                    next.map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
+                })
+                .unwrap_or(Duration::from_secs(1));
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = done.notified() => {}
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        tasks.close();
+        tasks.wait().await;
+    }
+
+    async fn send_one(&self, row: OutboxRow) {
+        let id = row.id;
+        let Some(user) = self.users.get(&row.user).cloned() else {
+            let reason = format!(
+                "user `{}` is not loaded (check its credentials with `wagate check`)",
+                row.user
+            );
+            let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
+            return;
+        };
+        if let Some(Refusal::Now(reason)) = self.refusal(&user, &row).await {
+            tracing::warn!(user = %row.user, outbox_id = id, to = %row.recipient, reason = %reason, "not sent");
+            let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
+            return;
+        }
+        let result = self
+            .graph
+            .send_message(
+                &user.config.phone_number_id,
+                &user.creds.access_token,
+                &row.body,
+            )
+            .await;
+        let recorded = match result {
+            Ok(acc) => {
+                tracing::info!(user = %row.user, outbox_id = id, wamid = %acc.wamid, to = %row.recipient, "sent");
+                let wamid = acc.wamid;
+                self.store.call(move |s| s.mark_sent(&row, &wamid)).await
+            }
+            Err(e) => self.failed(&user, row, e).await,
+        };
+        if let Err(e) = recorded {
+            tracing::error!(outbox_id = id, error = %e, "cannot record a send result");
+        }
+    }
+
+    /// Why a row must not be sent now, if it must not: checked before every call.
+    async fn refusal(&self, user: &UserRuntime, row: &OutboxRow) -> Option<Refusal> {
+        let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
+        if age > self.limits.max_age {
+            return Some(Refusal::Now(format!(
+                "not sent: queued {} ago, longer than the {} a message may wait",
+                crate::scheduler::humanize(age),
+                crate::scheduler::humanize(self.limits.max_age)
+            )));
+        }
+        let (u, fp) = (
+            row.user.clone(),
+            fingerprint(user.creds.access_token.expose()),
+        );
+        if let Ok(Some((why, _at))) = self.store.call(move |s| s.token_invalid(&u, &fp)).await {
+            return Some(Refusal::Now(format!(
+                "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
+                row.user
+            )));
+        }
+        if policy::needs_window(&row.msg_type) {
+            let (u, c) = (row.user.clone(), contact_key(&row.recipient));
+            let last = self
+                .store
+                .call(move |s| s.last_inbound(&u, &c))
+                .await
+                .ok()
+                .flatten();
+            if !policy::within_customer_window(last, now_ms() / 1000) {
+                return Some(Refusal::Now(window_reason(&row.recipient, last)));
+            }
+        }
+        None
+    }
+
+    async fn failed(
+        &self,
+        user: &UserRuntime,
+        row: OutboxRow,
+        e: GraphError,
+    ) -> Result<(), StoreError> {
+        let id = row.id;
+        let verdict = policy::classify(&e);
+        let reason = policy::reason(&e);
+        let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
+        match verdict {
+            Verdict::Retry | Verdict::SlowDown
+                if row.attempts < self.limits.max_attempts && age < self.limits.max_age =>
+            {
+                let retry_after = match &e {
+                    GraphError::Api { retry_after, .. } => *retry_after,
+                    _ => None,
+                };
+                let delay = policy::next_backoff(
+                    &self.limits,
+                    row.attempts,
+                    &verdict,
+                    retry_after,
+                    rand::random::<f64>(),
+                );
+                tracing::warn!(user = %row.user, outbox_id = id, attempt = row.attempts, error = %reason, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
+                let at = now_ms() + delay.as_millis() as i64;
+                self.store
+                    .call(move |s| s.mark_retry(id, at, &reason))
+                    .await
+            }
+            Verdict::TokenInvalid => {
+                tracing::error!(user = %row.user, outbox_id = id, error = %reason, "Graph rejected the access token; sends of this user stop until it is replaced");
+                let (u, fp, why) = (
+                    row.user.clone(),
+                    fingerprint(user.creds.access_token.expose()),
+                    reason.clone(),
+                );
+                self.store
+                    .call(move |s| s.mark_token_invalid(&u, &fp, &why))
+                    .await?;
+                let reason = format!("after {} attempt(s): {reason}", row.attempts);
+                self.store.call(move |s| s.mark_failed(id, &reason)).await
+            }
+            _ => {
+                tracing::warn!(user = %row.user, outbox_id = id, attempt = row.attempts, error = %reason, "send failed for good");
+                let reason = format!("after {} attempt(s): {reason}", row.attempts);
+                self.store.call(move |s| s.mark_failed(id, &reason)).await
+            }
+        }
+    }
+}
+
+/// The reason a free-form message to a contact outside the window is refused: it names
+/// templates, the one way to reach them.
+pub fn window_reason(recipient: &str, last_inbound: Option<i64>) -> String {
+    let when = match last_inbound {
+        None => "has never written to this number".to_string(),
+        Some(t) => format!(
+            "last wrote {} ago",
+            crate::scheduler::humanize(Duration::from_secs((now_ms() / 1000 - t).max(0) as u64))
+        ),
+    };
+    format!(
+        "not sent: {recipient} {when}, so the 24-hour customer-service window is closed; only an approved template can reach them (send(to, #{{template: \"name\", language: \"en_US\", params: [..]}}), or set fallback_template in project.yaml)"
+    )
+}
