@@ -237,7 +237,27 @@ fn outcome_json(outcomes: &[(String, IngestOutcome)]) -> Value {
     })
 }
 
+/// Liveness, the users served, and each user's token health (a token Graph rejected with
+/// code 190 shows here until new credentials replace it).
 async fn healthz(State(st): State<AppState>) -> Json<Value> {
-    let users: Vec<&String> = st.users.iter().map(|(n, _)| n).collect();
-    Json(json!({ "status": "ok", "users": users }))
+    let users: Vec<String> = st.users.iter().map(|(n, _)| n.clone()).collect();
+    let mut tokens = serde_json::Map::new();
+    for (name, u) in st.users.iter() {
+        let (user, fp) = (
+            name.clone(),
+            crate::sender::fingerprint(u.creds.access_token.expose()),
+        );
+        let invalid = st
+            .store
+            .call(move |s| s.token_invalid(&user, &fp))
+            .await
+            .ok()
+            .flatten();
+        let health = match invalid {
+            None => json!({"state": "ok"}),
+            Some((reason, at)) => json!({"state": "invalid", "reason": reason, "since_ms": at}),
+        };
+        tokens.insert(name.clone(), health);
+    }
+    Json(json!({ "status": "ok", "users": users, "tokens": tokens }))
 }

@@ -12,4 +12,5 @@ mod reload;
 mod robustness;
 mod rules_cli;
 mod scheduler;
+mod send;
 mod skeleton;
