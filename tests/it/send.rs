@@ -4,10 +4,7 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::time::Duration;
 use wagate::graph::simulator::Fault;
-
-const T: Duration = Duration::from_secs(20);
 
 async fn message(tg: &TestGate, wamid: &str) -> Vec<wagate::store::OutboxRow> {
     let body = text_webhook(OLGA, "33612345678", "Ann", wamid, "hi");
