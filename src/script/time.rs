@@ -2,7 +2,7 @@
 //! `now()`, `today()`, `date(..)`, `time(..)`; add days (calendar days, DST-aware), compare,
 //! format. The clock is the run's (`RunContext::now`), so tests and dry runs control it.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, Timelike, Utc};
 use chrono_tz::Tz;
 
 pub use crate::domain::schedule::local_to_utc;
@@ -107,18 +107,9 @@ pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
 /// or an RFC 3339 instant with offset.
 pub fn parse_time(s: &str, tz: Tz) -> Result<Time, String> {
     let s = s.trim();
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(Time::new(t.with_timezone(&Utc), tz));
-    }
-    for fmt in [
-        "%Y-%m-%dT%H:%M:%S",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M:%S",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, fmt) {
-            return Ok(Time::new(local_to_utc(tz, t), tz));
-        }
+    // The same forms as an `at:` trigger, so that scripts and project.yaml agree.
+    if let Ok(at) = crate::domain::schedule::check_at(s) {
+        return Ok(Time::new(crate::domain::schedule::at_instant(&at, tz), tz));
     }
     if let Ok(d) = parse_date(s) {
         return Ok(Time::new(local_to_utc(tz, d.and_time(NaiveTime::MIN)), tz));
