@@ -274,16 +274,7 @@ impl Scheduler {
         instant: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let tz = project.timezone;
-        let event = json!({
-            "kind": "schedule",
-            "user": project.user.as_str(),
-            "project": project.name,
-            "rule": rule.name,
-            "trigger": rule.trigger.describe(),
-            "scheduled_for": instant.with_timezone(&tz).to_rfc3339(),
-            "fired_at": now.with_timezone(&tz).to_rfc3339(),
-        });
+        let event = schedule_event(project, rule, instant, now);
         let (effects, runs) = self.run_one(
             project,
             rule,
@@ -371,6 +362,25 @@ impl Scheduler {
         }
         Ok(())
     }
+}
+
+/// The `event` map of a timed rule's firing for `instant`, fired at `now` (times local).
+pub fn schedule_event(
+    project: &Project,
+    rule: &Rule,
+    instant: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Value {
+    let tz = project.timezone;
+    json!({
+        "kind": "schedule",
+        "user": project.user.as_str(),
+        "project": project.name,
+        "rule": rule.name,
+        "trigger": rule.trigger.describe(),
+        "scheduled_for": instant.with_timezone(&tz).to_rfc3339(),
+        "fired_at": now.with_timezone(&tz).to_rfc3339(),
+    })
 }
 
 fn find<'a>(

@@ -169,15 +169,7 @@ pub(super) fn schedule_event(project: &Project, rule: &Rule, now: DateTime<Utc>)
         Trigger::At(text) => check_at(text).map_or(now, |t| at_instant(&t, tz)),
         _ => now,
     };
-    json!({
-        "kind": "schedule",
-        "user": project.user.as_str(),
-        "project": project.name,
-        "rule": rule.name,
-        "trigger": rule.trigger.describe(),
-        "scheduled_for": due.with_timezone(&tz).to_rfc3339(),
-        "fired_at": now.with_timezone(&tz).to_rfc3339(),
-    })
+    crate::scheduler::schedule_event(project, rule, due, now)
 }
 
 /// What scripts may read: the home's database if it exists (read, never written), else nothing.
