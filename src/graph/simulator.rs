@@ -367,6 +367,16 @@ fn bearer_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
     tokens.is_empty() || tokens.values().any(|t| t.expose() == token)
 }
 
+/// What both media endpoints answer before looking at the media: a queued fault, or 401
+/// (code 190) without a valid bearer token.
+async fn refuse_media(sim: &Simulator, headers: &HeaderMap) -> Option<Response> {
+    if let Some(r) = take_fault(sim).await {
+        return Some(r);
+    }
+    (!bearer_ok(sim, headers))
+        .then(|| graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token."))
+}
+
 /// GET /{version}/{media_id}: the media's URL (on this simulator), type, hash and size.
 async fn media_info(
     State(sim): State<Simulator>,
@@ -374,11 +384,8 @@ async fn media_info(
     uri: axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = take_fault(&sim).await {
+    if let Some(r) = refuse_media(&sim, &headers).await {
         return r;
-    }
-    if !bearer_ok(&sim, &headers) {
-        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
     }
     let Some((bytes, mime)) = lock(&sim.inner.media).get(&media_id).cloned() else {
         return graph_error(
@@ -415,11 +422,8 @@ async fn media_download(
     Path(media_id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = take_fault(&sim).await {
+    if let Some(r) = refuse_media(&sim, &headers).await {
         return r;
-    }
-    if !bearer_ok(&sim, &headers) {
-        return graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token.");
     }
     match lock(&sim.inner.media).get(&media_id).cloned() {
         Some((bytes, mime)) => ([("content-type", mime)], bytes).into_response(),
