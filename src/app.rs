@@ -161,6 +161,17 @@ pub async fn start(
         Some(sim) => {
             for (_, u) in users.iter() {
                 sim.expect_token(&u.config.phone_number_id, u.creds.access_token.clone());
+                sim.add_phone_number(
+                    &u.config.phone_number_id,
+                    u.config
+                        .display_phone_number
+                        .as_deref()
+                        .unwrap_or("+1 555-0100"),
+                    u.config
+                        .display_name
+                        .as_deref()
+                        .unwrap_or(u.config.id.as_str()),
+                );
             }
             let host = if addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
@@ -261,6 +272,7 @@ pub async fn start(
             ..Limits::default()
         },
         max_in_flight: 16,
+        uploads: Default::default(),
     };
     tracker.spawn(sender.run(cancel.clone()));
     Ok(GateHandle {
@@ -292,6 +304,7 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
             .iter()
             .map(|(u, e)| format!("error: user `{u}`: {e}")),
     );
+    problems.extend(rejected_tokens(&home, &users));
     let engine = ScriptEngine::new(&home.gate.file.scripts);
     let rules = RuleSet::compile(&home, &engine).unwrap_or_else(|d| {
         problems.extend(d.0.iter().map(ToString::to_string));
@@ -308,4 +321,27 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
         rules.projects.len(),
         rules.rule_count()
     ))
+}
+
+/// Users whose current token Graph has rejected (code 190), as the store recorded it.
+fn rejected_tokens(home: &Home, users: &Users) -> Vec<String> {
+    if !home.gate.db_path.exists() {
+        return Vec::new();
+    }
+    let Ok(store) = Store::open_read_only(&home.gate.db_path) else {
+        return Vec::new();
+    };
+    users
+        .iter()
+        .filter_map(|(name, u)| {
+            let fp = crate::sender::fingerprint(u.creds.access_token.expose());
+            let (why, at) = store.token_invalid(name, &fp).ok()??;
+            let when = chrono::DateTime::from_timestamp_millis(at)
+                .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+                .unwrap_or_default();
+            Some(format!(
+                "error: user `{name}`: Graph rejected its access token on {when} ({why}); its sends are stopped until `wagate creds set {name}` stores a new one (`wagate test-connection {name}` re-checks it)"
+            ))
+        })
+        .collect()
 }

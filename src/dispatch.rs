@@ -6,7 +6,7 @@
 use crate::rules::RuleRegistry;
 use crate::runner::{self, StoreHost};
 use crate::script::ScriptEngine;
-use crate::store::{Effects, Store, StoredEvent};
+use crate::store::{Effects, NewOutbound, Store, StoredEvent};
 use crate::users::Users;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -231,6 +231,26 @@ impl Dispatcher {
                 runs.push(res.record);
             }
         }
+        if let Some(read) = self.read_receipt(&ev) {
+            effects.outbound.push(read);
+        }
         self.store.complete_event(ev.id, &ev.user, &effects, &runs)
+    }
+
+    /// With `mark_read: true` in the user's file, an incoming message is marked read (blue
+    /// ticks) through the outbox, once: its key is the message's wamid.
+    fn read_receipt(&self, ev: &StoredEvent) -> Option<NewOutbound> {
+        let user = self.users.get(&ev.user)?;
+        if ev.kind != "message" || !user.config.mark_read {
+            return None;
+        }
+        let wamid = ev.map.get("id").and_then(serde_json::Value::as_str)?;
+        let recipient = ev.contact.clone()?;
+        Some(NewOutbound {
+            idem_key: format!("read/{wamid}"),
+            recipient,
+            msg_type: "read".into(),
+            body: crate::domain::outgoing::mark_read(wamid, false),
+        })
     }
 }

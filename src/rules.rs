@@ -94,6 +94,8 @@ pub struct Project {
     pub tables: Arc<HashMap<String, Table>>,
     /// Sent instead of free-form messages outside the 24-hour window (a `send` map).
     pub fallback_template: Option<serde_json::Value>,
+    /// The project folder: `send(#{file})` reads files from it, and only from it.
+    pub dir: std::path::PathBuf,
     pub rules: Vec<Rule>,
     /// sha256 of project.yaml and its scripts, as they went live.
     pub hash: String,
@@ -147,6 +149,7 @@ impl RuleSet {
                 timezone: p.timezone,
                 tables: Arc::new(tables),
                 fallback_template: p.fallback_template.clone(),
+                dir: p.dir.clone(),
                 rules,
                 hash: hex::encode(hasher.finalize()),
             });

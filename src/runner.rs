@@ -60,6 +60,7 @@ pub fn context(
         tables: project.tables.clone(),
         host,
         fallback_template: project.fallback_template.clone(),
+        dir: Some(project.dir.clone()),
     }
 }
 

@@ -2,6 +2,7 @@
 //! start. A user whose credentials cannot be read is reported and left out; the others go on.
 
 use crate::config::{Home, UserConfig};
+use crate::domain::UserId;
 use crate::vault::{Credentials, Vault, VaultError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,9 +22,26 @@ impl Users {
     /// Decrypts every user's credentials; returns the users that loaded and, for the others,
     /// why they did not.
     pub fn load(home: &Home, vault: &Vault) -> (Users, Vec<(String, VaultError)>) {
+        Self::load_where(home, vault, |_| true)
+    }
+
+    /// Like [`Users::load`], for one user only (the CLI's commands for a user).
+    pub fn load_one(
+        home: &Home,
+        vault: &Vault,
+        user: &UserId,
+    ) -> (Users, Vec<(String, VaultError)>) {
+        Self::load_where(home, vault, |id| id == user)
+    }
+
+    fn load_where(
+        home: &Home,
+        vault: &Vault,
+        wanted: impl Fn(&UserId) -> bool,
+    ) -> (Users, Vec<(String, VaultError)>) {
         let mut ok = BTreeMap::new();
         let mut failed = Vec::new();
-        for (id, cfg) in &home.users {
+        for (id, cfg) in home.users.iter().filter(|(id, _)| wanted(id)) {
             let path = home.gate.credentials_path(id);
             if !path.exists() {
                 failed.push((id.to_string(), VaultError::Missing(id.to_string())));

@@ -1,9 +1,12 @@
 //! The `wagate` command line. Subcommands return `Result<(), CliError>`; only [`main`] turns
 //! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
 
+mod account;
+mod connection;
 mod init;
 mod inject;
 mod rules;
+mod send;
 
 use crate::app;
 use crate::domain::UserId;
@@ -87,6 +90,12 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         wait: u64,
     },
+    /// Send one message through the outbox (same checks, retries and record as the rules'
+    /// sends) and wait for Graph's answer.
+    Send(send::SendArgs),
+    /// Ask Graph about USER's phone number with USER's token: is the number reachable, is the
+    /// token valid.
+    TestConnection { user: String },
     /// Look at the rules: dry-run one, list them all, write editor definitions.
     Rules {
         #[command(subcommand)]
@@ -175,6 +184,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             text,
             wait,
         } => runtime()?.block_on(inject::run(&cli.config, &user, &from, &name, &text, wait)),
+        Command::Send(args) => runtime()?.block_on(send::run(&cli.config, args)),
+        Command::TestConnection { user } => {
+            runtime()?.block_on(connection::run(&cli.config, &user))
+        }
         Command::Rules { action } => rules::run(&cli.config, action),
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod ids;
+pub mod local_file;
 pub mod outgoing;
 pub mod schedule;
 pub mod secret;

@@ -7,6 +7,7 @@
 //! |---|---|
 //! | `"hi"`, `#{text, preview_url}` | `text{body, preview_url?}` |
 //! | `#{image\|video\|audio\|document\|sticker: link_or_id, caption, filename}` | `{link\|id, caption?, filename?}` |
+//! | `#{file: path, caption, filename, as}` (type from the extension; uploaded at send time) | `{id, caption?, filename?}` |
 //! | `#{location: #{lat, lon, name, address}}` | `location{latitude, longitude, name?, address?}` |
 //! | `#{contacts: [#{name, phones, emails, urls, addresses, org, birthday}]}` | `contacts[{name{formatted_name…}, …}]` |
 //! | `#{reaction: emoji, message_id}` (`""` removes; `message_id` defaults to the replied-to message) | `reaction{message_id, emoji}` |
@@ -245,6 +246,9 @@ fn from_map(m: &Obj, context: Option<&str>) -> Result<(String, Value), String> {
     if let Some(c) = m.get("contacts") {
         only(m, "a contacts message", &["contacts"])?;
         return typed("contacts", contacts(c)?);
+    }
+    if m.contains_key("file") {
+        return super::local_file::file_form(m);
     }
     if let Some(kind) = MEDIA.iter().find(|k| m.contains_key(**k)) {
         return typed(kind, media(kind, m)?);

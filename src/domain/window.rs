@@ -12,7 +12,7 @@ pub fn within_customer_window(last_inbound: Option<i64>, now: i64) -> bool {
 
 /// Whether a message of `msg_type` needs the window: everything but templates.
 pub fn needs_window(msg_type: &str) -> bool {
-    msg_type != "template"
+    !matches!(msg_type, "template" | "read")
 }
 
 /// The key of a recipient in the contact book: a business-scoped id as it is, a phone number

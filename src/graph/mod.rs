@@ -144,6 +144,85 @@ impl GraphClient {
 }
 
 impl GraphClient {
+    /// POST /{version}/{phone_number_id}/messages with a mark-as-read body (answered
+    /// `{"success": true}`, no message id).
+    pub async fn mark_read(
+        &self,
+        phone_number_id: &str,
+        token: &Secret<String>,
+        body: &Value,
+    ) -> Result<(), GraphError> {
+        let resp = self
+            .http
+            .post(self.url(&format!("{phone_number_id}/messages")))
+            .bearer_auth(token.expose())
+            .json(body)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let v = read_json(resp).await?;
+        match v.get("success").and_then(Value::as_bool) {
+            Some(true) => Ok(()),
+            _ => Err(GraphError::Unexpected(format!(
+                "mark-as-read answered {v} instead of success"
+            ))),
+        }
+    }
+
+    /// GET /{version}/{phone_number_id}?fields=…: what Graph knows of the number (display
+    /// number, verified name, quality, throughput). Also proves the token may use it.
+    pub async fn phone_number(
+        &self,
+        phone_number_id: &str,
+        token: &Secret<String>,
+    ) -> Result<Value, GraphError> {
+        let resp = self
+            .http
+            .get(self.url(phone_number_id))
+            .query(&[(
+                "fields",
+                "display_phone_number,verified_name,quality_rating,code_verification_status,name_status,throughput",
+            )])
+            .bearer_auth(token.expose())
+            .send()
+            .await
+            .map_err(network_error)?;
+        read_json(resp).await
+    }
+
+    /// POST /{version}/{phone_number_id}/media, multipart (`messaging_product`, `type`, `file`):
+    /// uploads a local file and returns its media id (kept by WhatsApp for 30 days).
+    pub async fn upload_media(
+        &self,
+        phone_number_id: &str,
+        token: &Secret<String>,
+        bytes: Vec<u8>,
+        file_name: &str,
+        mime_type: &str,
+    ) -> Result<String, GraphError> {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(file_name.to_string())
+            .mime_str(mime_type)
+            .map_err(|e| GraphError::Unexpected(format!("bad MIME type {mime_type}: {e}")))?;
+        let form = reqwest::multipart::Form::new()
+            .text("messaging_product", "whatsapp")
+            .text("type", mime_type.to_string())
+            .part("file", part);
+        let resp = self
+            .http
+            .post(self.url(&format!("{phone_number_id}/media")))
+            .bearer_auth(token.expose())
+            .multipart(form)
+            .send()
+            .await
+            .map_err(network_error)?;
+        let v = read_json(resp).await?;
+        v.get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .ok_or_else(|| GraphError::Unexpected(format!("no media id in the answer {v}")))
+    }
+
     /// GET /{version}/{media_id}: where to download a media object.
     pub async fn media_info(
         &self,

@@ -88,6 +88,8 @@ struct Inner {
     requests: Mutex<Vec<SimRequest>>,
     faults: Mutex<VecDeque<Fault>>,
     tokens: Mutex<HashMap<String, Secret<String>>>,
+    /// Phone numbers by id: what `GET /{phone_number_id}` answers.
+    phones: Mutex<HashMap<String, Value>>,
     seq: AtomicU64,
     received: Notify,
 }
@@ -107,6 +109,28 @@ impl Simulator {
     /// From now on, requests for `phone_number_id` must carry `token` (else 401, code 190).
     pub fn expect_token(&self, phone_number_id: &str, token: Secret<String>) {
         lock(&self.inner.tokens).insert(phone_number_id.to_string(), token);
+    }
+
+    /// Describes a phone number for `GET /{version}/{phone_number_id}` (a number with an
+    /// expected token but no description gets a plain one).
+    pub fn add_phone_number(
+        &self,
+        phone_number_id: &str,
+        display_phone_number: &str,
+        verified_name: &str,
+    ) {
+        lock(&self.inner.phones).insert(
+            phone_number_id.to_string(),
+            json!({
+                "display_phone_number": display_phone_number,
+                "verified_name": verified_name,
+                "quality_rating": "GREEN",
+                "code_verification_status": "VERIFIED",
+                "name_status": "APPROVED",
+                "throughput": {"level": "STANDARD"},
+                "id": phone_number_id,
+            }),
+        );
     }
 
     /// Makes a media object downloadable, as if a contact had sent it.
@@ -143,7 +167,8 @@ impl Simulator {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{phone_number_id}/messages", post(messages))
-            .route("/{version}/{media_id}", get(media_info))
+            .route("/{version}/{phone_number_id}/media", post(upload_media))
+            .route("/{version}/{object_id}", get(object))
             .route("/_sim/requests", get(list_requests))
             .route("/_sim/media/{media_id}", get(media_download))
             .with_state(self.clone())
@@ -377,17 +402,141 @@ async fn refuse_media(sim: &Simulator, headers: &HeaderMap) -> Option<Response> 
         .then(|| graph_error(StatusCode::UNAUTHORIZED, 190, "Invalid OAuth access token."))
 }
 
-/// GET /{version}/{media_id}: the media's URL (on this simulator), type, hash and size.
-async fn media_info(
+/// GET /{version}/{object_id}: a phone number's description, or a media object's URL.
+async fn object(
     State(sim): State<Simulator>,
-    Path((_version, media_id)): Path<(String, String)>,
+    Path((_version, object_id)): Path<(String, String)>,
     uri: axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(r) = refuse_media(&sim, &headers).await {
+    let known_phone = lock(&sim.inner.phones).contains_key(&object_id)
+        || lock(&sim.inner.tokens).contains_key(&object_id);
+    if known_phone {
+        return phone_number(&sim, &object_id, &headers).await;
+    }
+    media_info(&sim, &object_id, &uri, &headers).await
+}
+
+/// GET /{version}/{phone_number_id}: what Graph knows of the number, for its own token only.
+async fn phone_number(sim: &Simulator, id: &str, headers: &HeaderMap) -> Response {
+    if let Some(r) = take_fault(sim).await {
         return r;
     }
-    let Some((bytes, mime)) = lock(&sim.inner.media).get(&media_id).cloned() else {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let expected = lock(&sim.inner.tokens).get(id).cloned();
+    if bearer.is_empty() || expected.is_some_and(|t| t.expose() != bearer) {
+        return graph_error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Error validating access token: The session is invalid.",
+        );
+    }
+    let info = lock(&sim.inner.phones).get(id).cloned().unwrap_or_else(|| {
+        json!({"display_phone_number": "+1 555-0100", "verified_name": "Simulated business",
+               "quality_rating": "GREEN", "code_verification_status": "VERIFIED",
+               "name_status": "APPROVED", "throughput": {"level": "STANDARD"}, "id": id})
+    });
+    Json(info).into_response()
+}
+
+/// POST /{version}/{phone_number_id}/media: a multipart upload (`messaging_product`, `type`,
+/// `file`), checked as Graph does; answers the new media id, which later downloads the file.
+async fn upload_media(
+    State(sim): State<Simulator>,
+    Path((version, phone_number_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| Secret::new(t.to_string()));
+    let (mut product, mut mime, mut file) = (None, None, None);
+    while let Ok(Some(field)) = form.next_field().await {
+        match field.name().unwrap_or("") {
+            "messaging_product" => product = field.text().await.ok(),
+            "type" => mime = field.text().await.ok(),
+            "file" => {
+                let name = field.file_name().unwrap_or("").to_string();
+                let ctype = field.content_type().unwrap_or("").to_string();
+                file = field.bytes().await.ok().map(|b| (name, ctype, b.to_vec()));
+            }
+            _ => {}
+        }
+    }
+    let refused = if let Some(r) = take_fault(&sim).await {
+        Some(r)
+    } else if !bearer_ok(&sim, &headers) {
+        Some(graph_error(
+            StatusCode::UNAUTHORIZED,
+            190,
+            "Invalid OAuth access token.",
+        ))
+    } else if product.as_deref() != Some("whatsapp") {
+        Some(graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) The parameter messaging_product is required.",
+        ))
+    } else if file.is_none() {
+        Some(graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) The parameter file is required.",
+        ))
+    } else if mime.is_none() {
+        Some(graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) The parameter type is required.",
+        ))
+    } else {
+        None
+    };
+    let (name, ctype, bytes) = file.unwrap_or_default();
+    let mime = mime.unwrap_or_default();
+    let media_id = refused.is_none().then(|| {
+        format!(
+            "{}",
+            900_000_000_000u64 + sim.inner.seq.fetch_add(1, Ordering::Relaxed) + 1
+        )
+    });
+    let record = json!({"upload": {"file_name": name, "content_type": ctype, "type": mime,
+                                    "size": bytes.len(), "media_id": media_id}});
+    let status = refused.as_ref().map(|r| r.status().as_u16()).unwrap_or(200);
+    lock(&sim.inner.requests).push(SimRequest {
+        phone_number_id,
+        version,
+        bearer,
+        body: record,
+        status,
+        wamid: None,
+    });
+    sim.inner.received.notify_waiters();
+    if let Some(r) = refused {
+        return r;
+    }
+    let id = media_id.unwrap_or_default();
+    lock(&sim.inner.media).insert(id.clone(), (bytes, mime));
+    Json(json!({ "id": id })).into_response()
+}
+
+/// GET /{version}/{media_id}: the media's URL (on this simulator), type, hash and size.
+async fn media_info(
+    sim: &Simulator,
+    media_id: &str,
+    uri: &axum::extract::OriginalUri,
+    headers: &HeaderMap,
+) -> Response {
+    if let Some(r) = refuse_media(sim, headers).await {
+        return r;
+    }
+    let Some((bytes, mime)) = lock(&sim.inner.media).get(media_id).cloned() else {
         return graph_error(
             StatusCode::BAD_REQUEST,
             100,

@@ -4,7 +4,7 @@
 
 use super::time::{Time, parse_date, parse_time};
 use super::{Action, FnResult, with_current};
-use crate::domain::{outgoing, window};
+use crate::domain::{local_file, outgoing, window};
 use chrono::{Duration, NaiveTime, Utc};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map};
 use serde_json::Value;
@@ -75,6 +75,10 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
                 ));
             }
         }
+        if let Some((_, path, _)) = local_file::marker(&body) {
+            let full = project_file(cur.ctx.dir.as_deref(), &path)?;
+            local_file::set_path(&mut body, &full);
+        }
         let n = cur
             .actions
             .iter()
@@ -88,6 +92,35 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
         // The run-local ordinal; the dispatcher makes it unique per event and rule.
         Ok(format!("local:{n}"))
     })
+}
+
+/// The absolute path of `path`, a file of the project folder: never outside it (no `..`, no
+/// absolute path, no symlink leading out), and it must exist and fit WhatsApp's size limit.
+fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<String> {
+    let Some(dir) = dir else {
+        return err("send: this run has no project folder to take files from");
+    };
+    if !local_file::is_inside(path) {
+        return err(format!(
+            "send: `{path}`: a file must be named relative to the project folder, without `..`"
+        ));
+    }
+    let root = dir
+        .canonicalize()
+        .map_err(|e| format!("send: project folder {}: {e}", dir.display()))?;
+    let full = root.join(path).canonicalize().map_err(|e| {
+        format!(
+            "send: `{path}` is not a file of the project folder {}: {e}",
+            dir.display()
+        )
+    })?;
+    if !full.starts_with(&root) || !full.is_file() {
+        return err(format!(
+            "send: `{path}` is not a file inside the project folder {}",
+            dir.display()
+        ));
+    }
+    Ok(full.to_string_lossy().into_owned())
 }
 
 /// Why a free-form message cannot go to `to`: it names templates, the one way to reach them.

@@ -103,6 +103,8 @@ pub struct RunContext {
     /// The project's `fallback_template` (a `send` map), used for free-form messages to a
     /// contact outside the 24-hour window.
     pub fallback_template: Option<Value>,
+    /// The project folder, whose files `send(#{file})` may send; `None`: no files.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl RunContext {
@@ -117,6 +119,7 @@ impl RunContext {
             tables: Arc::new(HashMap::new()),
             host: Arc::new(EmptyHost),
             fallback_template: None,
+            dir: None,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::users::{UserRuntime, Users};
 use limit::{Held, Limiter};
 use policy::{Limits, Verdict};
 use sha2::{Digest, Sha256};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
@@ -33,7 +33,16 @@ pub struct Sender {
     pub limits: Limits,
     /// Graph calls at once.
     pub max_in_flight: usize,
+    /// Local files already uploaded: media ids by (user, sha256 of the content).
+    pub uploads: Uploads,
 }
+
+/// Media ids of uploaded files by (user, sha256), with when they were uploaded. Uploads hold
+/// the lock, so a bulk send of one file uploads it once.
+pub type Uploads = Arc<tokio::sync::Mutex<HashMap<(String, String), (String, std::time::Instant)>>>;
+
+/// Uploaded media lives 30 days at Meta; the gate re-uploads after 29.
+const UPLOAD_TTL: Duration = Duration::from_secs(29 * 24 * 3600);
 
 /// A token's fingerprint: enough to tell tokens apart, nothing to rebuild one from.
 pub fn fingerprint(token: &str) -> String {
@@ -44,6 +53,14 @@ pub use crate::domain::window::contact_key;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why a file could not be uploaded.
+enum Upload {
+    /// It cannot be sent at all: why.
+    Refused(String),
+    /// Graph refused or did not answer: handled as a failed send.
+    Graph(GraphError),
 }
 
 /// The row must not be sent: why.
@@ -153,7 +170,8 @@ impl Sender {
         tasks.wait().await;
     }
 
-    async fn send_one(&self, row: OutboxRow) {
+    /// Sends one claimed row and records the outcome (sent, retry, failed).
+    pub async fn send_one(&self, row: OutboxRow) {
         let id = row.id;
         let Some(user) = self.users.get(&row.user).cloned() else {
             let reason = format!(
@@ -166,6 +184,41 @@ impl Sender {
         if let Some(Refusal::Now(reason)) = self.refusal(&user, &row).await {
             tracing::warn!(user = %row.user, outbox_id = id, to = %row.recipient, reason = %reason, "not sent");
             let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
+            return;
+        }
+        let mut row = row;
+        if crate::domain::local_file::marker(&row.body).is_some() {
+            match self.upload(&user, &row).await {
+                Ok(media_id) => crate::domain::local_file::set_media_id(&mut row.body, &media_id),
+                Err(Upload::Refused(reason)) => {
+                    tracing::warn!(user = %row.user, outbox_id = id, reason = %reason, "not sent");
+                    let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
+                    return;
+                }
+                Err(Upload::Graph(e)) => {
+                    if let Err(e) = self.failed(&user, row, e).await {
+                        tracing::error!(outbox_id = id, error = %e, "cannot record a send result");
+                    }
+                    return;
+                }
+            }
+        }
+        if row.msg_type == "read" {
+            let result = self
+                .graph
+                .mark_read(
+                    &user.config.phone_number_id,
+                    &user.creds.access_token,
+                    &row.body,
+                )
+                .await;
+            let recorded = match result {
+                Ok(()) => self.store.call(move |s| s.mark_read_sent(&row)).await,
+                Err(e) => self.failed(&user, row, e).await,
+            };
+            if let Err(e) = recorded {
+                tracing::error!(outbox_id = id, error = %e, "cannot record a send result");
+            }
             return;
         }
         let result = self
@@ -187,6 +240,50 @@ impl Sender {
         if let Err(e) = recorded {
             tracing::error!(outbox_id = id, error = %e, "cannot record a send result");
         }
+    }
+
+    /// Uploads the local file a row names (once per content and user) and returns its media id.
+    async fn upload(&self, user: &UserRuntime, row: &OutboxRow) -> Result<String, Upload> {
+        use crate::domain::local_file;
+        let Some((kind, path, mime)) = local_file::marker(&row.body) else {
+            return Err(Upload::Refused("not sent: no file named".into()));
+        };
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| Upload::Refused(format!("not sent: cannot read the file {path}: {e}")))?;
+        let max = local_file::max_bytes(&kind);
+        if bytes.len() as u64 > max {
+            return Err(Upload::Refused(format!(
+                "not sent: {path} has {} bytes; WhatsApp takes {kind} files of at most {max} bytes",
+                bytes.len()
+            )));
+        }
+        let key = (row.user.clone(), hex::encode(Sha256::digest(&bytes)));
+        let mut cache = self.uploads.lock().await;
+        if let Some((media_id, at)) = cache.get(&key)
+            && at.elapsed() < UPLOAD_TTL
+        {
+            return Ok(media_id.clone());
+        }
+        let name = std::path::Path::new(&path)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("file")
+            .to_string();
+        let media_id = self
+            .graph
+            .upload_media(
+                &user.config.phone_number_id,
+                &user.creds.access_token,
+                bytes,
+                &name,
+                &mime,
+            )
+            .await
+            .map_err(Upload::Graph)?;
+        tracing::info!(user = %row.user, outbox_id = row.id, media_id = %media_id, file = %name, "uploaded a file");
+        cache.insert(key, (media_id.clone(), std::time::Instant::now()));
+        Ok(media_id)
     }
 
     /// Why a row must not be sent now, if it must not: checked before every call.

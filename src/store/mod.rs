@@ -489,6 +489,14 @@ impl Store {
         })
     }
 
+    /// Forgets that Graph rejected this user's token (Graph accepted it again).
+    pub fn clear_token_invalid(&self, user: &str) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute("DELETE FROM token_status WHERE user = ?1", [user])
+                .map(drop)
+        })
+    }
+
     /// Why and when (unix ms) Graph rejected this token, if it did; a new token clears it.
     pub fn token_invalid(
         &self,
@@ -512,7 +520,7 @@ impl Store {
             let tx = conn.transaction()?;
             let n = tx.execute(
                 "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2
-                 WHERE id = ?1 AND state = 'queued'",
+                 WHERE id = ?1 AND state = 'queued' AND next_attempt_at <= ?2",
                 params![id, now],
             )?;
             let row = if n == 1 {
@@ -527,6 +535,30 @@ impl Store {
             };
             tx.commit()?;
             Ok(row)
+        })
+    }
+
+    /// One outbox row by id, with the time of its next attempt (unix ms).
+    pub fn outbox_row(&self, id: i64) -> Result<Option<(OutboxRow, i64)>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                &format!("SELECT {OUTBOX_COLS}, next_attempt_at FROM outbox WHERE id = ?1"),
+                [id],
+                |r| Ok((outbox_row(r)?, r.get(11)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// The id of this user's outbox row with `idem_key`.
+    pub fn outbox_id(&self, user: &str, idem_key: &str) -> Result<Option<i64>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT id FROM outbox WHERE user = ?1 AND idem_key = ?2",
+                params![user, idem_key],
+                |r| r.get(0),
+            )
+            .optional()
         })
     }
 
@@ -556,6 +588,28 @@ impl Store {
                  VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)",
                 params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
                         row.idem_key, row.body.to_string()],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// A mark-as-read Graph accepted: the row is done and the incoming message is `read`.
+    pub fn mark_read_sent(&self, row: &OutboxRow) -> Result<(), StoreError> {
+        let now = now_ms();
+        let message_id = row
+            .body
+            .get("message_id")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        self.with(|conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "UPDATE outbox SET state = 'sent', error = NULL, updated_at = ?2 WHERE id = ?1",
+                params![row.id, now],
+            )?;
+            tx.execute(
+                "UPDATE messages SET status = 'read' WHERE user = ?1 AND wamid = ?2 AND direction = 'in'",
+                params![row.user, message_id],
             )?;
             tx.commit()
         })

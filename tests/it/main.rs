@@ -13,4 +13,5 @@ mod robustness;
 mod rules_cli;
 mod scheduler;
 mod send;
+mod send_cli;
 mod skeleton;
