@@ -13,6 +13,7 @@ use crate::script::ScriptEngine;
 use crate::sender::Sender;
 use crate::sender::policy::Limits;
 use crate::store::{Store, StoreError};
+use crate::tokens::TokenKeeper;
 use crate::users::Users;
 use crate::vault::{Vault, VaultError};
 use crate::watcher::Reloader;
@@ -49,6 +50,8 @@ pub struct Loaded {
     pub engine: Arc<ScriptEngine>,
     /// Users left out, and why (their credentials could not be read).
     pub skipped: Vec<(String, String)>,
+    /// The vault, to write renewed tokens.
+    pub vault: Arc<Vault>,
 }
 
 /// Reads the home named by `gate_yaml`: config, credentials, rules.
@@ -68,6 +71,7 @@ pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
         rules,
         engine,
         skipped,
+        vault: Arc::new(vault),
     })
 }
 
@@ -83,6 +87,8 @@ pub struct Options {
     pub scheduler: bool,
     /// The scheduler's clock.
     pub clock: Arc<dyn Clock>,
+    /// Run the token keeper's loop (renewals, credentials changed on disk).
+    pub tokens: bool,
 }
 
 impl Default for Options {
@@ -93,6 +99,7 @@ impl Default for Options {
             reload_debounce: Duration::from_millis(100),
             scheduler: true,
             clock: Arc::new(SystemClock),
+            tokens: true,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct GateHandle {
     pub runs_in_flight: Arc<AtomicUsize>,
     /// The scheduler's handles (its loop runs unless `Options::scheduler` is off).
     pub scheduler: Scheduler,
+    /// The token keeper (its loop runs with the gate; tests may call it by hand).
+    pub tokens: TokenKeeper,
     cancel: CancellationToken,
     tracker: TaskTracker,
 }
@@ -148,6 +157,7 @@ pub async fn start(
         users,
         rules,
         engine,
+        vault,
         ..
     } = loaded;
     let addr = listener.local_addr()?;
@@ -160,7 +170,7 @@ pub async fn start(
     let base_url = match &simulator {
         Some(sim) => {
             for (_, u) in users.iter() {
-                sim.expect_token(&u.config.phone_number_id, u.creds.access_token.clone());
+                sim.expect_token(&u.config.phone_number_id, u.creds().access_token.clone());
                 sim.add_phone_number(
                     &u.config.phone_number_id,
                     u.config
@@ -262,6 +272,16 @@ pub async fn start(
         backoff_base: opts.backoff_base,
     };
     tracker.spawn(media.run(cancel.clone()));
+    let tokens = TokenKeeper::new(
+        store.clone(),
+        graph.clone(),
+        users.clone(),
+        vault,
+        home.gate.home.join("credentials"),
+    );
+    if opts.tokens {
+        tracker.spawn(tokens.clone().run(cancel.clone()));
+    }
     let sender = Sender {
         store: store.clone(),
         graph,
@@ -282,6 +302,7 @@ pub async fn start(
         registry,
         runs_in_flight,
         scheduler,
+        tokens,
         cancel,
         tracker,
     })
@@ -310,13 +331,20 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
         problems.extend(d.0.iter().map(ToString::to_string));
         RuleSet::default()
     });
+    let warnings: String = loose_modes(&home)
+        .iter()
+        .map(|w| format!("{w}\n"))
+        .collect();
     if !problems.is_empty() {
         let n = problems.len();
         let plural = if n == 1 { "" } else { "s" };
-        return Err(format!("{}\n\n{n} error{plural}", problems.join("\n\n")));
+        return Err(format!(
+            "{warnings}{}\n\n{n} error{plural}",
+            problems.join("\n\n")
+        ));
     }
     Ok(format!(
-        "ok: {} user(s), {} project(s), {} rule(s)",
+        "{warnings}ok: {} user(s), {} project(s), {} rule(s)",
         users.len(),
         rules.projects.len(),
         rules.rule_count()
@@ -334,7 +362,7 @@ fn rejected_tokens(home: &Home, users: &Users) -> Vec<String> {
     users
         .iter()
         .filter_map(|(name, u)| {
-            let fp = crate::sender::fingerprint(u.creds.access_token.expose());
+            let fp = crate::sender::fingerprint(u.creds().access_token.expose());
             let (why, at) = store.token_invalid(name, &fp).ok()??;
             let when = chrono::DateTime::from_timestamp_millis(at)
                 .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
@@ -344,4 +372,41 @@ fn rejected_tokens(home: &Home, users: &Users) -> Vec<String> {
             ))
         })
         .collect()
+}
+
+/// The identity file and credentials files that others than the owner may read or write:
+/// they should be mode 0600 (`wagate init` and `creds set` write them so).
+fn loose_modes(home: &Home) -> Vec<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mut files = vec![home.gate.identity_file.clone()];
+        if let Ok(dir) = std::fs::read_dir(home.gate.home.join("credentials")) {
+            let mut creds: Vec<_> = dir
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "age"))
+                .collect();
+            creds.sort();
+            files.extend(creds);
+        }
+        files
+            .iter()
+            .filter_map(|f| {
+                let mode = std::fs::metadata(f).ok()?.permissions().mode() & 0o777;
+                (mode & 0o077 != 0).then(|| {
+                    format!(
+                        "warning: {} is mode {mode:04o}: others on this machine can read it; run `chmod 600 {}`",
+                        home.gate.display_path(f).display(),
+                        f.display()
+                    )
+                })
+            })
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = home;
+        Vec::new()
+    }
 }

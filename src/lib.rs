@@ -23,6 +23,7 @@ pub mod config;
 pub mod graph;
 pub mod script;
 pub mod store;
+pub mod tokens;
 pub mod users;
 pub mod vault;
 

@@ -110,7 +110,7 @@ impl MediaFetcher {
             .get(&row.user)
             .cloned()
             .ok_or_else(|| (format!("user `{}` is not loaded", row.user), false))?;
-        let token = &user.creds.access_token;
+        let token = &user.creds().access_token;
         let graph_err = |e: GraphError| {
             let transient = e.is_transient() || matches!(e, GraphError::Unexpected(_));
             (e.to_string(), transient)

@@ -5,13 +5,34 @@ use crate::config::{Home, UserConfig};
 use crate::domain::UserId;
 use crate::vault::{Credentials, Vault, VaultError};
 use std::collections::BTreeMap;
+use arc_swap::ArcSwap;
 use std::sync::Arc;
 
-/// One served user.
+/// One served user. The credentials can be replaced while the gate runs (a refreshed token,
+/// `wagate creds set`): readers take the current ones with [`UserRuntime::creds`].
 #[derive(Debug)]
 pub struct UserRuntime {
     pub config: UserConfig,
-    pub creds: Credentials,
+    creds: ArcSwap<Credentials>,
+}
+
+impl UserRuntime {
+    pub fn new(config: UserConfig, creds: Credentials) -> Self {
+        UserRuntime {
+            config,
+            creds: ArcSwap::from_pointee(creds),
+        }
+    }
+
+    /// The current credentials.
+    pub fn creds(&self) -> Arc<Credentials> {
+        self.creds.load_full()
+    }
+
+    /// Replaces the credentials (every later call uses the new ones).
+    pub fn set_creds(&self, creds: Credentials) {
+        self.creds.store(Arc::new(creds));
+    }
 }
 
 /// Every served user, by name; cheap to clone.
@@ -51,10 +72,7 @@ impl Users {
                 Ok(creds) => {
                     ok.insert(
                         id.to_string(),
-                        Arc::new(UserRuntime {
-                            config: cfg.clone(),
-                            creds,
-                        }),
+                        Arc::new(UserRuntime::new(cfg.clone(), creds)),
                     );
                 }
                 Err(e) => failed.push((id.to_string(), e)),

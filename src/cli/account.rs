@@ -67,6 +67,11 @@ impl Account {
         })
     }
 
+    /// The home's vault (to write renewed credentials).
+    pub fn vault(&self) -> Result<Vault, CliError> {
+        Ok(Vault::open_from_env(&self.home.gate.identity_file)?)
+    }
+
     /// The home's store (created if missing, migrated).
     pub fn store(&self) -> Result<Store, CliError> {
         Ok(Store::open_with(

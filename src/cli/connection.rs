@@ -19,7 +19,7 @@ pub(super) async fn run(config: &Path, user: &str) -> Result<(), CliError> {
     );
     match acct
         .graph
-        .phone_number(phone_id, &u.creds.access_token)
+        .phone_number(phone_id, &u.creds().access_token)
         .await
     {
         Ok(info) => {
@@ -41,13 +41,13 @@ pub(super) async fn run(config: &Path, user: &str) -> Result<(), CliError> {
                 f("name_status"),
                 f("code_verification_status"),
             );
-            let expiry = match &u.creds.token_expires_at {
+            let expiry = match &u.creds().token_expires_at {
                 Some(t) => format!("expires {}", t.to_rfc3339()),
                 None => "expiry not recorded".to_string(),
             };
             println!("token: valid (Graph accepted it; {expiry})");
             let store = acct.store()?;
-            let fp = fingerprint(u.creds.access_token.expose());
+            let fp = fingerprint(u.creds().access_token.expose());
             if store.token_invalid(acct.id.as_str(), &fp)?.is_some() {
                 store.clear_token_invalid(acct.id.as_str())?;
                 println!("token: the earlier \"invalid\" mark is cleared; sends resume");
@@ -65,7 +65,7 @@ fn explain(acct: &Account, e: &GraphError) -> Result<String, CliError> {
     Ok(match policy::classify(e) {
         policy::Verdict::TokenInvalid => {
             let store = acct.store()?;
-            let fp = fingerprint(acct.user.creds.access_token.expose());
+            let fp = fingerprint(acct.user.creds().access_token.expose());
             store.mark_token_invalid(user, &fp, &reason)?;
             format!(
                 "token: INVALID: {reason}\nsends of `{user}` stop until new credentials are set: `wagate creds set {user} --from-file F.json`"

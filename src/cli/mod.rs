@@ -7,6 +7,7 @@ mod init;
 mod inject;
 mod rules;
 mod send;
+mod trust;
 
 use crate::app;
 use crate::domain::UserId;
@@ -96,6 +97,25 @@ enum Command {
     /// Ask Graph about USER's phone number with USER's token: is the number reachable, is the
     /// token valid.
     TestConnection { user: String },
+    /// Access tokens: renew one now.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// The audit log: every operation, hash-chained per user. `--verify` checks the chains.
+    Audit {
+        /// Only this user's entries (`*`: the gate's own).
+        user: Option<String>,
+        /// Entries since: an RFC 3339 time, a date (2026-11-24) or an age (2h, 3d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Check every chain; exit 1 if an entry was changed, removed or reordered.
+        #[arg(long)]
+        verify: bool,
+        /// How many entries at most (the latest).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+    },
     /// Look at the rules: dry-run one, list them all, write editor definitions.
     Rules {
         #[command(subcommand)]
@@ -112,6 +132,12 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Renew USER's long-lived token now (fb_exchange_token); the new one is stored encrypted.
+    Refresh { user: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -188,6 +214,21 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::TestConnection { user } => {
             runtime()?.block_on(connection::run(&cli.config, &user))
         }
+        Command::Token {
+            action: TokenAction::Refresh { user },
+        } => runtime()?.block_on(trust::token_refresh(&cli.config, &user)),
+        Command::Audit {
+            user,
+            since,
+            verify,
+            limit,
+        } => trust::audit(
+            &cli.config,
+            user.as_deref(),
+            since.as_deref(),
+            verify,
+            limit as usize,
+        ),
         Command::Rules { action } => rules::run(&cli.config, action),
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,
@@ -311,6 +352,16 @@ fn creds_set(
     let vault = Vault::open_from_env(&gate.identity_file)?;
     let path = gate.credentials_path(&id);
     vault.write_credentials(&path, &creds)?;
+    let store = crate::store::Store::open(&gate.db_path)?;
+    store.audit(
+        id.as_str(),
+        "credentials.set",
+        &serde_json::json!({
+            "fingerprint": crate::sender::fingerprint(creds.access_token.expose()),
+            "app_id": creds.app_id,
+            "token_expires_at": creds.token_expires_at.map(|t| t.to_rfc3339()),
+        }),
+    )?;
     println!(
         "saved encrypted credentials for `{id}` to {}",
         gate.display_path(&path).display()

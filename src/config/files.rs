@@ -670,7 +670,7 @@ fn check_rule(
 }
 
 /// `90s`, `30m`, `2h`, `1d`, or a number of seconds.
-fn parse_duration(text: &str) -> Option<std::time::Duration> {
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let t = text.trim();
     let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
     let n: u64 = num.parse().ok()?;

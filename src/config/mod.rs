@@ -8,7 +8,7 @@ mod files;
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
     DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, ScriptLimits,
-    ServerSection, StorageSection, UserFile, VaultSection,
+    ServerSection, StorageSection, UserFile, VaultSection, parse_duration,
 };
 
 use crate::domain::UserId;

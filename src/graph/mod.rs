@@ -143,7 +143,80 @@ impl GraphClient {
     }
 }
 
+/// What `debug_token` says of an access token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenDebug {
+    pub is_valid: bool,
+    /// Unix seconds; 0: never expires (a system user's token).
+    pub expires_at: i64,
+    /// `USER`, `SYSTEM_USER`, `PAGE`, `APP`…, as Graph says.
+    pub kind: Option<String>,
+}
+
 impl GraphClient {
+    /// GET /{version}/debug_token: whether `token` is valid and when it expires. Asks with the
+    /// app token `app_id|app_secret`. Secrets travel in the query, as Graph wants them, and
+    /// never appear in errors (reqwest's are stripped of the URL).
+    pub async fn debug_token(
+        &self,
+        token: &Secret<String>,
+        app_id: &str,
+        app_secret: &Secret<String>,
+    ) -> Result<TokenDebug, GraphError> {
+        let app_token = format!("{app_id}|{}", app_secret.expose());
+        let resp = self
+            .http
+            .get(self.url("debug_token"))
+            .query(&[
+                ("input_token", token.expose().as_str()),
+                ("access_token", app_token.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(network_error)?;
+        let v = read_json(resp).await?;
+        let d = v
+            .get("data")
+            .ok_or_else(|| GraphError::Unexpected("debug_token answered no `data`".into()))?;
+        Ok(TokenDebug {
+            is_valid: d.get("is_valid").and_then(Value::as_bool).unwrap_or(false),
+            expires_at: d.get("expires_at").and_then(Value::as_i64).unwrap_or(0),
+            kind: d.get("type").and_then(Value::as_str).map(str::to_string),
+        })
+    }
+
+    /// GET /{version}/oauth/access_token?grant_type=fb_exchange_token: a new long-lived user
+    /// token for `token` (which must not have expired). Returns it and its lifetime in seconds.
+    pub async fn exchange_token(
+        &self,
+        token: &Secret<String>,
+        app_id: &str,
+        app_secret: &Secret<String>,
+    ) -> Result<(Secret<String>, Option<i64>), GraphError> {
+        let resp = self
+            .http
+            .get(self.url("oauth/access_token"))
+            .query(&[
+                ("grant_type", "fb_exchange_token"),
+                ("client_id", app_id),
+                ("client_secret", app_secret.expose().as_str()),
+                ("fb_exchange_token", token.expose().as_str()),
+            ])
+            .send()
+            .await
+            .map_err(network_error)?;
+        let v = read_json(resp).await?;
+        let new = v
+            .get("access_token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| GraphError::Unexpected("the exchange answered no access_token".into()))?;
+        Ok((
+            Secret::new(new.to_string()),
+            v.get("expires_in").and_then(Value::as_i64),
+        ))
+    }
+
     /// POST /{version}/{phone_number_id}/messages with a mark-as-read body (answered
     /// `{"success": true}`, no message id).
     pub async fn mark_read(

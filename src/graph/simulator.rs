@@ -88,6 +88,10 @@ struct Inner {
     requests: Mutex<Vec<SimRequest>>,
     faults: Mutex<VecDeque<Fault>>,
     tokens: Mutex<HashMap<String, Secret<String>>>,
+    /// Tokens an exchange replaced, and their number: still valid until they expire.
+    retired: Mutex<HashMap<String, String>>,
+    /// Token expiry (unix s; 0 never) for debug_token; tokens not listed never expire.
+    expiry: Mutex<HashMap<String, i64>>,
     /// Phone numbers by id: what `GET /{phone_number_id}` answers.
     phones: Mutex<HashMap<String, Value>>,
     seq: AtomicU64,
@@ -133,6 +137,17 @@ impl Simulator {
         );
     }
 
+    /// Sets when `token` expires (unix seconds; 0: never), for debug_token and the exchange.
+    pub fn set_token_expiry(&self, token: &str, expires_at: i64) {
+        lock(&self.inner.expiry).insert(token.to_string(), expires_at);
+    }
+
+    /// The token the simulator now expects for `phone_number_id`, if any (after an exchange,
+    /// the new one; the old one stays valid until it expires, as at Meta).
+    pub fn expected_token(&self, phone_number_id: &str) -> Option<Secret<String>> {
+        lock(&self.inner.tokens).get(phone_number_id).cloned()
+    }
+
     /// Makes a media object downloadable, as if a contact had sent it.
     pub fn add_media(&self, media_id: &str, bytes: Vec<u8>, mime_type: &str) {
         lock(&self.inner.media).insert(media_id.to_string(), (bytes, mime_type.to_string()));
@@ -168,6 +183,8 @@ impl Simulator {
         Router::new()
             .route("/{version}/{phone_number_id}/messages", post(messages))
             .route("/{version}/{phone_number_id}/media", post(upload_media))
+            .route("/{version}/debug_token", get(debug_token))
+            .route("/{version}/oauth/access_token", get(exchange_token))
             .route("/{version}/{object_id}", get(object))
             .route("/_sim/requests", get(list_requests))
             .route("/_sim/media/{media_id}", get(media_download))
@@ -272,8 +289,8 @@ fn answer(
             "Invalid OAuth access token - Cannot parse access token",
         );
     };
-    if let Some(expected) = lock(&sim.inner.tokens).get(phone_number_id)
-        && expected != token
+    if lock(&sim.inner.tokens).contains_key(phone_number_id)
+        && !accepts(sim, phone_number_id, token.expose())
     {
         return reject(
             StatusCode::UNAUTHORIZED,
@@ -388,8 +405,7 @@ fn bearer_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let tokens = lock(&sim.inner.tokens);
-    tokens.is_empty() || tokens.values().any(|t| t.expose() == token)
+    token_known(sim, token)
 }
 
 /// What both media endpoints answer before looking at the media: a queued fault, or 401
@@ -427,8 +443,7 @@ async fn phone_number(sim: &Simulator, id: &str, headers: &HeaderMap) -> Respons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = lock(&sim.inner.tokens).get(id).cloned();
-    if bearer.is_empty() || expected.is_some_and(|t| t.expose() != bearer) {
+    if bearer.is_empty() || !accepts(sim, id, bearer) {
         return graph_error(
             StatusCode::UNAUTHORIZED,
             190,
@@ -441,6 +456,126 @@ async fn phone_number(sim: &Simulator, id: &str, headers: &HeaderMap) -> Respons
                "name_status": "APPROVED", "throughput": {"level": "STANDARD"}, "id": id})
     });
     Json(info).into_response()
+}
+
+/// Whether the simulator takes `token` for any number (any non-empty one until tokens are
+/// expected): the expected tokens, and exchanged ones until they expire.
+fn token_known(sim: &Simulator, token: &str) -> bool {
+    let tokens = lock(&sim.inner.tokens);
+    !token.is_empty()
+        && (tokens.is_empty()
+            || tokens.values().any(|t| t.expose() == token)
+            || retired_ok(sim, token))
+}
+
+/// Whether `token` may act for `phone_number_id`: its expected token, or the one an exchange
+/// replaced (which, as at Meta, stays valid until its own expiry).
+fn accepts(sim: &Simulator, phone_number_id: &str, token: &str) -> bool {
+    let expected = lock(&sim.inner.tokens).get(phone_number_id).cloned();
+    match expected {
+        None => !token.is_empty(),
+        Some(t) => {
+            t.expose() == token
+                || lock(&sim.inner.retired).get(token).map(String::as_str) == Some(phone_number_id)
+                    && retired_ok(sim, token)
+        }
+    }
+}
+
+fn retired_ok(sim: &Simulator, token: &str) -> bool {
+    let expires_at = token_expiry(sim, token);
+    lock(&sim.inner.retired).contains_key(token)
+        && (expires_at == 0 || expires_at > chrono::Utc::now().timestamp())
+}
+
+fn token_expiry(sim: &Simulator, token: &str) -> i64 {
+    lock(&sim.inner.expiry).get(token).copied().unwrap_or(0)
+}
+
+/// Records a token call without its secrets.
+fn record_call(sim: &Simulator, version: String, what: Value, status: u16) {
+    lock(&sim.inner.requests).push(SimRequest {
+        phone_number_id: String::new(),
+        version,
+        bearer: None,
+        body: what,
+        status,
+        wamid: None,
+    });
+    sim.inner.received.notify_waiters();
+}
+
+type Query = axum::extract::Query<HashMap<String, String>>;
+
+/// GET /{version}/debug_token?input_token=…&access_token=app_id|app_secret.
+async fn debug_token(
+    State(sim): State<Simulator>,
+    Path(version): Path<String>,
+    axum::extract::Query(q): Query,
+) -> Response {
+    if let Some(r) = take_fault(&sim).await {
+        record_call(&sim, version, json!({"graph": "debug_token"}), r.status().as_u16());
+        return r;
+    }
+    let app = q.get("access_token").map(String::as_str).unwrap_or("");
+    let Some((app_id, _)) = app.split_once('|').filter(|(a, b)| !a.is_empty() && !b.is_empty()) else {
+        record_call(&sim, version, json!({"graph": "debug_token"}), 400);
+        return graph_error(StatusCode::BAD_REQUEST, 190, "Invalid OAuth access token - Cannot parse access token");
+    };
+    let input = q.get("input_token").map(String::as_str).unwrap_or("");
+    let expires_at = token_expiry(&sim, input);
+    let now = chrono::Utc::now().timestamp();
+    let valid = token_known(&sim, input) && (expires_at == 0 || expires_at > now);
+    record_call(&sim, version, json!({"graph": "debug_token", "app_id": app_id}), 200);
+    Json(json!({"data": {
+        "app_id": app_id,
+        "type": if expires_at == 0 { "SYSTEM_USER" } else { "USER" },
+        "application": "wagate simulator",
+        "data_access_expires_at": 0,
+        "expires_at": expires_at,
+        "is_valid": valid,
+        "scopes": ["whatsapp_business_management", "whatsapp_business_messaging"],
+    }}))
+    .into_response()
+}
+
+/// GET /{version}/oauth/access_token?grant_type=fb_exchange_token&…: a new long-lived token
+/// (about 60 days) for a valid, unexpired one. The old one stays valid until its expiry; the
+/// requests log shows which token each call carried.
+async fn exchange_token(
+    State(sim): State<Simulator>,
+    Path(version): Path<String>,
+    axum::extract::Query(q): Query,
+) -> Response {
+    let get = |k: &str| q.get(k).map(String::as_str).unwrap_or("");
+    let what = json!({"graph": "fb_exchange_token", "client_id": get("client_id")});
+    if let Some(r) = take_fault(&sim).await {
+        record_call(&sim, version, what, r.status().as_u16());
+        return r;
+    }
+    if get("grant_type") != "fb_exchange_token" || get("client_id").is_empty() || get("client_secret").is_empty() {
+        record_call(&sim, version, what, 400);
+        return graph_error(StatusCode::BAD_REQUEST, 100, "(#100) grant_type, client_id and client_secret are required");
+    }
+    let old = get("fb_exchange_token").to_string();
+    let expires_at = token_expiry(&sim, &old);
+    let now = chrono::Utc::now().timestamp();
+    if !token_known(&sim, &old) || (expires_at != 0 && expires_at <= now) {
+        record_call(&sim, version, what, 400);
+        return graph_error(StatusCode::BAD_REQUEST, 190, "Error validating access token: Session has expired");
+    }
+    let n = sim.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
+    let new = format!("EAAsimExchanged{n:06}x{}", now);
+    let lifetime = 5_183_944;
+    for (phone, t) in lock(&sim.inner.tokens).iter_mut() {
+        if t.expose() == &old {
+            *t = Secret::new(new.clone());
+            lock(&sim.inner.retired).insert(old.clone(), phone.clone());
+        }
+    }
+    lock(&sim.inner.expiry).insert(new.clone(), now + lifetime);
+    record_call(&sim, version, what, 200);
+    Json(json!({"access_token": new, "token_type": "bearer", "expires_in": lifetime})).into_response()
 }
 
 /// POST /{version}/{phone_number_id}/media: a multipart upload (`messaging_product`, `type`,

@@ -91,7 +91,7 @@ async fn handshake(
     let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
     let token_ok = q
         .get("hub.verify_token")
-        .is_some_and(|t| same_secret(t, u.creds.webhook_verify_token.expose()));
+        .is_some_and(|t| same_secret(t, u.creds().webhook_verify_token.expose()));
     match (mode_ok, token_ok, q.get("hub.challenge")) {
         (true, true, Some(challenge)) => {
             tracing::info!(user = %user, "webhook verification handshake accepted");
@@ -111,8 +111,11 @@ async fn webhook(
     body: Bytes,
 ) -> Result<Json<Value>, HttpError> {
     let u = st.users.get(&user).cloned().ok_or(HttpError::UnknownUser)?;
-    check_signature(&u, &headers, &body)?;
-    let events = parse(&user, &body)?;
+    let checked = check_signature(&u, &headers, &body).and_then(|()| parse(&user, &body));
+    let events = match checked {
+        Ok(events) => events,
+        Err(e) => return Err(audit_rejection(&st, &user, e, body.len()).await),
+    };
     // Entries for another phone number are kept, never dispatched as this user's.
     let items: Vec<(Event, bool)> = events
         .into_iter()
@@ -162,7 +165,9 @@ async fn shared_webhook(
         return Err(HttpError::UnknownUser);
     }
     for u in &users {
-        check_signature(u, &headers, &body)?;
+        if let Err(e) = check_signature(u, &headers, &body) {
+            return Err(audit_rejection(&st, u.config.id.as_str(), e, body.len()).await);
+        }
     }
     let mut outcomes = Vec::new();
     for (i, u) in users.iter().enumerate() {
@@ -181,11 +186,31 @@ async fn shared_webhook(
     Ok(Json(outcome_json(&outcomes)))
 }
 
+/// Records a refused webhook in `user`'s audit log (why, and its size; never its content) and
+/// gives the error back.
+async fn audit_rejection(st: &AppState, user: &str, e: HttpError, bytes: usize) -> HttpError {
+    let (status, reason) = match &e {
+        HttpError::Unauthorized(r) => (401, r.clone()),
+        HttpError::BadRequest(r) => (400, r.clone()),
+        other => (0, format!("{other:?}")),
+    };
+    let details = json!({"status": status, "reason": reason, "bytes": bytes});
+    let user = user.to_string();
+    if let Err(err) = st
+        .store
+        .call(move |s| s.audit(&user, "webhook.rejected", &details))
+        .await
+    {
+        tracing::error!(error = %err, "cannot audit a refused webhook");
+    }
+    e
+}
+
 fn check_signature(u: &UserRuntime, headers: &HeaderMap, body: &Bytes) -> Result<(), HttpError> {
     let sig = headers
         .get("x-hub-signature-256")
         .and_then(|v| v.to_str().ok());
-    verify_signature(u.creds.app_secret.expose().as_bytes(), body, sig).map_err(|e| {
+    verify_signature(u.creds().app_secret.expose().as_bytes(), body, sig).map_err(|e| {
         tracing::warn!(user = %u.config.id, reason = %e, bytes = body.len(), "webhook refused");
         HttpError::Unauthorized(e.to_string())
     })
@@ -245,7 +270,7 @@ async fn healthz(State(st): State<AppState>) -> Json<Value> {
     for (name, u) in st.users.iter() {
         let (user, fp) = (
             name.clone(),
-            crate::sender::fingerprint(u.creds.access_token.expose()),
+            crate::sender::fingerprint(u.creds().access_token.expose()),
         );
         let invalid = st
             .store

@@ -208,7 +208,7 @@ impl Sender {
                 .graph
                 .mark_read(
                     &user.config.phone_number_id,
-                    &user.creds.access_token,
+                    &user.creds().access_token,
                     &row.body,
                 )
                 .await;
@@ -225,7 +225,7 @@ impl Sender {
             .graph
             .send_message(
                 &user.config.phone_number_id,
-                &user.creds.access_token,
+                &user.creds().access_token,
                 &row.body,
             )
             .await;
@@ -274,7 +274,7 @@ impl Sender {
             .graph
             .upload_media(
                 &user.config.phone_number_id,
-                &user.creds.access_token,
+                &user.creds().access_token,
                 bytes,
                 &name,
                 &mime,
@@ -298,7 +298,7 @@ impl Sender {
         }
         let (u, fp) = (
             row.user.clone(),
-            fingerprint(user.creds.access_token.expose()),
+            fingerprint(user.creds().access_token.expose()),
         );
         if let Ok(Some((why, _at))) = self.store.call(move |s| s.token_invalid(&u, &fp)).await {
             return Some(Refusal::Now(format!(
@@ -356,7 +356,7 @@ impl Sender {
                 tracing::error!(user = %row.user, outbox_id = id, error = %reason, "Graph rejected the access token; sends of this user stop until it is replaced");
                 let (u, fp, why) = (
                     row.user.clone(),
-                    fingerprint(user.creds.access_token.expose()),
+                    fingerprint(user.creds().access_token.expose()),
                     reason.clone(),
                 );
                 self.store

@@ -3,7 +3,10 @@
 //! machine. One connection behind a mutex: SQLite has a single writer anyway, and every method
 //! is one short transaction. Async callers go through [`Store::call`] (a blocking thread).
 
+mod audit;
 mod schema;
+
+pub use audit::{AuditEntry, ChainReport, GATE};
 
 use crate::domain::{Event, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -355,6 +358,13 @@ impl Store {
                 out.new_events += 1;
                 out.new_media += record_effects(&tx, user, ev, now)?;
             }
+            audit::append(
+                &tx,
+                user.as_str(),
+                "webhook.accepted",
+                &serde_json::json!({"sha256": sha, "bytes": body.len(), "events": out.new_events,
+                                    "duplicates": out.duplicates, "foreign": out.foreign}),
+            )?;
             tx.commit()?;
             Ok(out)
         })
@@ -480,10 +490,43 @@ impl Store {
         reason: &str,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "INSERT INTO token_status (user, fingerprint, reason, at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (user) DO UPDATE SET fingerprint = excluded.fingerprint, reason = excluded.reason, at = excluded.at",
                 params![user, fingerprint, reason, now_ms()],
+            )?;
+            audit::append(
+                &tx,
+                user,
+                "token.invalid",
+                &serde_json::json!({"fingerprint": fingerprint, "reason": reason}),
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// What debug_token said of this user's token (by fingerprint): its expiry (unix s, 0
+    /// never) and when that was asked (unix ms).
+    pub fn token_info(&self, user: &str, fingerprint: &str) -> Result<Option<(i64, i64)>, StoreError> {
+        self.with(|conn| {
+            conn.query_row(
+                "SELECT expires_at, checked_at FROM token_info WHERE user = ?1 AND fingerprint = ?2",
+                params![user, fingerprint],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+        })
+    }
+
+    /// Records what debug_token said of this user's token.
+    pub fn set_token_info(&self, user: &str, fingerprint: &str, expires_at: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "INSERT INTO token_info (user, fingerprint, expires_at, checked_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (user) DO UPDATE SET fingerprint = excluded.fingerprint,
+                   expires_at = excluded.expires_at, checked_at = excluded.checked_at",
+                params![user, fingerprint, expires_at, now_ms()],
             )
             .map(drop)
         })
@@ -492,8 +535,11 @@ impl Store {
     /// Forgets that Graph rejected this user's token (Graph accepted it again).
     pub fn clear_token_invalid(&self, user: &str) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute("DELETE FROM token_status WHERE user = ?1", [user])
-                .map(drop)
+            let tx = conn.transaction()?;
+            if tx.execute("DELETE FROM token_status WHERE user = ?1", [user])? > 0 {
+                audit::append(&tx, user, "token.valid", &serde_json::json!({"note": "Graph accepted the token again"}))?;
+            }
+            tx.commit()
         })
     }
 
@@ -582,6 +628,7 @@ impl Store {
                 "UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1",
                 params![row.id, wamid, now],
             )?;
+            audit_send(&tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
             let text = outbound_text(&row.body);
             tx.execute(
                 "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
@@ -607,6 +654,7 @@ impl Store {
                 "UPDATE outbox SET state = 'sent', error = NULL, updated_at = ?2 WHERE id = ?1",
                 params![row.id, now],
             )?;
+            audit_send(&tx, row.id, "send.sent", serde_json::json!({"read": message_id}))?;
             tx.execute(
                 "UPDATE messages SET status = 'read' WHERE user = ?1 AND wamid = ?2 AND direction = 'in'",
                 params![row.user, message_id],
@@ -618,22 +666,26 @@ impl Store {
     /// Puts a row back in the queue for another attempt at `at_ms`.
     pub fn mark_retry(&self, id: i64, at_ms: i64, error: &str) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "UPDATE outbox SET state = 'queued', next_attempt_at = ?2, error = ?3, updated_at = ?4 WHERE id = ?1",
                 params![id, at_ms, error, now_ms()],
-            )
-            .map(drop)
+            )?;
+            audit_send(&tx, id, "send.retry", serde_json::json!({"error": error, "next_attempt_at": at_ms}))?;
+            tx.commit()
         })
     }
 
     /// Gives up on a row with a reason a user can read.
     pub fn mark_failed(&self, id: i64, reason: &str) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "UPDATE outbox SET state = 'failed', error = ?2, updated_at = ?3 WHERE id = ?1",
                 params![id, reason, now_ms()],
-            )
-            .map(drop)
+            )?;
+            audit_send(&tx, id, "send.failed", serde_json::json!({"error": reason}))?;
+            tx.commit()
         })
     }
 
@@ -816,11 +868,32 @@ impl Store {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         self.with(|conn| {
-            conn.execute(
+            let tx = conn.transaction()?;
+            tx.execute(
                 "INSERT INTO reloads (at, outcome, hash, projects, error) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![now_ms(), outcome, hash, projects.to_string(), error],
-            )
-            .map(drop)
+            )?;
+            // One entry per user whose projects went live (or failed to), with their hashes.
+            let mut by_user: std::collections::BTreeMap<String, serde_json::Map<String, Value>> =
+                Default::default();
+            if let Some(m) = projects.as_object() {
+                for (name, h) in m {
+                    let user = name.split('/').next().unwrap_or(audit::GATE).to_string();
+                    by_user.entry(user).or_default().insert(name.clone(), h.clone());
+                }
+            }
+            if by_user.is_empty() {
+                by_user.insert(audit::GATE.to_string(), Default::default());
+            }
+            for (user, projects) in by_user {
+                audit::append(
+                    &tx,
+                    &user,
+                    "reload",
+                    &serde_json::json!({"outcome": outcome, "hash": hash, "projects": projects, "error": error}),
+                )?;
+            }
+            tx.commit()
         })
     }
 
@@ -1132,6 +1205,27 @@ fn filter_rows(
 const OUTBOX_COLS: &str =
     "id, user, idem_key, recipient, type, body, state, attempts, wamid, error, created_at";
 
+/// Audits what happened to outbox row `id`, under its user, with its recipient and type.
+fn audit_send(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    action: &str,
+    mut details: Value,
+) -> rusqlite::Result<()> {
+    let (user, to, msg_type, attempts): (String, String, String, i64) = tx.query_row(
+        "SELECT user, recipient, type, attempts FROM outbox WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    if let Some(m) = details.as_object_mut() {
+        m.insert("outbox_id".into(), id.into());
+        m.insert("to".into(), to.into());
+        m.insert("type".into(), msg_type.into());
+        m.insert("attempt".into(), attempts.into());
+    }
+    audit::append(tx, &user, action, &details)
+}
+
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
     let body: String = r.get(5)?;
     Ok(OutboxRow {
@@ -1230,6 +1324,16 @@ fn insert_runs(
             r.trigger,
             r.detail.to_string()
         ])?;
+        if r.outcome != "skipped" {
+            audit::append(
+                tx,
+                user,
+                "rule.run",
+                &serde_json::json!({"project": r.project, "rule": r.rule, "outcome": r.outcome,
+                                    "error": r.error, "event_id": event_id, "trigger": r.trigger,
+                                    "version": r.version, "actions": r.actions}),
+            )?;
+        }
     }
     Ok(())
 }

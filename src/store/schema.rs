@@ -180,4 +180,31 @@ CREATE TABLE token_status (
     at          INTEGER NOT NULL
 );
 "#,
+    // 8: the audit log, hash-chained per user (see store/audit.rs), and what Graph said of each
+    // token's expiry (debug_token).
+    r#"
+CREATE TABLE audit (
+    id      INTEGER PRIMARY KEY,
+    user    TEXT    NOT NULL,              -- `*` for gate-wide entries
+    seq     INTEGER NOT NULL,              -- 1, 2, … per user
+    at      INTEGER NOT NULL,              -- unix ms
+    action  TEXT    NOT NULL,
+    details TEXT    NOT NULL,              -- JSON, never a secret
+    prev    TEXT    NOT NULL,              -- hash of the user's entry seq-1
+    hash    TEXT    NOT NULL,
+    UNIQUE (user, seq)
+);
+CREATE INDEX audit_by_time ON audit (at);
+CREATE TABLE audit_head (
+    user TEXT    PRIMARY KEY,
+    seq  INTEGER NOT NULL,
+    hash TEXT    NOT NULL
+);
+CREATE TABLE token_info (
+    user        TEXT    PRIMARY KEY,
+    fingerprint TEXT    NOT NULL,
+    expires_at  INTEGER NOT NULL,          -- unix s; 0: never (a system user's token)
+    checked_at  INTEGER NOT NULL           -- unix ms
+);
+"#,
 ];
