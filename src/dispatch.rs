@@ -197,11 +197,8 @@ impl Dispatcher {
         self.runs_in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&self.runs_in_flight);
         let rules = self.registry.snapshot();
-        let may_send = self
-            .users
-            .get(&ev.user)
-            .map(|u| u.config.permissions.send)
-            .unwrap_or(false);
+        let user = self.users.get(&ev.user).cloned();
+        let permissions = user.as_ref().map(|u| &u.config.permissions);
         let mut effects = Effects::default();
         let mut runs = Vec::new();
         for project in rules.for_user(&ev.user) {
@@ -210,7 +207,7 @@ impl Dispatcher {
                 user: ev.user.clone(),
                 project: project.name.clone(),
             });
-            let ctx = runner::context(&self.engine, project, may_send, host);
+            let ctx = runner::context(&self.engine, project, permissions, host);
             for rule in project
                 .rules
                 .iter()

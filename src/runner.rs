@@ -2,6 +2,7 @@
 //! `if:`, take a place under the rule's run mode, run the script, trace it, and turn its
 //! actions into store effects with idempotency keys.
 
+use crate::config::Permissions;
 use crate::rules::{Project, Rule};
 use crate::script::{Action, Host, RunContext, ScriptEngine};
 use crate::store::{Effects, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms};
@@ -48,12 +49,15 @@ impl Host for StoreHost {
 pub fn context(
     engine: &ScriptEngine,
     project: &Project,
-    may_send: bool,
+    permissions: Option<&Permissions>,
     host: Arc<dyn Host>,
 ) -> RunContext {
+    let none = Permissions::none();
+    let p = permissions.unwrap_or(&none);
     RunContext {
         user: project.user.to_string(),
-        may_send,
+        may_send: p.send,
+        readable: p.read.clone(),
         timeout: engine.timeout(),
         tz: project.timezone,
         now: chrono::Utc::now(),

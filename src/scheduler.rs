@@ -298,16 +298,14 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> (Effects, Vec<crate::store::RunRecord>) {
         let user = project.user.to_string();
-        let may_send = self
-            .users
-            .get(&user)
-            .is_some_and(|u| u.config.permissions.send);
+        let runtime = self.users.get(&user).cloned();
+        let permissions = runtime.as_ref().map(|u| &u.config.permissions);
         let host = Arc::new(StoreHost {
             store: self.store.clone(),
             user,
             project: project.name.clone(),
         });
-        let mut ctx = runner::context(&self.engine, project, may_send, host);
+        let mut ctx = runner::context(&self.engine, project, permissions, host);
         ctx.now = now;
         let res = runner::run_rule(&self.engine, project, rule, input, call, "schedule", &ctx);
         let mut effects = Effects::default();

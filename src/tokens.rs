@@ -142,7 +142,9 @@ impl TokenKeeper {
                     tracing::error!(user = %name, reason = %why, "access token is no longer valid; set new credentials")
                 }
                 Ok(o) => tracing::debug!(user = %name, outcome = ?o, "access token checked"),
-                Err(e) => tracing::warn!(user = %name, error = %e, "cannot check the access token; will try again"),
+                Err(e) => {
+                    tracing::warn!(user = %name, error = %e, "cannot check the access token; will try again")
+                }
             }
         }
     }
@@ -177,7 +179,10 @@ impl TokenKeeper {
         let Some(app_id) = creds.app_id.clone() else {
             return Ok(None);
         };
-        let (user, fp) = (u.config.id.to_string(), fingerprint(creds.access_token.expose()));
+        let (user, fp) = (
+            u.config.id.to_string(),
+            fingerprint(creds.access_token.expose()),
+        );
         let cached = {
             let (user, fp) = (user.clone(), fp.clone());
             self.store.call(move |s| s.token_info(&user, &fp)).await?
@@ -206,7 +211,10 @@ impl TokenKeeper {
         let now = Utc::now().timestamp();
         if !valid || (expires_at != 0 && expires_at <= now) {
             let why = if valid {
-                format!("the access token expired on {}", at(expires_at).to_rfc3339())
+                format!(
+                    "the access token expired on {}",
+                    at(expires_at).to_rfc3339()
+                )
             } else {
                 "debug_token says the access token is not valid".to_string()
             };
@@ -252,8 +260,14 @@ impl TokenKeeper {
             .await
         {
             Ok(t) => t,
-            Err(e) if crate::sender::policy::classify(&e) == crate::sender::policy::Verdict::TokenInvalid => {
-                let why = format!("the token exchange was refused: {}", crate::sender::policy::reason(&e));
+            Err(e)
+                if crate::sender::policy::classify(&e)
+                    == crate::sender::policy::Verdict::TokenInvalid =>
+            {
+                let why = format!(
+                    "the token exchange was refused: {}",
+                    crate::sender::policy::reason(&e)
+                );
                 self.invalid(u, &why).await?;
                 return Ok(TokenOutcome::Invalid(why));
             }

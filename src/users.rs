@@ -4,8 +4,8 @@
 use crate::config::{Home, UserConfig};
 use crate::domain::UserId;
 use crate::vault::{Credentials, Vault, VaultError};
-use std::collections::BTreeMap;
 use arc_swap::ArcSwap;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One served user. The credentials can be replaced while the gate runs (a refreshed token,

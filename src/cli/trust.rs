@@ -20,7 +20,10 @@ pub(super) async fn token_refresh(config: &Path, user: &str) -> Result<(), CliEr
     );
     let id = &acct.id;
     match keeper.check(&acct.user, true).await {
-        Ok(TokenOutcome::Renewed { old_expiry, expires_at }) => {
+        Ok(TokenOutcome::Renewed {
+            old_expiry,
+            expires_at,
+        }) => {
             let until = expires_at
                 .map(|t| format!("until {}", t.to_rfc3339()))
                 .unwrap_or_else(|| "(Graph gave no lifetime)".into());
@@ -35,11 +38,16 @@ pub(super) async fn token_refresh(config: &Path, user: &str) -> Result<(), CliEr
             Ok(())
         }
         Ok(TokenOutcome::NeverExpires) => {
-            println!("`{id}`'s access token never expires (a system user's token): nothing to renew");
+            println!(
+                "`{id}`'s access token never expires (a system user's token): nothing to renew"
+            );
             Ok(())
         }
         Ok(TokenOutcome::Valid { expires_at }) => {
-            println!("`{id}`'s access token is valid until {}", expires_at.to_rfc3339());
+            println!(
+                "`{id}`'s access token is valid until {}",
+                expires_at.to_rfc3339()
+            );
             Ok(())
         }
         Ok(TokenOutcome::NoAppId) => Err(CliError::failure(format!(
@@ -81,7 +89,12 @@ pub(super) fn audit(
         let mut bad = 0;
         for r in &reports {
             if r.problems.is_empty() {
-                println!("{}: {} entries, chain intact, head {}", r.user, r.entries, &r.head[..16]);
+                println!(
+                    "{}: {} entries, chain intact, head {}",
+                    r.user,
+                    r.entries,
+                    &r.head[..16]
+                );
             } else {
                 bad += r.problems.len();
                 for p in &r.problems {
@@ -118,7 +131,11 @@ fn parse_since(s: &str) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc().timestamp_millis());
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .unwrap_or_default()
+            .and_utc()
+            .timestamp_millis());
     }
     if let Some(d) = crate::config::parse_duration(s) {
         return Ok(chrono::Utc::now().timestamp_millis() - d.as_millis() as i64);

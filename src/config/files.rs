@@ -189,13 +189,30 @@ pub struct UserFile {
 pub struct Permissions {
     pub send: bool,
     pub export: bool,
+    /// The user's stores that their rules may `lookup`: `contacts`, `messages`.
+    pub read: Vec<String>,
 }
+
+/// The stores a rule may read with `lookup`, when permitted.
+pub const STORES: [&str; 2] = ["contacts", "messages"];
 
 impl Default for Permissions {
     fn default() -> Self {
         Permissions {
             send: true,
             export: true,
+            read: STORES.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+impl Permissions {
+    /// Nothing at all: for a run whose user is not loaded.
+    pub fn none() -> Self {
+        Permissions {
+            send: false,
+            export: false,
+            read: Vec::new(),
         }
     }
 }
@@ -364,6 +381,22 @@ fn load_user(path: &Path, shown: &Path) -> Result<UserConfig, Diagnostic> {
         Some(t) => parse_tz(t).map_err(|m| Diagnostic::at_key(shown, &src, "timezone", m))?,
         None => Tz::UTC,
     };
+    if let Some(bad) = f
+        .permissions
+        .read
+        .iter()
+        .find(|r| !STORES.contains(&r.as_str()))
+    {
+        return Err(Diagnostic::at_key(
+            shown,
+            &src,
+            "permissions",
+            format!(
+                "permissions.read: `{bad}` is not a store; the stores are {}",
+                STORES.join(", ")
+            ),
+        ));
+    }
     Ok(UserConfig {
         id,
         phone_number_id: f.phone_number_id,

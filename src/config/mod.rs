@@ -7,8 +7,8 @@ mod files;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
-    DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, ScriptLimits,
-    ServerSection, StorageSection, UserFile, VaultSection, parse_duration,
+    DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, STORES,
+    ScriptLimits, ServerSection, StorageSection, UserFile, VaultSection, parse_duration,
 };
 
 use crate::domain::UserId;

@@ -210,7 +210,9 @@ impl GraphClient {
             .get("access_token")
             .and_then(Value::as_str)
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| GraphError::Unexpected("the exchange answered no access_token".into()))?;
+            .ok_or_else(|| {
+                GraphError::Unexpected("the exchange answered no access_token".into())
+            })?;
         Ok((
             Secret::new(new.to_string()),
             v.get("expires_in").and_then(Value::as_i64),

@@ -514,19 +514,36 @@ async fn debug_token(
     axum::extract::Query(q): Query,
 ) -> Response {
     if let Some(r) = take_fault(&sim).await {
-        record_call(&sim, version, json!({"graph": "debug_token"}), r.status().as_u16());
+        record_call(
+            &sim,
+            version,
+            json!({"graph": "debug_token"}),
+            r.status().as_u16(),
+        );
         return r;
     }
     let app = q.get("access_token").map(String::as_str).unwrap_or("");
-    let Some((app_id, _)) = app.split_once('|').filter(|(a, b)| !a.is_empty() && !b.is_empty()) else {
+    let Some((app_id, _)) = app
+        .split_once('|')
+        .filter(|(a, b)| !a.is_empty() && !b.is_empty())
+    else {
         record_call(&sim, version, json!({"graph": "debug_token"}), 400);
-        return graph_error(StatusCode::BAD_REQUEST, 190, "Invalid OAuth access token - Cannot parse access token");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            190,
+            "Invalid OAuth access token - Cannot parse access token",
+        );
     };
     let input = q.get("input_token").map(String::as_str).unwrap_or("");
     let expires_at = token_expiry(&sim, input);
     let now = chrono::Utc::now().timestamp();
     let valid = token_known(&sim, input) && (expires_at == 0 || expires_at > now);
-    record_call(&sim, version, json!({"graph": "debug_token", "app_id": app_id}), 200);
+    record_call(
+        &sim,
+        version,
+        json!({"graph": "debug_token", "app_id": app_id}),
+        200,
+    );
     Json(json!({"data": {
         "app_id": app_id,
         "type": if expires_at == 0 { "SYSTEM_USER" } else { "USER" },
@@ -553,16 +570,27 @@ async fn exchange_token(
         record_call(&sim, version, what, r.status().as_u16());
         return r;
     }
-    if get("grant_type") != "fb_exchange_token" || get("client_id").is_empty() || get("client_secret").is_empty() {
+    if get("grant_type") != "fb_exchange_token"
+        || get("client_id").is_empty()
+        || get("client_secret").is_empty()
+    {
         record_call(&sim, version, what, 400);
-        return graph_error(StatusCode::BAD_REQUEST, 100, "(#100) grant_type, client_id and client_secret are required");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            100,
+            "(#100) grant_type, client_id and client_secret are required",
+        );
     }
     let old = get("fb_exchange_token").to_string();
     let expires_at = token_expiry(&sim, &old);
     let now = chrono::Utc::now().timestamp();
     if !token_known(&sim, &old) || (expires_at != 0 && expires_at <= now) {
         record_call(&sim, version, what, 400);
-        return graph_error(StatusCode::BAD_REQUEST, 190, "Error validating access token: Session has expired");
+        return graph_error(
+            StatusCode::BAD_REQUEST,
+            190,
+            "Error validating access token: Session has expired",
+        );
     }
     let n = sim.inner.seq.fetch_add(1, Ordering::Relaxed) + 1;
     let new = format!("EAAsimExchanged{n:06}x{}", now);
@@ -575,7 +603,8 @@ async fn exchange_token(
     }
     lock(&sim.inner.expiry).insert(new.clone(), now + lifetime);
     record_call(&sim, version, what, 200);
-    Json(json!({"access_token": new, "token_type": "bearer", "expires_in": lifetime})).into_response()
+    Json(json!({"access_token": new, "token_type": "bearer", "expires_in": lifetime}))
+        .into_response()
 }
 
 /// POST /{version}/{phone_number_id}/media: a multipart upload (`messaging_product`, `type`,

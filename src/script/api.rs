@@ -197,6 +197,7 @@ fn lookup_key(table: &str, key: &str) -> FnResult<Dynamic> {
             };
         }
         if STORE_TABLES.contains(&table) {
+            may_read(cur, table)?;
             let rows = cur
                 .ctx
                 .host
@@ -221,6 +222,7 @@ fn lookup_query(table: &str, query: Map) -> FnResult<Array> {
                 .map(|r| Value::Object(r.clone()))
                 .collect()
         } else if STORE_TABLES.contains(&table) {
+            may_read(cur, table)?;
             cur.ctx
                 .host
                 .lookup(table, None, Some(&q))
@@ -230,6 +232,19 @@ fn lookup_query(table: &str, query: Map) -> FnResult<Array> {
         };
         rows.iter().map(to_dynamic).collect()
     })
+}
+
+/// Least privilege: a store is read only if the user's `permissions.read` lists it.
+fn may_read(cur: &super::Current, table: &str) -> FnResult<()> {
+    if cur.ctx.readable.iter().any(|t| t == table) {
+        return Ok(());
+    }
+    err(format!(
+        "lookup: user `{}` may not read `{table}` (permissions.read in users/{}.yaml lists: [{}])",
+        cur.ctx.user,
+        cur.ctx.user,
+        cur.ctx.readable.join(", ")
+    ))
 }
 
 fn unknown_table(table: &str, cur: &super::Current) -> String {

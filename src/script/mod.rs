@@ -93,6 +93,8 @@ pub struct RunContext {
     /// The user this run acts as.
     pub user: String,
     pub may_send: bool,
+    /// The user's stores (`contacts`, `messages`) this run may `lookup`.
+    pub readable: Vec<String>,
     pub timeout: Duration,
     /// The project timezone and the run's clock.
     pub tz: Tz,
@@ -113,6 +115,10 @@ impl RunContext {
         RunContext {
             user: user.to_string(),
             may_send,
+            readable: crate::config::STORES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             timeout,
             tz,
             now: Utc::now(),

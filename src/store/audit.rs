@@ -100,19 +100,16 @@ impl Store {
                    ORDER BY id DESC LIMIT ?3)
                  ORDER BY id",
             )?;
-            let rows = st.query_map(
-                params![user, since_ms.unwrap_or(0), limit as i64],
-                |r| {
-                    let details: String = r.get(4)?;
-                    Ok(AuditEntry {
-                        user: r.get(0)?,
-                        seq: r.get(1)?,
-                        at: r.get(2)?,
-                        action: r.get(3)?,
-                        details: serde_json::from_str(&details).unwrap_or(Value::String(details)),
-                    })
-                },
-            )?;
+            let rows = st.query_map(params![user, since_ms.unwrap_or(0), limit as i64], |r| {
+                let details: String = r.get(4)?;
+                Ok(AuditEntry {
+                    user: r.get(0)?,
+                    seq: r.get(1)?,
+                    at: r.get(2)?,
+                    action: r.get(3)?,
+                    details: serde_json::from_str(&details).unwrap_or(Value::String(details)),
+                })
+            })?;
             rows.collect()
         })
     }
@@ -170,7 +167,9 @@ fn verify_chain(conn: &Connection, user: &str) -> rusqlite::Result<ChainReport> 
             ));
         }
         if entry_hash(&prev, user, seq, at, &action, &details) != hash {
-            problems.push(format!("entry {seq} ({action}) was changed after it was written"));
+            problems.push(format!(
+                "entry {seq} ({action}) was changed after it was written"
+            ));
         }
         expected = seq + 1;
         prev_hash = hash;

@@ -508,7 +508,11 @@ impl Store {
 
     /// What debug_token said of this user's token (by fingerprint): its expiry (unix s, 0
     /// never) and when that was asked (unix ms).
-    pub fn token_info(&self, user: &str, fingerprint: &str) -> Result<Option<(i64, i64)>, StoreError> {
+    pub fn token_info(
+        &self,
+        user: &str,
+        fingerprint: &str,
+    ) -> Result<Option<(i64, i64)>, StoreError> {
         self.with(|conn| {
             conn.query_row(
                 "SELECT expires_at, checked_at FROM token_info WHERE user = ?1 AND fingerprint = ?2",
@@ -520,7 +524,12 @@ impl Store {
     }
 
     /// Records what debug_token said of this user's token.
-    pub fn set_token_info(&self, user: &str, fingerprint: &str, expires_at: i64) -> Result<(), StoreError> {
+    pub fn set_token_info(
+        &self,
+        user: &str,
+        fingerprint: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
         self.with(|conn| {
             conn.execute(
                 "INSERT INTO token_info (user, fingerprint, expires_at, checked_at) VALUES (?1, ?2, ?3, ?4)
@@ -537,7 +546,12 @@ impl Store {
         self.with(|conn| {
             let tx = conn.transaction()?;
             if tx.execute("DELETE FROM token_status WHERE user = ?1", [user])? > 0 {
-                audit::append(&tx, user, "token.valid", &serde_json::json!({"note": "Graph accepted the token again"}))?;
+                audit::append(
+                    &tx,
+                    user,
+                    "token.valid",
+                    &serde_json::json!({"note": "Graph accepted the token again"}),
+                )?;
             }
             tx.commit()
         })

@@ -15,3 +15,4 @@ mod scheduler;
 mod send;
 mod send_cli;
 mod skeleton;
+mod trust;

@@ -14,11 +14,8 @@ pub(super) fn test(
     let (project, rule) = find_rule(&home, &rules, path)?;
     let now = now.map_or_else(Utc::now, |t| at_instant(&t, project.timezone));
     let input = dry_run_input(event, project, rule, now)?;
-    let may_send = home
-        .users
-        .get(&project.user)
-        .is_some_and(|u| u.permissions.send);
-    let mut ctx = runner::context(&engine, project, may_send, read_host(&home, project)?);
+    let permissions = home.users.get(&project.user).map(|u| &u.permissions);
+    let mut ctx = runner::context(&engine, project, permissions, read_host(&home, project)?);
     ctx.now = now;
     let kind = input["kind"].as_str().unwrap_or("webhook").to_string();
     let res = runner::run_rule(&engine, project, rule, &input, None, &kind, &ctx);
