@@ -4,7 +4,9 @@
 
 use crate::rules::{Project, Rule};
 use crate::script::{Action, Host, RunContext, ScriptEngine};
-use crate::store::{Effects, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms};
+use crate::store::{
+    Effects, LabelWrite, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms,
+};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -180,6 +182,15 @@ pub fn effects(
                 });
                 schedules += 1;
             }
+            Action::Label {
+                contact,
+                label,
+                add,
+            } => into.labels.push(LabelWrite {
+                contact,
+                label,
+                add,
+            }),
         }
     }
 }
@@ -197,6 +208,14 @@ pub fn describe_action(a: &Action) -> Value {
         Action::SetState { key, value } => json!({"set_state": {"key": key, "value": value}}),
         Action::Schedule { at, call, arg } => {
             json!({"schedule": {"at": at.to_rfc3339(), "call": call, "arg": arg}})
+        }
+        Action::Label {
+            contact,
+            label,
+            add,
+        } => {
+            let f = if *add { "add_label" } else { "remove_label" };
+            json!({ f: {"contact": contact, "label": label} })
         }
     }
 }

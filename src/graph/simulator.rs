@@ -18,6 +18,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+#[path = "simulator_groups.rs"]
+mod groups;
+pub use groups::{GroupCall, SimGroup};
+
 /// One request the simulator received, and what it answered.
 #[derive(Clone, Debug)]
 pub struct SimRequest {
@@ -90,6 +94,7 @@ struct Inner {
     tokens: Mutex<HashMap<String, Secret<String>>>,
     seq: AtomicU64,
     received: Notify,
+    groups: Mutex<groups::GroupState>,
 }
 
 /// The fake Cloud API. Clones share one log and one fault queue.
@@ -143,7 +148,11 @@ impl Simulator {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/{version}/{phone_number_id}/messages", post(messages))
-            .route("/{version}/{media_id}", get(media_info))
+            .route(
+                "/{version}/{media_id}",
+                get(groups::get_object).delete(groups::delete_object),
+            )
+            .merge(groups::routes())
             .route("/_sim/requests", get(list_requests))
             .route("/_sim/media/{media_id}", get(media_download))
             .with_state(self.clone())

@@ -8,6 +8,7 @@
 //! they go back to the queue: the one narrow window in which a message can be sent twice.
 
 pub mod limit;
+mod once;
 pub mod policy;
 
 use crate::graph::{GraphClient, GraphError};

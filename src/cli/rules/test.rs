@@ -306,6 +306,18 @@ pub(super) fn action_line(a: &Value, tz: Tz) -> String {
         let call = s["call"].as_str().unwrap_or_default();
         return format!("schedule {call}({}) at {when}", s["arg"]);
     }
+    for (f, verb, word) in [
+        ("add_label", "label", "as"),
+        ("remove_label", "unlabel", "from"),
+    ] {
+        if let Some(l) = a.get(f) {
+            let (c, l) = (
+                l["contact"].as_str().unwrap_or("?"),
+                l["label"].as_str().unwrap_or("?"),
+            );
+            return format!("{verb} +{c} {word} {l}");
+        }
+    }
     a.to_string()
 }
 
