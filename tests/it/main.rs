@@ -4,6 +4,7 @@
 mod common;
 
 mod cli;
+mod contacts;
 mod durability;
 mod engine;
 mod fixtures;
