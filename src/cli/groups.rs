@@ -125,8 +125,12 @@ fn resolve(store: &Store, user: &str, arg: &str) -> Result<String, CliError> {
     groups::validate_group_id(arg).map_err(|e| CliError::usage(format!("error: {e}")))
 }
 
-fn graph_failed(what: &str, e: impl std::fmt::Display) -> CliError {
-    CliError::failure(format!("error: {what}: {e}"))
+/// A failed Graph call, with the sender's readable reason for Graph's error code.
+fn graph_failed(what: &str, e: crate::graph::GraphError) -> CliError {
+    CliError::failure(format!(
+        "error: {what}: {}",
+        crate::sender::policy::reason(&e)
+    ))
 }
 
 /// Runs a `groups` subcommand.

@@ -8,6 +8,7 @@ mod contacts;
 mod durability;
 mod engine;
 mod fixtures;
+mod groups;
 mod ingest;
 mod reload;
 mod robustness;
