@@ -152,13 +152,17 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
             let known = store.groups(&user)?;
             for (id, subject) in &remote {
                 let here = known.iter().any(|g| g.group_id.as_deref() == Some(id));
+                if !here {
+                    // A group whose webhook never reached the gate: recorded from now on.
+                    store.update_group_info(&user, id, subject.as_deref(), None, None, None)?;
+                }
                 println!(
                     "{id}  {}{}",
                     subject.as_deref().unwrap_or("-"),
                     if here {
                         ""
                     } else {
-                        "  (not in the gate's store)"
+                        "  (new to the gate: recorded)"
                     }
                 );
             }

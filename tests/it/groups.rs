@@ -114,6 +114,32 @@ async fn create_then_webhook_names_the_group_and_the_cli_manages_it() {
     );
     let remote = ok(&cfg, &["groups", "olga", "list", "--remote"]).await;
     assert_eq!(remote, format!("{gid}  Paris 2026\n1 group(s) on Graph\n"));
+    // A group whose webhook never came (e.g. the demo's built-in simulator sends none) is
+    // recorded when Graph lists it.
+    let g2 = tg.fake.sim_groups();
+    let created = ok(&cfg, &["groups", "olga", "create", "Lyon 2027"]).await;
+    assert!(
+        created.contains("requested group \"Lyon 2027\" (auto_approve)"),
+        "{created}"
+    );
+    let lyon = tg.fake.sim_groups()[g2.len()].id.clone();
+    let remote = ok(&cfg, &["groups", "olga", "list", "--remote"]).await;
+    assert_eq!(
+        remote,
+        format!(
+            "{gid}  Paris 2026\n{lyon}  Lyon 2027  (new to the gate: recorded)\n2 group(s) on Graph\n"
+        )
+    );
+    assert_eq!(
+        tg.store()
+            .group(OLGA.name, &lyon)
+            .unwrap()
+            .unwrap()
+            .subject
+            .as_deref(),
+        Some("Lyon 2027")
+    );
+    ok(&cfg, &["groups", "olga", "delete", &lyon, "--yes"]).await;
 
     // Invite link, and a reset that replaces it.
     let link = ok(&cfg, &["groups", "olga", "invite-link", &gid]).await;
@@ -369,5 +395,51 @@ async fn scripts_send_to_a_group_but_never_interactive_messages() {
         "{err}"
     );
     assert_eq!(sent_to_phone(&tg.fake, OLGA.phone).len(), 1);
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn metas_group_webhook_examples_keep_the_store_up_to_date() {
+    use crate::common::fixture_for;
+    let tg = TestGate::start_with(&[]).await;
+    const GID: &str = "Y2FwaV9ncm91cDoxODA1NTU1MDE3MjoxMjAzNjMyMjI3NzE5NjMwNjcZD";
+    for f in [
+        "meta-openapi__webhook__group-create-message.json",
+        "meta-openapi__webhook__group-settings-update.json",
+    ] {
+        let r = tg.post_signed(OLGA, &fixture_for(OLGA, f)).await;
+        assert_eq!(r.status(), 200, "{f}");
+    }
+    let g = tg.store().group(OLGA.name, GID).unwrap().unwrap();
+    assert_eq!(
+        (
+            g.state.as_str(),
+            g.subject.as_deref(),
+            g.description.as_deref(),
+            g.request_id.as_deref()
+        ),
+        (
+            "active",
+            Some("your-group-subject"),
+            Some("your-group-description"),
+            Some("784D93D0C468593037EA0B1ECA245D9C")
+        )
+    );
+    assert_eq!(g.participants, vec!["16505551234", "16505551235"]);
+    let r = tg
+        .post_signed(
+            OLGA,
+            &fixture_for(
+                OLGA,
+                "meta-openapi__webhook__group-remove-participants.json",
+            ),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let g = tg.store().group(OLGA.name, GID).unwrap().unwrap();
+    assert!(g.participants.is_empty(), "{g:?}");
+    assert_eq!(tg.store().groups(OLGA.name).unwrap().len(), 1);
+    // Another user's store knows nothing of it.
+    assert!(tg.store().groups("azarya").unwrap().is_empty());
     tg.shutdown().await;
 }
