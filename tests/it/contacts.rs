@@ -96,8 +96,7 @@ fn announce(ev) {
     let all = lookup("contacts", #{ label: "PARIS-2026" });
     for c in all {
         log(`${c.contact} ${c.labels}`);
-        let name = if c.name == () { "friend" } else { c.name };
-        send(c.contact, #{ template: "tour_reminder", language: "fr", params: [name] });
+        send(c.contact, #{ template: "tour_reminder", language: "fr", params: [c.name ?? "friend"] });
     }
 }
 "#,
