@@ -361,18 +361,11 @@ async fn send(
     let recipient = groups::recipient(group_id);
     if window::needs_window(&msg_type) {
         let last = store.last_inbound(user, &recipient)?;
-        if !window::within_customer_window(last, now_ms() / 1000) {
-            let when = match last {
-                None => "no participant has written in it".to_string(),
-                Some(t) => format!(
-                    "its participants last wrote {} ago",
-                    crate::scheduler::humanize(Duration::from_secs(
-                        (now_ms() / 1000 - t).max(0) as u64
-                    ))
-                ),
-            };
+        let now = now_ms() / 1000;
+        if !window::within_customer_window(last, now) {
             return Err(CliError::failure(format!(
-                "error: not sent: group {group_id}: {when}, so its 24-hour window is closed; only an approved template can reach it: --template NAME [--language CODE]"
+                "error: not sent: {}: --template NAME [--language CODE]",
+                groups::window_closed(group_id, last, now)
             )));
         }
     }

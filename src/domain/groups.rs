@@ -45,6 +45,21 @@ pub fn group_of(recipient: &str) -> Option<&str> {
     recipient.strip_prefix(PREFIX)
 }
 
+/// Why a free-form message cannot go to group `group_id` whose participants last wrote at
+/// `last_inbound` (unix s), at `now`: it names templates, the one way to reach the group.
+pub fn window_closed(group_id: &str, last_inbound: Option<i64>, now: i64) -> String {
+    let when = match last_inbound {
+        None => "no participant has written in it".to_string(),
+        Some(t) => format!(
+            "its participants last wrote {}h ago",
+            (now - t).max(0) / 3600
+        ),
+    };
+    format!(
+        "group {group_id}: {when}, so its 24-hour window is closed; only an approved template can reach it"
+    )
+}
+
 /// Builds the Cloud API body of a message to group `group_id` from a `send` spec (a text or
 /// a map as for `send(to, map)`, without quoting). Returns the message type and the body.
 pub fn build(group_id: &str, spec: &Value) -> Result<(String, Value), String> {
@@ -97,6 +112,17 @@ mod tests {
         assert_eq!(
             (t.as_str(), &b["recipient_type"]),
             ("template", &json!("group"))
+        );
+    }
+
+    #[test]
+    fn the_window_reason_names_templates() {
+        assert_eq!(
+            window_closed("G", None, 100),
+            "group G: no participant has written in it, so its 24-hour window is closed; only an approved template can reach it"
+        );
+        assert!(
+            window_closed("G", Some(0), 25 * 3600).contains("its participants last wrote 25h ago")
         );
     }
 

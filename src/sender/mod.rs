@@ -281,6 +281,10 @@ impl Sender {
 /// The reason a free-form message to a contact outside the window is refused: it names
 /// templates, the one way to reach them.
 pub fn window_reason(recipient: &str, last_inbound: Option<i64>) -> String {
+    if let Some(g) = crate::domain::groups::group_of(recipient) {
+        let why = crate::domain::groups::window_closed(g, last_inbound, now_ms() / 1000);
+        return format!("not sent: {why}");
+    }
     let when = match last_inbound {
         None => "has never written to this number".to_string(),
         Some(t) => format!(

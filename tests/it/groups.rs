@@ -238,6 +238,22 @@ async fn sends_to_a_group_go_through_the_outbox_within_the_groups_window() {
     .await;
     assert!(err.contains(&format!("group {gid}: no participant has written in it, so its 24-hour window is closed; only an approved template can reach it")), "{err}");
     assert!(tg.store().outbox(OLGA.name).unwrap().is_empty());
+    // The sender checks the group's window too, for rows queued by anyone.
+    let (t, body) = wagate::domain::groups::build(&gid, &json!("sneaky")).unwrap();
+    let row = wagate::store::NewOutbound {
+        idem_key: "test/direct".into(),
+        recipient: format!("group:{gid}"),
+        msg_type: t,
+        body,
+    };
+    tg.store().enqueue(OLGA.name, &[row]).unwrap();
+    let rows = settled(&tg, OLGA.name).await;
+    assert_eq!(rows[0].state, "failed");
+    assert_eq!(
+        rows[0].error.as_deref(),
+        Some(format!("not sent: group {gid}: no participant has written in it, so its 24-hour window is closed; only an approved template can reach it").as_str())
+    );
+    assert!(sent_to_phone(&tg.fake, OLGA.phone).is_empty());
     // A template always goes.
     let out = ok(
         &cfg,
@@ -287,7 +303,8 @@ async fn sends_to_a_group_go_through_the_outbox_within_the_groups_window() {
     );
     let rows = tg.store().outbox(OLGA.name).unwrap();
     assert!(
-        rows.iter()
+        rows[1..]
+            .iter()
             .all(|r| r.state == "sent" && r.recipient == format!("group:{gid}")),
         "{rows:?}"
     );
