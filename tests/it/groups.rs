@@ -355,6 +355,21 @@ async fn graph_errors_on_group_calls_are_clear_cli_errors() {
     .await;
     assert!(err.contains("invalid value 'maybe'"), "{err}");
     assert_eq!(tg.fake.group_calls().len(), n);
+    // A group Meta has not named yet cannot be used by its request id.
+    let out = ok(&cfg, &["groups", "olga", "create", "Nice 2028"]).await;
+    let request_id = out
+        .split("request ")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let (_, err) = fails(&cfg, &["groups", "olga", "invite-link", &request_id], 1).await;
+    assert!(
+        err.contains(&format!("the group of request {request_id} has no id yet")),
+        "{err}"
+    );
     // Meta refusing a subject it cannot take.
     let long = "x".repeat(129);
     let (_, err) = fails(&cfg, &["groups", "olga", "create", &long], 1).await;
