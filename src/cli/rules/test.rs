@@ -315,7 +315,13 @@ pub(super) fn action_line(a: &Value, tz: Tz) -> String {
                 l["contact"].as_str().unwrap_or("?"),
                 l["label"].as_str().unwrap_or("?"),
             );
-            return format!("{verb} +{c} {word} {l}");
+            // A number is shown with its `+`; a business-scoped id as it is.
+            let plus = if c.bytes().all(|b| b.is_ascii_digit()) {
+                "+"
+            } else {
+                ""
+            };
+            return format!("{verb} {plus}{c} {word} {l}");
         }
     }
     a.to_string()
