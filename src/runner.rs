@@ -5,7 +5,9 @@
 use crate::config::Permissions;
 use crate::rules::{Project, Rule};
 use crate::script::{Action, Host, RunContext, ScriptEngine};
-use crate::store::{Effects, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms};
+use crate::store::{
+    Effects, LabelWrite, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms,
+};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use std::time::Instant;
@@ -185,6 +187,15 @@ pub fn effects(
                 });
                 schedules += 1;
             }
+            Action::Label {
+                contact,
+                label,
+                add,
+            } => into.labels.push(LabelWrite {
+                contact,
+                label,
+                add,
+            }),
         }
     }
 }
@@ -202,6 +213,14 @@ pub fn describe_action(a: &Action) -> Value {
         Action::SetState { key, value } => json!({"set_state": {"key": key, "value": value}}),
         Action::Schedule { at, call, arg } => {
             json!({"schedule": {"at": at.to_rfc3339(), "call": call, "arg": arg}})
+        }
+        Action::Label {
+            contact,
+            label,
+            add,
+        } => {
+            let f = if *add { "add_label" } else { "remove_label" };
+            json!({ f: {"contact": contact, "label": label} })
         }
     }
 }

@@ -3,6 +3,8 @@
 
 mod account;
 mod connection;
+mod contacts;
+mod groups;
 mod init;
 mod inject;
 mod rules;
@@ -121,6 +123,19 @@ enum Command {
         #[command(subcommand)]
         action: rules::RulesAction,
     },
+    /// A user's contact book: list, label, unlabel, import a CSV.
+    Contacts {
+        user: String,
+        #[command(subcommand)]
+        action: contacts::ContactsAction,
+    },
+    /// A user's WhatsApp groups (Cloud API Groups API): list, create, show, invite-link,
+    /// remove, delete, send.
+    Groups {
+        user: String,
+        #[command(subcommand)]
+        action: groups::GroupsAction,
+    },
     /// Recent rule runs from the store, newest first (times in each user's timezone).
     Runs {
         /// Only this user's runs.
@@ -230,6 +245,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             limit as usize,
         ),
         Command::Rules { action } => rules::run(&cli.config, action),
+        Command::Contacts { user, action } => contacts::run(&cli.config, &user, action),
+        Command::Groups { user, action } => {
+            runtime()?.block_on(groups::run(&cli.config, &user, action))
+        }
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,
             user.as_deref(),

@@ -18,7 +18,8 @@ pub fn needs_window(msg_type: &str) -> bool {
 /// The key of a recipient in the contact book: a business-scoped id as it is, a phone number
 /// as its digits (as webhooks give `wa_id`).
 pub fn contact_key(recipient: &str) -> String {
-    if super::outgoing::is_bsuid(recipient) {
+    // A group (`group:<id>`) keeps its key: its window is the group's (domain::groups).
+    if super::outgoing::is_bsuid(recipient) || super::groups::group_of(recipient).is_some() {
         recipient.trim().to_string()
     } else {
         recipient.chars().filter(char::is_ascii_digit).collect()

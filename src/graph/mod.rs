@@ -1,6 +1,7 @@
 //! The Graph API client (reqwest): sends Cloud API requests with a user's token and reads
 //! Graph's answers and error objects. Also home of the [`simulator`], the fake Cloud API.
 
+pub mod groups;
 pub mod simulator;
 
 use crate::domain::Secret;

@@ -18,6 +18,10 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+#[path = "simulator_groups.rs"]
+mod groups;
+pub use groups::{GroupCall, SimGroup};
+
 /// One request the simulator received, and what it answered.
 #[derive(Clone, Debug)]
 pub struct SimRequest {
@@ -96,6 +100,7 @@ struct Inner {
     phones: Mutex<HashMap<String, Value>>,
     seq: AtomicU64,
     received: Notify,
+    groups: Mutex<groups::GroupState>,
 }
 
 /// The fake Cloud API. Clones share one log and one fault queue.
@@ -185,7 +190,11 @@ impl Simulator {
             .route("/{version}/{phone_number_id}/media", post(upload_media))
             .route("/{version}/debug_token", get(debug_token))
             .route("/{version}/oauth/access_token", get(exchange_token))
-            .route("/{version}/{object_id}", get(object))
+            .route(
+                "/{version}/{object_id}",
+                get(object).delete(groups::delete_object),
+            )
+            .merge(groups::routes())
             .route("/_sim/requests", get(list_requests))
             .route("/_sim/media/{media_id}", get(media_download))
             .with_state(self.clone())
@@ -421,10 +430,17 @@ async fn refuse_media(sim: &Simulator, headers: &HeaderMap) -> Option<Response> 
 /// GET /{version}/{object_id}: a phone number's description, or a media object's URL.
 async fn object(
     State(sim): State<Simulator>,
-    Path((_version, object_id)): Path<(String, String)>,
+    Path((version, object_id)): Path<(String, String)>,
     uri: axum::extract::OriginalUri,
     headers: HeaderMap,
 ) -> Response {
+    if lock(&sim.inner.groups)
+        .groups
+        .iter()
+        .any(|g| g.id == object_id)
+    {
+        return groups::get_object(State(sim), Path((version, object_id)), headers).await;
+    }
     let known_phone = lock(&sim.inner.phones).contains_key(&object_id)
         || lock(&sim.inner.tokens).contains_key(&object_id);
     if known_phone {

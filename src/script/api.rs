@@ -17,7 +17,7 @@ pub(super) fn push_log(s: &str) {
     });
 }
 
-fn err<T>(msg: impl Into<String>) -> FnResult<T> {
+pub(super) fn err<T>(msg: impl Into<String>) -> FnResult<T> {
     Err(Box::new(EvalAltResult::ErrorRuntime(
         Dynamic::from(msg.into()),
         rhai::Position::NONE,
@@ -25,7 +25,7 @@ fn err<T>(msg: impl Into<String>) -> FnResult<T> {
 }
 
 /// A script value as JSON; a `Time` becomes its RFC 3339 text.
-fn to_json(d: &Dynamic) -> FnResult<Value> {
+pub(super) fn to_json(d: &Dynamic) -> FnResult<Value> {
     if let Some(t) = d.clone().try_cast::<Time>() {
         return Ok(Value::String(t.to_string()));
     }
@@ -33,7 +33,7 @@ fn to_json(d: &Dynamic) -> FnResult<Value> {
         .map_err(|e| format!("{e} (store a Time inside a map as t.to_string())").into())
 }
 
-fn to_dynamic(v: &Value) -> FnResult<Dynamic> {
+pub(super) fn to_dynamic(v: &Value) -> FnResult<Dynamic> {
     rhai::serde::to_dynamic(v)
 }
 
@@ -380,5 +380,7 @@ pub(super) fn register(engine: &mut Engine) {
     });
     engine.register_fn("lookup", lookup_query);
     engine.register_fn("schedule", schedule);
+    super::book::register(engine);
+    super::groups::register(engine);
     register_time(engine);
 }

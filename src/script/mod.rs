@@ -8,6 +8,8 @@
 //! the registered functions free of per-run state, so the engine and ASTs are shared by all.
 
 mod api;
+mod book;
+mod groups;
 pub mod tables;
 pub mod time;
 
@@ -41,6 +43,12 @@ pub enum Action {
         at: DateTime<Utc>,
         call: String,
         arg: Value,
+    },
+    /// Give (`add`) or take away a label of a contact of the user's contact book.
+    Label {
+        contact: String,
+        label: String,
+        add: bool,
     },
 }
 

@@ -8,6 +8,7 @@
 //! they go back to the queue: the one narrow window in which a message can be sent twice.
 
 pub mod limit;
+mod once;
 pub mod policy;
 
 use crate::graph::{GraphClient, GraphError};
@@ -377,6 +378,10 @@ impl Sender {
 /// The reason a free-form message to a contact outside the window is refused: it names
 /// templates, the one way to reach them.
 pub fn window_reason(recipient: &str, last_inbound: Option<i64>) -> String {
+    if let Some(g) = crate::domain::groups::group_of(recipient) {
+        let why = crate::domain::groups::window_closed(g, last_inbound, now_ms() / 1000);
+        return format!("not sent: {why}");
+    }
     let when = match last_inbound {
         None => "has never written to this number".to_string(),
         Some(t) => format!(

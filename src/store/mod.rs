@@ -4,9 +4,13 @@
 //! is one short transaction. Async callers go through [`Store::call`] (a blocking thread).
 
 mod audit;
+mod contacts;
+mod groups;
 mod schema;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
+pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
+pub use groups::GroupRow;
 
 use crate::domain::{Event, UserId};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -169,6 +173,8 @@ pub struct Effects {
     pub outbound: Vec<NewOutbound>,
     pub states: Vec<StateWrite>,
     pub schedules: Vec<NewSchedule>,
+    /// `add_label` / `remove_label` calls.
+    pub labels: Vec<LabelWrite>,
 }
 
 /// The trace of one rule run.
@@ -471,6 +477,9 @@ impl Store {
 
     /// The WhatsApp timestamp (unix s) of a contact's last inbound message, if they ever wrote.
     pub fn last_inbound(&self, user: &str, contact: &str) -> Result<Option<i64>, StoreError> {
+        if let Some(g) = crate::domain::groups::group_of(contact) {
+            return self.group_last_inbound(user, g);
+        }
         self.with(|conn| {
             conn.query_row(
                 "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
@@ -760,29 +769,15 @@ impl Store {
         })
     }
 
-    /// This user's contacts as maps: the one with `key`, or those matching `query`
-    /// (fields: contact, name).
+    /// This user's contacts as maps, each with its `labels`: the one with `key`, or those
+    /// matching `query` (fields: contact, name; `label: L` keeps those carrying label L).
     pub fn lookup_contacts(
         &self,
         user: &str,
         key: Option<&str>,
         query: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<Value>, StoreError> {
-        self.with(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT contact, name, last_inbound_at, updated_at FROM contacts WHERE user = ?1 ORDER BY contact",
-            )?;
-            let rows = st.query_map([user], |r| {
-                Ok(serde_json::json!({
-                    "contact": r.get::<_, String>(0)?,
-                    "name": r.get::<_, Option<String>>(1)?,
-                    "last_inbound_at": r.get::<_, Option<i64>>(2)?,
-                    "updated_at": r.get::<_, i64>(3)? / 1000,
-                }))
-            })?;
-            let all: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
-            Ok(filter_rows(all, "contact", key, query))
-        })
+        self.with(|conn| contacts::lookup(conn, user, key, query))
     }
 
     /// This user's messages as maps, newest first (at most 1000): the one with wamid `key`, or
@@ -1309,6 +1304,7 @@ fn apply_effects(
             params![user, s.project, s.rule, s.call, s.arg.to_string(), s.due_at_ms, s.idem_key, now],
         )?;
     }
+    contacts::apply_labels(tx, user, &effects.labels, now)?;
     Ok(queued)
 }
 
@@ -1400,6 +1396,9 @@ fn record_effects(
                    updated_at = excluded.updated_at",
                 params![user.as_str(), contact, name, ts, now],
             )?;
+            if let Some(g) = m.pointer("/raw/group_id").and_then(Value::as_str) {
+                groups::inbound(tx, user.as_str(), g, ts, now)?;
+            }
             if let Some(media_id) = m.pointer("/media/id").and_then(Value::as_str) {
                 let queued = tx.execute(
                     "INSERT OR IGNORE INTO media (user, media_id, wamid, mime_type, meta_sha256, state, next_attempt_at, created_at)
@@ -1438,6 +1437,9 @@ fn record_effects(
                     params![user.as_str(), wamid, status, errors, at],
                 )?;
             }
+        }
+        Some(field) if field.starts_with("group_") => {
+            groups::apply_webhook(tx, user.as_str(), field, m.get("raw"), now)?;
         }
         _ => {}
     }

@@ -207,4 +207,39 @@ CREATE TABLE token_info (
     checked_at  INTEGER NOT NULL           -- unix ms
 );
 "#,
+    // 9: the contact book's labels, and the Groups API's groups (kept from group_* webhooks).
+    r#"
+CREATE TABLE contact_labels (
+    user       TEXT    NOT NULL,
+    contact    TEXT    NOT NULL,           -- as in contacts: wa_id digits or a business-scoped id
+    label      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,           -- unix ms
+    PRIMARY KEY (user, contact, label)
+);
+CREATE INDEX contact_labels_by_label ON contact_labels (user, label);
+CREATE TABLE groups (
+    id                 INTEGER PRIMARY KEY,
+    user               TEXT    NOT NULL,
+    group_id           TEXT,               -- NULL until the group_lifecycle_update webhook names it
+    request_id         TEXT,               -- what POST /groups answered
+    subject            TEXT,
+    description        TEXT,
+    join_approval_mode TEXT,
+    invite_link        TEXT,
+    state              TEXT    NOT NULL,   -- requested | active | failed | deleted
+    error              TEXT,
+    last_inbound_at    INTEGER,            -- unix s: last message a participant wrote in it
+    created_at         INTEGER NOT NULL,   -- unix ms
+    updated_at         INTEGER NOT NULL,
+    UNIQUE (user, group_id),
+    UNIQUE (user, request_id)
+);
+CREATE TABLE group_participants (
+    user     TEXT    NOT NULL,
+    group_id TEXT    NOT NULL,
+    wa_id    TEXT    NOT NULL,
+    added_at INTEGER NOT NULL,             -- unix ms
+    PRIMARY KEY (user, group_id, wa_id)
+);
+"#,
 ];

@@ -4,9 +4,11 @@
 mod common;
 
 mod cli;
+mod contacts;
 mod durability;
 mod engine;
 mod fixtures;
+mod groups;
 mod ingest;
 mod reload;
 mod robustness;

@@ -303,6 +303,24 @@ pub(super) fn action_line(a: &Value, tz: Tz) -> String {
         let call = s["call"].as_str().unwrap_or_default();
         return format!("schedule {call}({}) at {when}", s["arg"]);
     }
+    for (f, verb, word) in [
+        ("add_label", "label", "as"),
+        ("remove_label", "unlabel", "from"),
+    ] {
+        if let Some(l) = a.get(f) {
+            let (c, l) = (
+                l["contact"].as_str().unwrap_or("?"),
+                l["label"].as_str().unwrap_or("?"),
+            );
+            // A number is shown with its `+`; a business-scoped id as it is.
+            let plus = if c.bytes().all(|b| b.is_ascii_digit()) {
+                "+"
+            } else {
+                ""
+            };
+            return format!("{verb} {plus}{c} {word} {l}");
+        }
+    }
     a.to_string()
 }
 
