@@ -117,6 +117,9 @@ impl Scheduler {
         let report = tokio::task::spawn_blocking(move || this.tick_blocking(now)).await;
         match report {
             Ok(Ok(r)) => {
+                r.fired
+                    .iter()
+                    .for_each(|(_, at)| crate::metrics::schedule_lag(now - *at));
                 if !r.fired.is_empty() || !r.calls.is_empty() {
                     self.sender_wake.notify_one();
                 }

@@ -4,11 +4,12 @@
 
 pub mod diag;
 mod files;
+mod serving;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
-    DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, ScriptLimits,
-    ServerSection, StorageSection, UserFile, VaultSection,
+    DispatchSection, GateFile, GraphSection, LogFormat, LogSection, Permissions, ProjectFile,
+    RuleFile, ScriptLimits, ServerSection, StatusSection, StorageSection, UserFile, VaultSection,
 };
 
 use crate::domain::UserId;
