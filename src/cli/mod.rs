@@ -225,7 +225,8 @@ fn check(config: &Path) -> Result<(), CliError> {
 async fn serve(config: &Path) -> Result<(), CliError> {
     let loaded = app::load(config).map_err(CliError::failure)?;
     for (user, why) in &loaded.skipped {
-        eprintln!("warning: user `{user}` is skipped: {why}");
+        // Through the log, so that a JSON log stays JSON.
+        tracing::warn!(user = %user, reason = %why, "user skipped: not served until fixed (`wagate check` shows every error)");
     }
     let listen = loaded.home.gate.file.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)

@@ -46,6 +46,9 @@ pub struct EventRow {
     pub created_at_ms: i64,
 }
 
+/// A timed rule's next instant: (user, project, rule, unix ms; `None` when nothing is left).
+pub type NextFiring = (String, String, String, Option<i64>);
+
 impl Store {
     /// Outbox rows by state: (user, state, count), every state that has rows.
     pub fn outbox_depth(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -84,7 +87,7 @@ impl Store {
     }
 
     /// Each timed rule's next instant: (user, project, rule, next_at unix ms).
-    pub fn next_firings(&self) -> Result<Vec<(String, String, String, Option<i64>)>, StoreError> {
+    pub fn next_firings(&self) -> Result<Vec<NextFiring>, StoreError> {
         self.with(|conn| {
             let mut st = conn.prepare(
                 "SELECT user, project, rule, next_at FROM timers ORDER BY next_at IS NULL, next_at",

@@ -8,6 +8,7 @@ mod durability;
 mod engine;
 mod fixtures;
 mod ingest;
+mod operate;
 mod reload;
 mod robustness;
 mod rules_cli;
