@@ -628,6 +628,18 @@ async fn sigterm_finishes_work_in_hand_exits_0_and_loses_or_doubles_nothing() {
             "{w} answered exactly once across the stop"
         );
     }
+    // Every event ran each of its two rules once: none was dispatched twice.
+    let conn = Connection::open(&db).unwrap();
+    let mut st = conn
+        .prepare("SELECT event_id, COUNT(*) FROM rule_runs GROUP BY event_id")
+        .unwrap();
+    let runs: Vec<(i64, i64)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(runs.len(), EVENTS, "{runs:?}");
+    assert!(runs.iter().all(|(_, n)| *n == 2), "{runs:?}");
     fake_cancel.cancel();
 }
 
