@@ -176,3 +176,44 @@ pub async fn webhook_metrics(req: Request, next: Next) -> Response {
     }
     res
 }
+
+#[cfg(test)]
+mod tests {
+    use super::allowed;
+    use crate::domain::Secret;
+    use axum::http::HeaderMap;
+    use std::net::IpAddr;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn loopback_is_let_in_and_elsewhere_needs_the_token() {
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let local6: IpAddr = "::1".parse().unwrap();
+        let far: IpAddr = "203.0.113.7".parse().unwrap();
+        let token = Secret::new("s3cret-admin".to_string());
+        let bearer = headers(&[("authorization", "Bearer s3cret-admin")]);
+        assert!(allowed(local, &HeaderMap::new(), None));
+        assert!(allowed(local6, &HeaderMap::new(), None));
+        assert!(!allowed(far, &HeaderMap::new(), None));
+        assert!(!allowed(far, &bearer, None), "no token configured: never");
+        assert!(!allowed(far, &HeaderMap::new(), Some(&token)));
+        assert!(allowed(far, &bearer, Some(&token)));
+        let wrong = headers(&[("authorization", "Bearer s3cret-admiN")]);
+        assert!(!allowed(far, &wrong, Some(&token)));
+        let relayed = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert!(
+            !allowed(local, &relayed, None),
+            "relayed by a proxy on loopback"
+        );
+        let mut both = relayed.clone();
+        both.insert("authorization", "Bearer s3cret-admin".parse().unwrap());
+        assert!(allowed(local, &both, Some(&token)));
+    }
+}

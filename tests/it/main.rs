@@ -15,3 +15,4 @@ mod rules_cli;
 mod scheduler;
 mod send;
 mod skeleton;
+mod status_page;
