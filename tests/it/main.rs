@@ -14,5 +14,6 @@ mod robustness;
 mod rules_cli;
 mod scheduler;
 mod send;
+mod serving;
 mod skeleton;
 mod status_page;
