@@ -15,5 +15,6 @@ mod rules_cli;
 mod scheduler;
 mod send;
 mod serving;
+mod shutdown;
 mod skeleton;
 mod status_page;
