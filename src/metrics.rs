@@ -19,6 +19,8 @@ use std::time::Duration;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// The content type of [`to_prometheus_text`]'s output.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct WebhookLabels {
@@ -309,4 +311,52 @@ fn register_store_gauges(r: &mut Registry, s: &Scrape, users: &Users, now: i64) 
         "How long the most overdue timed rule or schedule() call has been waiting to fire (0 when none)",
         overdue,
     );
+}
+
+/// OpenMetrics text as the classic Prometheus text format (0.0.4), for scrapers that do not
+/// ask for OpenMetrics: counters are typed under their `_total` name and there is no `# EOF`.
+pub fn to_prometheus_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = ["# HELP ", "# TYPE "]
+            .into_iter()
+            .find_map(|p| line.strip_prefix(p).map(|rest| (p, rest)));
+        match meta {
+            Some((prefix, rest)) => {
+                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+                let suffix = if counters.contains(name) {
+                    "_total"
+                } else {
+                    ""
+                };
+                out.push_str(&format!("{prefix}{name}{suffix} {tail}\n"));
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_prometheus_text;
+
+    #[test]
+    fn classic_text_types_counters_by_their_total_name() {
+        let om = "# HELP wagate_x Things.\n# TYPE wagate_x counter\nwagate_x_total{user=\"olga\"} 2\n# HELP wagate_y_seconds Lag.\n# TYPE wagate_y_seconds gauge\nwagate_y_seconds 0.5\n# EOF\n";
+        assert_eq!(
+            to_prometheus_text(om),
+            "# HELP wagate_x_total Things.\n# TYPE wagate_x_total counter\nwagate_x_total{user=\"olga\"} 2\n# HELP wagate_y_seconds Lag.\n# TYPE wagate_y_seconds gauge\nwagate_y_seconds 0.5\n"
+        );
+    }
 }

@@ -76,7 +76,21 @@ async fn metrics(
         return refuse();
     }
     let body = crate::metrics::render(&st.store, &st.users).await;
-    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+    // Prometheus asks for OpenMetrics; anything else gets the classic text format.
+    let openmetrics = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    if openmetrics {
+        ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], body).into_response()
+    } else {
+        let text = crate::metrics::to_prometheus_text(&body);
+        (
+            [(header::CONTENT_TYPE, crate::metrics::PROMETHEUS_TEXT)],
+            text,
+        )
+            .into_response()
+    }
 }
 
 async fn status(

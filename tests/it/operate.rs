@@ -10,15 +10,38 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use wagate::graph::simulator::Fault;
 
+/// What Prometheus sends when it scrapes.
+const OPENMETRICS: &str =
+    "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+
+/// Scrapes /metrics: OpenMetrics (as Prometheus asks) or the classic text format (a plain
+/// client), checked against its content type and parsed.
+async fn scrape(client: &reqwest::Client, url: &str, openmetrics: bool) -> BTreeMap<String, f64> {
+    let mut req = client.get(url);
+    if openmetrics {
+        req = req.header("accept", OPENMETRICS);
+    }
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let ct = r.headers()["content-type"].to_str().unwrap().to_string();
+    let want = if openmetrics {
+        "application/openmetrics-text; version=1.0.0"
+    } else {
+        "text/plain; version=0.0.4"
+    };
+    assert!(ct.starts_with(want), "{ct}");
+    parse_metrics(&r.text().await.unwrap(), openmetrics)
+}
+
 /// One parsed sample: `name{labels}` as written (labels sorted) → value.
-fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
+fn parse_metrics(text: &str, openmetrics: bool) -> BTreeMap<String, f64> {
     let mut types: BTreeMap<String, String> = BTreeMap::new();
     let mut samples = BTreeMap::new();
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(
-        lines.last(),
-        Some(&"# EOF"),
-        "OpenMetrics text ends with # EOF"
+        lines.last() == Some(&"# EOF"),
+        openmetrics,
+        "OpenMetrics text ends with # EOF, the classic format does not"
     );
     for line in &lines {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
@@ -51,7 +74,8 @@ fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
             .max_by_key(|f| f.len())
             .unwrap_or_else(|| panic!("{name} has a # TYPE line"));
         match types[family].as_str() {
-            "counter" => assert_eq!(name, format!("{family}_total"), "counters end in _total"),
+            "counter" if openmetrics => assert_eq!(name, format!("{family}_total")),
+            "counter" => assert!(name == family && name.ends_with("_total"), "{name}"),
             "histogram" => assert!(
                 family.ends_with("_seconds")
                     && ["_sum", "_count", "_bucket"]
@@ -169,11 +193,7 @@ async fn metrics_count_webhooks_runs_sends_and_token_expiry_and_logs_are_json() 
     let m = eventually("the failed send to be counted", T, || {
         let (client, url) = (client.clone(), bin.url("/metrics"));
         async move {
-            let r = client.get(url).send().await.ok()?;
-            assert_eq!(r.status(), 200);
-            let ct = r.headers()["content-type"].to_str().unwrap().to_string();
-            assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-            let m = parse_metrics(&r.text().await.ok()?);
+            let m = scrape(&client, &url, true).await;
             m.contains_key("wagate_sends_total{code=\"131026\",outcome=\"failed\",user=\"olga\"}")
                 .then_some(m)
         }
@@ -231,6 +251,16 @@ async fn metrics_count_webhooks_runs_sends_and_token_expiry_and_logs_are_json() 
         0.0
     );
     assert_eq!(get(&m, "wagate_events_pending"), 0.0);
+    // A plain client gets the same samples in the classic text format.
+    let classic = scrape(&client, &bin.url("/metrics"), false).await;
+    for (key, value) in &m {
+        if key.starts_with("wagate_webhooks_received")
+            || key.starts_with("wagate_sends")
+            || key.starts_with("wagate_outbox_depth")
+        {
+            assert_eq!(classic.get(key), Some(value), "{key}");
+        }
+    }
     let left = get(&m, "wagate_token_expires_in_seconds{user=\"olga\"}");
     assert!((left - 10.0 * 86_400.0).abs() < 120.0, "{left}");
     assert!(
@@ -244,8 +274,7 @@ async fn metrics_count_webhooks_runs_sends_and_token_expiry_and_logs_are_json() 
     eventually("a rejected reload to be counted", T, || {
         let (client, url) = (client.clone(), bin.url("/metrics"));
         async move {
-            let text = client.get(url).send().await.ok()?.text().await.ok()?;
-            let m = parse_metrics(&text);
+            let m = scrape(&client, &url, false).await;
             (m.get("wagate_reloads_total{outcome=\"rejected\"}")
                 .copied()
                 .unwrap_or(0.0)
