@@ -22,9 +22,41 @@ const BROKEN: [(&str, &str); 2] = [
     ),
 ];
 
-/// A gate that has seen a contact named with markup, a send Graph refused and a failing rule.
+/// A timed rule.
+const EVENING: [(&str, &str); 2] = [
+    (
+        "olga/tours/project.yaml",
+        "rules:\n  - name: evening\n    on: { cron: \"0 18 * * *\" }\n    script: e.rhai\n",
+    ),
+    ("olga/tours/e.rhai", "log(\"evening\");\n"),
+];
+
+/// A gate that has seen a contact named with markup, a send Graph refused and a failing rule;
+/// Olga's token expires in three days.
 async fn busy_gate() -> TestGate {
-    let tg = TestGate::start_with(&[ECHO_PROJECT, ECHO_SCRIPT, BROKEN[0], BROKEN[1]]).await;
+    let files = [
+        ECHO_PROJECT,
+        ECHO_SCRIPT,
+        BROKEN[0],
+        BROKEN[1],
+        EVENING[0],
+        EVENING[1],
+    ];
+    let mut tg = TestGate::start_with(&files).await;
+    let home = tg.dir.path().to_path_buf();
+    let vault = wagate::vault::Vault::open(&home.join("identity.txt"), None).unwrap();
+    let expires = chrono::Utc::now() + chrono::Duration::hours(3 * 24 + 1);
+    let creds = wagate::vault::parse_credentials(
+        serde_json::json!({"access_token": OLGA.token, "app_secret": OLGA.secret,
+            "webhook_verify_token": OLGA.verify, "token_expires_at": expires.to_rfc3339()})
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    vault
+        .write_credentials(&home.join("credentials/olga.age"), &creds)
+        .unwrap();
+    tg.restart().await;
     let body = text_webhook(
         OLGA,
         "33612345678",
@@ -191,9 +223,12 @@ async fn status_page_in_headless_chromium_shows_users_rules_runs_outbox_and_webh
     for seen in [
         "wagate status",
         "Users (2)",
-        "azarya",
-        "olga token: ok expiry not known",
+        "azarya token: ok expiry not known",
+        "olga token: ok expires 20",
+        "(in 3d 0h)",
         "olga/replies/echo olga message next: on each event",
+        "olga/tours/evening olga cron \"0 18 * * *\" next: 20",
+        "18:00 CE",
         "olga/broken/explode",
         "kaboom <img src=x onerror=alert(2)>",
         "1 failed",
@@ -236,8 +271,9 @@ async fn wagate_status_prints_the_same_in_the_terminal() {
     );
     for seen in [
         "USERS (2)",
-        "olga  token ok; expiry not known",
-        "RULES (2)",
+        "olga  token ok; expires 20",
+        "RULES (3)",
+        "olga/tours/evening  cron \"0 18 * * *\"  next: 20",
         "olga/replies/echo  message  next: on each event",
         "error   olga/broken/explode",
         "kaboom <img src=x onerror=alert(2)>",
