@@ -54,17 +54,31 @@ pub struct Loaded {
     pub vault: Arc<Vault>,
 }
 
-/// Reads the home named by `gate_yaml`: config, credentials, rules.
+/// Reads the home named by `gate_yaml`: config, credentials, rules. A user whose files have
+/// errors (their yaml, a project, a script that does not compile) or whose credentials cannot
+/// be read is left out and listed in `skipped`; the others are served.
 pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
-    let home = Home::load(gate_yaml)?;
+    let (mut home, bad) = Home::load_serving(gate_yaml)?;
+    let mut skipped: Vec<(String, String)> =
+        bad.into_iter().map(|(u, d)| (u, d.to_string())).collect();
+    let engine = Arc::new(ScriptEngine::new(&home.gate.file.scripts));
+    let rules = match RuleSet::compile(&home, &engine) {
+        Ok(r) => r,
+        Err(d) => {
+            // Scripts that do not compile take their user out too, and only them.
+            let by_user = home.errors_by_user(d.0)?;
+            home.without_users(&by_user.keys().cloned().collect());
+            skipped.extend(
+                by_user
+                    .into_iter()
+                    .map(|(u, ds)| (u, Diagnostics(ds).to_string())),
+            );
+            RuleSet::compile(&home, &engine)?
+        }
+    };
     let vault = Vault::open_from_env(&home.gate.identity_file)?;
     let (users, failed) = Users::load(&home, &vault);
-    let engine = Arc::new(ScriptEngine::new(&home.gate.file.scripts));
-    let rules = RuleSet::compile(&home, &engine)?;
-    let skipped = failed
-        .into_iter()
-        .map(|(u, e)| (u, e.to_string()))
-        .collect();
+    skipped.extend(failed.into_iter().map(|(u, e)| (u, e.to_string())));
     Ok(Loaded {
         home,
         users,
@@ -141,6 +155,24 @@ impl GateHandle {
     }
 }
 
+/// The admin token of /status and /metrics, read from the environment variable gate.yaml
+/// names (`status.admin_token_env`); never logged.
+fn admin_token(cfg: &crate::config::StatusSection) -> Option<Arc<crate::domain::Secret<String>>> {
+    let name = cfg.admin_token_env.as_deref()?;
+    match std::env::var(name) {
+        Ok(t) if !t.trim().is_empty() => {
+            Some(Arc::new(crate::domain::Secret::new(t.trim().to_string())))
+        }
+        _ => {
+            tracing::warn!(
+                env = name,
+                "status.admin_token_env names a variable that is not set; /status and /metrics answer on loopback only"
+            );
+            None
+        }
+    }
+}
+
 /// Where inbound media goes: `media/` beside the database (`data/media/` by default).
 pub fn media_dir(db_path: &Path) -> std::path::PathBuf {
     db_path.parent().unwrap_or(Path::new(".")).join("media")
@@ -158,6 +190,7 @@ pub async fn start(
         rules,
         engine,
         vault,
+        skipped,
         ..
     } = loaded;
     let addr = listener.local_addr()?;
@@ -209,11 +242,22 @@ pub async fn start(
         dispatch_wake: dispatch_wake.clone(),
         media_wake: media_wake.clone(),
     };
+    let registry = RuleRegistry::new(rules);
+    let ops = crate::http::ops::OpsState {
+        store: store.clone(),
+        users: users.clone(),
+        registry: registry.clone(),
+        skipped: Arc::new(skipped),
+        admin_token: admin_token(&home.gate.file.status),
+    };
     let app = router(
         state,
         home.gate.file.server.max_body_bytes,
         simulator.as_ref(),
-    );
+    )
+    .merge(crate::http::ops::routes(ops))
+    .layer(axum::middleware::from_fn(crate::http::ops::webhook_metrics))
+    .into_make_service_with_connect_info::<SocketAddr>();
     let c = cancel.clone();
     tracker.spawn(async move {
         let served = axum::serve(listener, app)
@@ -223,7 +267,6 @@ pub async fn start(
             tracing::error!(error = %e, "HTTP server stopped");
         }
     });
-    let registry = RuleRegistry::new(rules);
     let live = registry.snapshot();
     let (hash, projects) = (live.hash(), live.project_hashes());
     store.record_reload("live", &hash, &projects, None)?;
@@ -242,6 +285,7 @@ pub async fn start(
     }
     if opts.watch {
         let reloader = Reloader {
+            served: home.users.keys().map(|u| u.to_string()).collect(),
             gate_yaml: home.gate.gate_yaml.clone(),
             rules_dir: home.gate.rules_dir.clone(),
             engine: engine.clone(),

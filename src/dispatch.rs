@@ -196,6 +196,7 @@ impl Dispatcher {
         }
         self.runs_in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&self.runs_in_flight);
+        crate::metrics::dispatch_lag(crate::store::now_ms() - ev.created_at_ms);
         let rules = self.registry.snapshot();
         let user = self.users.get(&ev.user).cloned();
         let permissions = user.as_ref().map(|u| &u.config.permissions);
@@ -216,7 +217,7 @@ impl Dispatcher {
                 let res =
                     runner::run_rule(&self.engine, project, rule, &ev.map, None, &ev.kind, &ctx);
                 if res.record.outcome == "ok" {
-                    tracing::info!(user = %ev.user, project = %project.name, rule = %rule.name, event_id = ev.id, actions = res.actions.len(), "rule ran");
+                    tracing::info!(user = %ev.user, project = %project.name, rule = %rule.name, message_id = ev.map.get("id").and_then(|v| v.as_str()).unwrap_or(""), event_id = ev.id, actions = res.actions.len(), "rule ran");
                 }
                 runner::effects(
                     project,

@@ -29,10 +29,12 @@ pub mod vault;
 
 pub mod dispatch;
 pub mod media;
+pub mod metrics;
 pub mod rules;
 pub mod runner;
 pub mod scheduler;
 pub mod sender;
+pub mod status;
 pub mod watcher;
 
 pub mod app;

@@ -103,6 +103,13 @@ pub fn run_rule(
     };
     let done = |mut record: RunRecord, actions: Vec<Action>| {
         record.duration_us = t0.elapsed().as_micros() as i64;
+        crate::metrics::rule_run(
+            project.user.as_str(),
+            &project.name,
+            &rule.name,
+            record.outcome,
+            record.duration_us,
+        );
         record.actions = actions.len();
         record.detail = Value::Array(actions.iter().map(describe_action).collect());
         RunResult { record, actions }
@@ -136,7 +143,7 @@ pub fn run_rule(
     let out = engine.run(&rule.ast, call, input, ctx, &rule.script_shown);
     record.logs = out.logs;
     if let Some(e) = out.error {
-        tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, error = %e, "rule run failed");
+        tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, message_id = input.get("id").and_then(serde_json::Value::as_str).unwrap_or(""), error = %e, "rule run failed");
         record.outcome = "error";
         record.error = Some(e);
         return done(record, Vec::new());

@@ -117,6 +117,9 @@ impl Scheduler {
         let report = tokio::task::spawn_blocking(move || this.tick_blocking(now)).await;
         match report {
             Ok(Ok(r)) => {
+                r.fired
+                    .iter()
+                    .for_each(|(_, at)| crate::metrics::schedule_lag(now - *at));
                 if !r.fired.is_empty() || !r.calls.is_empty() {
                     self.sender_wake.notify_one();
                 }
@@ -257,7 +260,7 @@ impl Scheduler {
                     report.fired.push((name.clone(), i));
                 }
                 (Some(_), Some(why)) => {
-                    tracing::warn!(rule = %name, instant = %i, reason = %why, "timed rule skipped");
+                    tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, instant = %i, reason = %why, "timed rule skipped");
                     report.skipped.push((name.clone(), i, why));
                 }
                 (None, _) => {} // that instant was claimed before: never twice
@@ -285,6 +288,7 @@ impl Scheduler {
         );
         self.store
             .complete_firing(firing_id, project.user.as_str(), &effects, &runs)?;
+        tracing::info!(user = %project.user, project = %project.name, rule = %rule.name, instant = %instant, "timed rule fired");
         Ok(())
     }
 

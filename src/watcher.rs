@@ -18,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 /// What the reloader needs; cheap handles.
 pub struct Reloader {
+    /// The users served since the start: other users' files are not read again (their errors
+    /// were reported at start; users/ changes need a restart).
+    pub served: std::collections::BTreeSet<String>,
     pub gate_yaml: PathBuf,
     pub rules_dir: PathBuf,
     pub engine: Arc<ScriptEngine>,
@@ -84,18 +87,23 @@ impl Reloader {
     pub async fn reload(&self) -> ReloadOutcome {
         let gate_yaml = self.gate_yaml.clone();
         let engine = self.engine.clone();
+        let served = self.served.clone();
         let compiled = tokio::task::spawn_blocking(move || -> Result<RuleSet, String> {
-            let home = Home::load(&gate_yaml).map_err(|d| d.to_string())?;
+            let home = Home::load_served(&gate_yaml, &served).map_err(|d| d.to_string())?;
             RuleSet::compile(&home, &engine).map_err(|d| d.to_string())
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
         let current = self.registry.snapshot();
         match compiled {
-            Ok(set) if set.hash() == current.hash() => ReloadOutcome::Unchanged,
+            Ok(set) if set.hash() == current.hash() => {
+                crate::metrics::reload("unchanged");
+                ReloadOutcome::Unchanged
+            }
             Ok(set) => {
                 let (hash, projects) = (set.hash(), set.project_hashes());
                 self.registry.swap(set);
+                crate::metrics::reload("live");
                 self.on_swap.notify_one();
                 tracing::info!(hash = %hash, "rules reloaded");
                 let store = self.store.clone();
@@ -106,6 +114,7 @@ impl Reloader {
                 ReloadOutcome::Live(hash)
             }
             Err(errors) => {
+                crate::metrics::reload("rejected");
                 tracing::error!(
                     "rules not reloaded; the last good version keeps running:\n{errors}"
                 );

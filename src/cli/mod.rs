@@ -9,6 +9,7 @@ mod init;
 mod inject;
 mod rules;
 mod send;
+mod status;
 mod trust;
 
 use crate::app;
@@ -136,6 +137,9 @@ enum Command {
         #[command(subcommand)]
         action: groups::GroupsAction,
     },
+    /// The status page as text: users and tokens, rules and next firings, last runs, outbox
+    /// and failures, recent webhooks.
+    Status,
     /// Recent rule runs from the store, newest first (times in each user's timezone).
     Runs {
         /// Only this user's runs.
@@ -185,7 +189,15 @@ pub fn main() -> ExitCode {
         Command::Rules { .. } => "error",
         _ => "warn",
     };
-    init_tracing(level);
+    // `serve` writes its log as gate.yaml says (`log: { format: json }`); a gate.yaml that
+    // cannot be read is reported by the command itself.
+    let format = match cli.command {
+        Command::Serve => crate::config::load_gate(&cli.config)
+            .map(|g| g.file.log.format)
+            .unwrap_or_default(),
+        _ => crate::config::LogFormat::Text,
+    };
+    init_tracing(level, format);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -195,14 +207,26 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Logs to stderr at `default` level, or as env `WAGATE_LOG` says.
-fn init_tracing(default: &str) {
+/// Logs to stderr at `default` level, or as env `WAGATE_LOG` says: human-readable lines
+/// (colored on a terminal), or one JSON object per line with the fields at the top level.
+fn init_tracing(default: &str, format: crate::config::LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("WAGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        crate::config::LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+        crate::config::LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -249,6 +273,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Groups { user, action } => {
             runtime()?.block_on(groups::run(&cli.config, &user, action))
         }
+        Command::Status => status::run(&cli.config),
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,
             user.as_deref(),
@@ -273,51 +298,36 @@ fn check(config: &Path) -> Result<(), CliError> {
 async fn serve(config: &Path) -> Result<(), CliError> {
     let loaded = app::load(config).map_err(CliError::failure)?;
     for (user, why) in &loaded.skipped {
-        eprintln!("warning: user `{user}` is skipped: {why}");
+        // Through the log, so that a JSON log stays JSON.
+        tracing::warn!(user = %user, reason = %why, "user skipped: not served until fixed (`wagate check` shows every error)");
     }
     let listen = loaded.home.gate.file.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await
         .map_err(|e| CliError::failure(format!("cannot listen on {listen}: {e}")))?;
-    let users: Vec<String> = loaded.users.iter().map(|(n, _)| n.clone()).collect();
-    let projects: Vec<String> = loaded
-        .rules
-        .projects
-        .iter()
-        .map(|p| format!("{} ({} rule(s))", p.name, p.rules.len()))
-        .collect();
+    let users = loaded.users.clone();
+    let rules = crate::status::rules_of(&loaded.rules);
+    let skipped = loaded.skipped.clone();
     let simulated = loaded.home.gate.file.graph.base_url == "simulator";
     let gate = app::start(loaded, listener, app::Options::default())
         .await
         .map_err(CliError::failure)?;
-    println!("wagate listening on http://{}", gate.addr);
-    println!(
-        "users: {}",
-        if users.is_empty() {
-            "(none)".into()
-        } else {
-            users.join(", ")
-        }
+    print!(
+        "{}",
+        status::banner(gate.addr, &users, &rules, &skipped, simulated)
     );
-    println!(
-        "projects: {}",
-        if projects.is_empty() {
-            "(none)".into()
-        } else {
-            projects.join(", ")
-        }
-    );
-    if simulated {
-        println!(
-            "graph: built-in Cloud API simulator at http://{}/simulator",
-            gate.addr
-        );
-    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     shutdown_signal().await;
-    println!("stopping…");
-    gate.shutdown(Duration::from_secs(10)).await;
+    println!("stopping: no new connections; finishing the runs and sends in flight…");
+    let _ = std::io::stdout().flush();
+    gate.shutdown(SHUTDOWN_TIMEOUT).await;
+    println!("stopped");
     Ok(())
 }
+
+/// How long a stop waits for runs and sends in flight.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();

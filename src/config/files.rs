@@ -20,6 +20,33 @@ pub struct GateFile {
     pub rules_dir: String,
     pub scripts: ScriptLimits,
     pub dispatch: DispatchSection,
+    pub log: LogSection,
+    pub status: StatusSection,
+}
+
+/// `log:` of gate.yaml.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// `text` (human-readable, the default) or `json` (one JSON object per line).
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// `status:` of gate.yaml: who may see /status and /metrics besides loopback.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusSection {
+    /// The environment variable holding the admin token (`Authorization: Bearer …`).
+    pub admin_token_env: Option<String>,
 }
 
 /// `dispatch:` of gate.yaml.
@@ -47,6 +74,8 @@ impl Default for GateFile {
             rules_dir: "rules".into(),
             scripts: ScriptLimits::default(),
             dispatch: DispatchSection::default(),
+            log: LogSection::default(),
+            status: StatusSection::default(),
         }
     }
 }

@@ -4,11 +4,13 @@
 
 pub mod diag;
 mod files;
+mod serving;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
-    DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, STORES,
-    ScriptLimits, ServerSection, StorageSection, UserFile, VaultSection, parse_duration,
+    DispatchSection, GateFile, GraphSection, LogFormat, LogSection, Permissions, ProjectFile,
+    RuleFile, STORES, ScriptLimits, ServerSection, StatusSection, StorageSection, UserFile,
+    VaultSection, parse_duration,
 };
 
 use crate::domain::UserId;

@@ -18,6 +18,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+pub mod ops;
+pub mod status;
+
 /// What the handlers share; cheap handles.
 #[derive(Clone)]
 pub struct AppState {
@@ -231,6 +234,7 @@ async fn commit(
     items: Vec<(Event, bool)>,
 ) -> Result<IngestOutcome, HttpError> {
     let uid = u.config.id.clone();
+    let (field, message_id) = ops::first_field(&items);
     let outcome = st
         .store
         .call(move |s| s.ingest(&uid, &body, &items))
@@ -248,7 +252,8 @@ async fn commit(
     if outcome.foreign > 0 {
         tracing::warn!(user = %u.config.id, foreign = outcome.foreign, "webhook held events for another phone number; kept, not dispatched");
     }
-    tracing::info!(user = %u.config.id, new = outcome.new_events, duplicates = outcome.duplicates, "webhook committed");
+    ops::webhook_committed(u.config.id.as_str(), &field, &outcome);
+    tracing::info!(user = %u.config.id, message_id = %message_id, field = %field, new = outcome.new_events, duplicates = outcome.duplicates, "webhook committed");
     Ok(outcome)
 }
 

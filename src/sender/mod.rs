@@ -183,7 +183,8 @@ impl Sender {
             return;
         };
         if let Some(Refusal::Now(reason)) = self.refusal(&user, &row).await {
-            tracing::warn!(user = %row.user, outbox_id = id, to = %row.recipient, reason = %reason, "not sent");
+            tracing::warn!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, to = %row.recipient, reason = %reason, "not sent");
+            crate::metrics::send(&row.user, "refused", None);
             let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
             return;
         }
@@ -232,7 +233,8 @@ impl Sender {
             .await;
         let recorded = match result {
             Ok(acc) => {
-                tracing::info!(user = %row.user, outbox_id = id, wamid = %acc.wamid, to = %row.recipient, "sent");
+                tracing::info!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, message_id = %acc.wamid, to = %row.recipient, "sent");
+                crate::metrics::send(&row.user, "sent", None);
                 let wamid = acc.wamid;
                 self.store.call(move |s| s.mark_sent(&row, &wamid)).await
             }
@@ -330,6 +332,11 @@ impl Sender {
     ) -> Result<(), StoreError> {
         let id = row.id;
         let verdict = policy::classify(&e);
+        let rule = rule_of_key(&row.idem_key);
+        let code = match &e {
+            GraphError::Api { error: Some(b), .. } => Some(b.code),
+            _ => None,
+        };
         let reason = policy::reason(&e);
         let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
         match verdict {
@@ -347,14 +354,16 @@ impl Sender {
                     retry_after,
                     rand::random::<f64>(),
                 );
-                tracing::warn!(user = %row.user, outbox_id = id, attempt = row.attempts, error = %reason, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
+                crate::metrics::send(&row.user, "retry", code);
+                tracing::warn!(user = %row.user, rule, outbox_id = id, attempt = row.attempts, error = %reason, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
                 let at = now_ms() + delay.as_millis() as i64;
                 self.store
                     .call(move |s| s.mark_retry(id, at, &reason))
                     .await
             }
             Verdict::TokenInvalid => {
-                tracing::error!(user = %row.user, outbox_id = id, error = %reason, "Graph rejected the access token; sends of this user stop until it is replaced");
+                crate::metrics::send(&row.user, "token_invalid", code);
+                tracing::error!(user = %row.user, rule, outbox_id = id, error = %reason, "Graph rejected the access token; sends of this user stop until it is replaced");
                 let (u, fp, why) = (
                     row.user.clone(),
                     fingerprint(user.creds().access_token.expose()),
@@ -367,7 +376,8 @@ impl Sender {
                 self.store.call(move |s| s.mark_failed(id, &reason)).await
             }
             _ => {
-                tracing::warn!(user = %row.user, outbox_id = id, attempt = row.attempts, error = %reason, "send failed for good");
+                crate::metrics::send(&row.user, "failed", code);
+                tracing::warn!(user = %row.user, rule, outbox_id = id, attempt = row.attempts, error = %reason, "send failed for good");
                 let reason = format!("after {} attempt(s): {reason}", row.attempts);
                 self.store.call(move |s| s.mark_failed(id, &reason)).await
             }
@@ -392,4 +402,15 @@ pub fn window_reason(recipient: &str, last_inbound: Option<i64>) -> String {
     format!(
         "not sent: {recipient} {when}, so the 24-hour customer-service window is closed; only an approved template can reach them (send(to, #{{template: \"name\", language: \"en_US\", params: [..]}}), or set fallback_template in project.yaml)"
     )
+}
+
+/// The rule that queued an outbox row, read from its idempotency key
+/// (`<trigger>/<project…>/<rule>/<n>`); `""` for rows queued outside a rule.
+pub fn rule_of_key(idem_key: &str) -> &str {
+    let parts: Vec<&str> = idem_key.split('/').collect();
+    if parts.len() >= 4 {
+        parts[parts.len() - 2]
+    } else {
+        ""
+    }
 }

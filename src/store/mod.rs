@@ -7,6 +7,7 @@ mod audit;
 mod contacts;
 mod groups;
 mod schema;
+mod status;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
 pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
@@ -18,6 +19,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+pub use status::{EventRow, FailureRow, RunRow};
 
 /// Store failures. A failure to commit makes the webhook answer 503, so Meta retries.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +64,8 @@ pub struct StoredEvent {
     pub kind: String,
     pub contact: Option<String>,
     pub map: Value,
+    /// When the event was committed (unix ms).
+    pub created_at_ms: i64,
 }
 
 /// A message the dispatcher or CLI wants sent.
@@ -380,7 +385,7 @@ impl Store {
     pub fn pending_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
         self.with(|conn| {
             let mut st = conn.prepare_cached(
-                "SELECT id, user, kind, contact, payload FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
+                "SELECT id, user, kind, contact, payload, created_at FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
             )?;
             let rows = st.query_map([limit as i64], |r| {
                 let payload: String = r.get(4)?;
@@ -390,6 +395,7 @@ impl Store {
                     kind: r.get(2)?,
                     contact: r.get(3)?,
                     map: serde_json::from_str(&payload).unwrap_or(Value::Null),
+                    created_at_ms: r.get(5)?,
                 })
             })?;
             rows.collect()

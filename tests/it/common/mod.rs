@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod bin;
+
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::{Path, PathBuf};
