@@ -600,6 +600,19 @@ mod tests {
     }
 
     #[test]
+    fn window_open_says_whether_a_free_form_message_would_go() {
+        // The event's sender wrote twenty minutes ago; +15550001111 never wrote.
+        let l = logs(r#"log(`${window_open(event.from)} ${window_open("+15550001111")}`);"#);
+        assert_eq!(l, vec!["true false"]);
+        let e = engine();
+        let ast = e.engine.compile("log(`${window_open(\"33600\")}`)").unwrap();
+        let mut old = event();
+        old["timestamp"] = json!(1777045800 - 25 * 3600);
+        let out = e.run(&ast, None, &old, &ctx(), "w.rhai");
+        assert_eq!((out.error, out.logs), (None, vec!["false".to_string()]));
+    }
+
+    #[test]
     fn state_reads_its_own_writes_and_records_them() {
         let out = ok(r#"
             log(`${state("n") == ()}`);
