@@ -605,7 +605,10 @@ mod tests {
         let l = logs(r#"log(`${window_open(event.from)} ${window_open("+15550001111")}`);"#);
         assert_eq!(l, vec!["true false"]);
         let e = engine();
-        let ast = e.engine.compile("log(`${window_open(\"33600\")}`)").unwrap();
+        let ast = e
+            .engine
+            .compile("log(`${window_open(\"33600\")}`)")
+            .unwrap();
         let mut old = event();
         old["timestamp"] = json!(1777045800 - 25 * 3600);
         let out = e.run(&ast, None, &old, &ctx(), "w.rhai");

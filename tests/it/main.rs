@@ -14,3 +14,4 @@ mod rules_cli;
 mod scheduler;
 mod send;
 mod skeleton;
+mod users_rules;
