@@ -14,4 +14,5 @@ mod rules_cli;
 mod scheduler;
 mod send;
 mod skeleton;
+mod tutorial;
 mod users_rules;
