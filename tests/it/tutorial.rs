@@ -4,7 +4,7 @@
 //! awaited in the serving gate's log. If the tutorial rots, this fails.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const SECTION: &str = "## Write your first rule";
@@ -258,4 +258,92 @@ fn wait_for(mut f: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(50));
     }
     true
+}
+
+/// Runs the built binary; returns stdout, which must be a success.
+fn wagate(args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(args)
+        .env_remove("WAGATE_CONFIG")
+        .env_remove("WAGATE_PASSPHRASE")
+        .env_remove("WAGATE_LOG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{args:?}: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_single_user_example_home_checks_after_its_readme_steps() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = repo.join("examples/single-user");
+    let readme = std::fs::read_to_string(example.join("README.md")).unwrap();
+    for step in [
+        "wagate init /srv/wagate",
+        "cp examples/single-user/gate.yaml /srv/wagate/gate.yaml",
+        "cp -r examples/single-user/users examples/single-user/rules /srv/wagate/",
+        "creds set alex --from-file alex-creds.json",
+        "examples/systemd/wagate.service",
+    ] {
+        assert!(readme.contains(step), "the example's README lost `{step}`");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("wagate");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    wagate(&[&os("init"), home.as_os_str()]);
+    std::fs::copy(example.join("gate.yaml"), home.join("gate.yaml")).unwrap();
+    copy_dir(&example.join("users"), &home.join("users"));
+    copy_dir(&example.join("rules"), &home.join("rules"));
+    let creds = dir.path().join("alex-creds.json");
+    std::fs::write(
+        &creds,
+        r#"{"access_token": "EAAtest-single-user", "app_secret": "s3cret-single", "webhook_verify_token": "verify-single"}"#,
+    )
+    .unwrap();
+    let cfg = home.join("gate.yaml");
+    let with_cfg = |rest: &[&std::ffi::OsStr]| {
+        let mut a = vec![std::ffi::OsStr::new("--config"), cfg.as_os_str()];
+        a.extend_from_slice(rest);
+        wagate(&a)
+    };
+    with_cfg(&[
+        &os("creds"),
+        &os("set"),
+        &os("alex"),
+        &os("--from-file"),
+        creds.as_os_str(),
+    ]);
+    assert_eq!(
+        with_cfg(&[&os("check")]),
+        "ok: 1 user(s), 1 project(s), 1 rule(s)\n"
+    );
+    let gate = std::fs::read_to_string(&cfg).unwrap();
+    assert!(gate.contains("base_url: \"https://graph.facebook.com\", version: \"v23.0\""));
+    // The away rule: Saturday noon answers, Monday 10:00 does not.
+    let event = dir.path().join("ev.json");
+    std::fs::write(
+        &event,
+        r#"{"kind":"message","id":"wamid.X","from":"4915100000000","name":"Kim","type":"text","text":"Hi"}"#,
+    )
+    .unwrap();
+    let dry = |now: &str| {
+        with_cfg(&[
+            &os("rules"),
+            &os("test"),
+            &os("alex/away/away"),
+            &os("--event"),
+            event.as_os_str(),
+            &os("--now"),
+            &os(now),
+        ])
+    };
+    assert!(dry("2026-05-16T12:00").contains(
+        "would send to +4915100000000 (text, quoting wamid.X): Thanks for your message!"
+    ));
+    assert!(!dry("2026-05-11T10:00").contains("would send"));
 }
