@@ -141,6 +141,17 @@ impl RuleSet {
                     Err(mut d) => errors.append(&mut d),
                 }
             }
+            // Modules a script imports are part of the project's content too: without them an
+            // edit of only a module would compile to the same hash and never go live.
+            for f in module_files(&p.dir) {
+                hasher.update(
+                    f.strip_prefix(&p.dir)
+                        .unwrap_or(&f)
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
+                hasher.update(std::fs::read(&f).unwrap_or_default());
+            }
             projects.push(Project {
                 user: p.user.clone(),
                 name: p.name.clone(),
@@ -189,6 +200,30 @@ impl RuleSet {
     pub fn rule_count(&self) -> usize {
         self.projects.iter().map(|p| p.rules.len()).sum()
     }
+}
+
+/// The `.rhai` files of a project folder and of its subfolders that are not projects
+/// themselves (what `import` can load), in a stable order.
+fn module_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                if !path.join("project.yaml").is_file() && out.len() < 10_000 {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|x| x == "rhai") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn compile_rule(

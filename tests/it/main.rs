@@ -9,6 +9,7 @@ mod engine;
 mod fixtures;
 mod ingest;
 mod reload;
+mod reload_imports;
 mod robustness;
 mod rules_cli;
 mod scheduler;
