@@ -80,6 +80,9 @@ pub struct Rule {
     pub gate: RunGate,
     pub condition: Option<AST>,
     pub ast: Arc<AST>,
+    /// For calling the script's functions when it has top-level `import`s: the functions with
+    /// the imports as statements ([`ScriptEngine::compile_calls`]).
+    pub calls: Option<Arc<AST>>,
     pub call: Option<String>,
     /// The script as users name it, e.g. `rules/azarya/replies/auto.rhai`.
     pub script_shown: String,
@@ -276,6 +279,7 @@ fn compile_rule(
         max_lateness: r.max_lateness,
         gate: RunGate::new(r.mode),
         condition,
+        calls: engine.compile_calls(&r.script, &ast, dir).map(Arc::new),
         ast: Arc::new(ast),
         call: r.call.clone(),
         script_shown: shown.display().to_string(),

@@ -179,14 +179,7 @@ fn hours(n: i64) -> chrono::Duration {
 
 /// A Meta `messages` webhook with one message of `kind` (`text`, `button`, `interactive`)
 /// from `from`, at WhatsApp time `ts`, shaped like the fixtures in ../shared.
-fn message(
-    u: TestUser,
-    from: &str,
-    name: &str,
-    wamid: &str,
-    ts: i64,
-    content: Value,
-) -> Vec<u8> {
+fn message(u: TestUser, from: &str, name: &str, wamid: &str, ts: i64, content: Value) -> Vec<u8> {
     let mut m = json!({"from": from, "id": wamid, "timestamp": ts.to_string()});
     for (k, v) in content.as_object().unwrap() {
         m[k] = v.clone();
