@@ -301,7 +301,7 @@ impl ScriptEngine {
             .collect();
         let imports = self
             .folder_engine(dir)
-            .compile_into_self_contained(&Scope::new(), &imports.join("\n"))
+            .compile_into_self_contained(&Scope::new(), imports.join("\n"))
             .ok()?;
         Some(imports.merge(&full.clone_functions_only()))
     }
