@@ -80,6 +80,9 @@ pub struct Rule {
     pub gate: RunGate,
     pub condition: Option<AST>,
     pub ast: Arc<AST>,
+    /// For calling the script's functions when it has top-level `import`s: the functions with
+    /// the imports as statements ([`ScriptEngine::compile_calls`]).
+    pub calls: Option<Arc<AST>>,
     pub call: Option<String>,
     /// The script as users name it, e.g. `rules/azarya/replies/auto.rhai`.
     pub script_shown: String,
@@ -143,6 +146,17 @@ impl RuleSet {
                     Err(mut d) => errors.append(&mut d),
                 }
             }
+            // Modules a script imports are part of the project's content too: without them an
+            // edit of only a module would compile to the same hash and never go live.
+            for f in module_files(&p.dir) {
+                hasher.update(
+                    f.strip_prefix(&p.dir)
+                        .unwrap_or(&f)
+                        .to_string_lossy()
+                        .as_bytes(),
+                );
+                hasher.update(std::fs::read(&f).unwrap_or_default());
+            }
             projects.push(Project {
                 user: p.user.clone(),
                 name: p.name.clone(),
@@ -192,6 +206,30 @@ impl RuleSet {
     pub fn rule_count(&self) -> usize {
         self.projects.iter().map(|p| p.rules.len()).sum()
     }
+}
+
+/// The `.rhai` files of a project folder and of its subfolders that are not projects
+/// themselves (what `import` can load), in a stable order.
+fn module_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                if !path.join("project.yaml").is_file() && out.len() < 10_000 {
+                    stack.push(path);
+                }
+            } else if path.extension().is_some_and(|x| x == "rhai") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
 }
 
 fn compile_rule(
@@ -244,6 +282,7 @@ fn compile_rule(
         max_lateness: r.max_lateness,
         gate: RunGate::new(r.mode),
         condition,
+        calls: engine.compile_calls(&r.script, &ast, dir).map(Arc::new),
         ast: Arc::new(ast),
         call: r.call.clone(),
         script_shown: shown.display().to_string(),

@@ -140,7 +140,13 @@ pub fn run_rule(
         }
     };
     let call = call.or(rule.call.as_deref());
-    let out = engine.run(&rule.ast, call, input, ctx, &rule.script_shown);
+    let out = match (call, &rule.calls) {
+        // A function called alone runs the script's top-level imports first.
+        (Some(name), Some(calls)) => {
+            engine.run_with_imports(calls, name, input, ctx, &rule.script_shown)
+        }
+        _ => engine.run(&rule.ast, call, input, ctx, &rule.script_shown),
+    };
     record.logs = out.logs;
     if let Some(e) = out.error {
         tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, message_id = input.get("id").and_then(serde_json::Value::as_str).unwrap_or(""), error = %e, "rule run failed");

@@ -123,6 +123,29 @@ fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<String> {
     Ok(full.to_string_lossy().into_owned())
 }
 
+/// `window_open(to)`: whether free-form messages may reach `to` at the run's time (their last
+/// inbound message, or the triggering one, is less than 24 hours old). Rules use it to choose
+/// between a free-form message and a template, as `send` itself would judge.
+fn window_open(to: &str) -> FnResult<bool> {
+    with_current(|cur| {
+        let key = window::contact_key(to);
+        let own = cur
+            .inbound
+            .as_ref()
+            .filter(|(c, _)| *c == key)
+            .map(|(_, t)| *t);
+        let stored = cur
+            .ctx
+            .host
+            .last_inbound(&key)
+            .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        Ok(window::within_customer_window(
+            own.max(stored),
+            cur.ctx.now.timestamp(),
+        ))
+    })
+}
+
 /// Why a free-form message cannot go to `to`: it names templates, the one way to reach them.
 fn window_closed(to: &str, last: Option<i64>, now: i64) -> String {
     let when = match last {
@@ -382,5 +405,6 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("schedule", schedule);
     super::book::register(engine);
     super::groups::register(engine);
+    engine.register_fn("window_open", window_open);
     register_time(engine);
 }

@@ -271,17 +271,8 @@ impl ScriptEngine {
         if !has_imports(&src) {
             return Ok(ast);
         }
-        // A compile-time engine for this folder embeds the imported modules into the AST.
-        let mut ce = Engine::new();
-        harden(&mut ce, &self.limits);
-        api::register(&mut ce);
-        let mut inner = rhai::module_resolvers::FileModuleResolver::new_with_path(dir);
-        inner.enable_cache(false);
-        ce.set_module_resolver(ProjectResolver {
-            dir: dir.to_path_buf(),
-            inner,
-        });
-        ce.compile_into_self_contained(&Scope::new(), &src)
+        self.folder_engine(dir)
+            .compile_into_self_contained(&Scope::new(), &src)
             .map_err(|e| {
                 let pos = e.position();
                 Diagnostic::at(
@@ -292,6 +283,44 @@ impl ScriptEngine {
                     e.to_string(),
                 )
             })
+    }
+
+    /// A compile-time engine for the project folder `dir`: it embeds the modules a script
+    /// imports into the AST.
+    fn folder_engine(&self, dir: &Path) -> Engine {
+        let mut ce = Engine::new();
+        harden(&mut ce, &self.limits);
+        api::register(&mut ce);
+        let mut inner = rhai::module_resolvers::FileModuleResolver::new_with_path(dir);
+        inner.enable_cache(false);
+        ce.set_module_resolver(ProjectResolver {
+            dir: dir.to_path_buf(),
+            inner,
+        });
+        ce
+    }
+
+    /// For calling the functions of a script (`call:`, `schedule()`), which runs a function
+    /// without the script's top level: its functions, with its top-level `import`s as the only
+    /// statements, so that the imports can run first and the functions see the modules (see
+    /// [`ScriptEngine::run_with_imports`]). `None` when the script has no top-level `import`.
+    /// `full` is the script as [`ScriptEngine::compile_file`] compiled it.
+    pub fn compile_calls(&self, path: &Path, full: &AST, dir: &Path) -> Option<AST> {
+        let src = std::fs::read_to_string(path).ok()?;
+        let top_level = |l: &str| l.starts_with("import ");
+        if !src.lines().any(top_level) {
+            return None;
+        }
+        // The import lines in their places, every other line blank.
+        let imports: Vec<&str> = src
+            .lines()
+            .map(|l| if top_level(l) { l } else { "" })
+            .collect();
+        let imports = self
+            .folder_engine(dir)
+            .compile_into_self_contained(&Scope::new(), imports.join("\n"))
+            .ok()?;
+        Some(imports.merge(&full.clone_functions_only()))
     }
 
     /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`.
@@ -342,6 +371,31 @@ impl ScriptEngine {
         ctx: &RunContext,
         file: &str,
     ) -> RunOutcome {
+        self.run_ast(ast, call, false, arg, ctx, file)
+    }
+
+    /// Runs the function `call` of a script compiled with [`ScriptEngine::compile_calls`]:
+    /// the script's imports first, then the function, which sees the imported modules.
+    pub fn run_with_imports(
+        &self,
+        calls: &AST,
+        call: &str,
+        arg: &Value,
+        ctx: &RunContext,
+        file: &str,
+    ) -> RunOutcome {
+        self.run_ast(calls, Some(call), true, arg, ctx, file)
+    }
+
+    fn run_ast(
+        &self,
+        ast: &AST,
+        call: Option<&str>,
+        imports_first: bool,
+        arg: &Value,
+        ctx: &RunContext,
+        file: &str,
+    ) -> RunOutcome {
         let inbound = inbound_of(arg);
         let arg = match rhai::serde::to_dynamic(arg) {
             Ok(e) => e,
@@ -358,7 +412,7 @@ impl ScriptEngine {
             let mut scope = Scope::new();
             match call {
                 Some(name) => {
-                    let opts = CallFnOptions::new().eval_ast(false);
+                    let opts = CallFnOptions::new().eval_ast(imports_first);
                     engine.call_fn_with_options::<Dynamic>(opts, &mut scope, ast, name, (arg,))
                 }
                 None => {
@@ -614,6 +668,22 @@ mod tests {
         let ast = e.engine.compile("reply(event, \"late\")").unwrap();
         let err = e.run(&ast, None, &old, &ctx(), "o.rhai").error.unwrap();
         assert!(err.contains("last wrote 25h ago"), "{err}");
+    }
+
+    #[test]
+    fn window_open_says_whether_a_free_form_message_would_go() {
+        // The event's sender wrote twenty minutes ago; +15550001111 never wrote.
+        let l = logs(r#"log(`${window_open(event.from)} ${window_open("+15550001111")}`);"#);
+        assert_eq!(l, vec!["true false"]);
+        let e = engine();
+        let ast = e
+            .engine
+            .compile("log(`${window_open(\"33600\")}`)")
+            .unwrap();
+        let mut old = event();
+        old["timestamp"] = json!(1777045800 - 25 * 3600);
+        let out = e.run(&ast, None, &old, &ctx(), "w.rhai");
+        assert_eq!((out.error, out.logs), (None, vec!["false".to_string()]));
     }
 
     #[test]
@@ -885,6 +955,29 @@ mod tests {
             .compile_file(&proj.join("bad.rhai"), Path::new("bad.rhai"), &proj)
             .unwrap_err();
         assert!(d.message.contains("inside the project folder"), "{d}");
+        // A function called alone (`call:`, `schedule()`) sees the top-level imports too.
+        std::fs::write(
+            proj.join("calls.rhai"),
+            "import \"greet\" as g;\nlog(\"top level\");\nfn on_message(event) {\n    log(g::hello(event.from));\n}\n",
+        )
+        .unwrap();
+        let path = proj.join("calls.rhai");
+        let full = e
+            .compile_file(&path, Path::new("calls.rhai"), &proj)
+            .unwrap();
+        let calls = e.compile_calls(&path, &full, &proj).unwrap();
+        let out = e.run_with_imports(&calls, "on_message", &event(), &ctx(), "calls.rhai");
+        assert_eq!(
+            (out.error, out.logs),
+            (None, vec!["Hello 33600".to_string()]),
+            "the imports ran, the rest of the top level did not"
+        );
+        let out = e.run(&full, Some("on_message"), &event(), &ctx(), "calls.rhai");
+        assert!(out.error.is_some(), "without them the module is unknown");
+        assert!(
+            e.compile_calls(&proj.join("greet.rhai"), &ast, &proj)
+                .is_none()
+        );
         // An import that was not resolved at compile time cannot load anything at run time.
         let ast = e.engine.compile("import \"greet\" as g;").unwrap();
         assert!(
