@@ -220,6 +220,8 @@ pub fn reload(outcome: &str) {
 
 /// The store's and the users' gauges, read now.
 struct Scrape {
+    /// Each user's token expiry, as far as known.
+    expiry: Vec<(String, Option<chrono::DateTime<chrono::Utc>>)>,
     depth: Vec<(String, String, i64)>,
     pending: (i64, Option<i64>),
     overdue: Option<i64>,
@@ -229,9 +231,14 @@ struct Scrape {
 /// store and the users' credentials at this moment.
 pub async fn render(store: &Store, users: &Users) -> String {
     let now = now_ms();
+    let creds: Vec<_> = users.iter().map(|(n, u)| (n.clone(), u.creds())).collect();
     let scrape = store
         .call(move |s| {
             Ok(Scrape {
+                expiry: creds
+                    .iter()
+                    .map(|(n, c)| Ok((n.clone(), s.token_expiry(n, c)?)))
+                    .collect::<Result<_, crate::store::StoreError>>()?,
                 depth: s.outbox_depth()?,
                 pending: s.pending_backlog()?,
                 overdue: s.oldest_overdue(now)?,
@@ -241,15 +248,19 @@ pub async fn render(store: &Store, users: &Users) -> String {
     let mut out = String::new();
     let _ = encode_registry(&mut out, &metrics().registry);
     let mut r = Registry::default();
+    let expiries = match &scrape {
+        Ok(s) => s.expiry.clone(),
+        Err(_) => Vec::new(),
+    };
     match scrape {
         Ok(s) => register_store_gauges(&mut r, &s, users, now),
         Err(e) => tracing::error!(error = %e, "metrics: cannot read the store"),
     }
     let expiry: Family<UserLabels, SecondsGauge> = Family::default();
     let now_s = now as f64 / 1000.0;
-    for (name, u) in users.iter() {
-        // Absent expiry: no sample (a long-lived system-user token, or not known yet).
-        if let Some(t) = u.creds().token_expires_at {
+    for (name, t) in expiries {
+        // Absent expiry: no sample (a system-user token that never expires, or not known yet).
+        if let Some(t) = t {
             let left = t.timestamp_millis() as f64 / 1000.0 - now_s;
             let l = UserLabels { user: name.clone() };
             expiry.get_or_create(&l).set(left);

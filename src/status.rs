@@ -112,7 +112,7 @@ pub fn gather(
             display_name: u.config.display_name.clone(),
             timezone: u.config.timezone,
             token,
-            expires_at: u.creds().token_expires_at,
+            expires_at: store.token_expiry(name, &u.creds())?,
         });
     }
     for (name, why) in skipped {

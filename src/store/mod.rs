@@ -538,6 +538,23 @@ impl Store {
         })
     }
 
+    /// When this user's current token expires, as far as known: the credentials' own date,
+    /// else what debug_token said (`None` also for a token that never expires).
+    pub fn token_expiry(
+        &self,
+        user: &str,
+        creds: &crate::vault::Credentials,
+    ) -> Result<Option<chrono::DateTime<chrono::Utc>>, StoreError> {
+        if let Some(t) = creds.token_expires_at {
+            return Ok(Some(t));
+        }
+        let fp = crate::sender::fingerprint(creds.access_token.expose());
+        Ok(self
+            .token_info(user, &fp)?
+            .filter(|(at, _)| *at > 0)
+            .and_then(|(at, _)| chrono::DateTime::from_timestamp(at, 0)))
+    }
+
     /// Records what debug_token said of this user's token.
     pub fn set_token_info(
         &self,

@@ -548,6 +548,16 @@ fn files(dir: &Path) -> Vec<std::path::PathBuf> {
 /// of the home (database, WAL, credentials, everything).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_in_the_logs_of_a_full_run_nor_anywhere_in_the_home() {
+    scan_a_full_run(false).await;
+}
+
+/// The same with `log: { format: json }`: JSON lines carry every field, and still no secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_in_json_logs_either() {
+    scan_a_full_run(true).await;
+}
+
+async fn scan_a_full_run(json_logs: bool) {
     let logs = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let home = dir.path();
@@ -560,6 +570,11 @@ async fn no_secret_in_the_logs_of_a_full_run_nor_anywhere_in_the_home() {
     let cancel = tokio_util::sync::CancellationToken::new();
     tokio::spawn(fake.clone().serve(listener, cancel.clone()));
     write_home(home, &fake_url, &[ECHO_PROJECT, ECHO_SCRIPT]);
+    if json_logs {
+        let gate = home.join("gate.yaml");
+        let yaml = std::fs::read_to_string(&gate).unwrap();
+        std::fs::write(&gate, format!("{yaml}log: {{ format: json }}\n")).unwrap();
+    }
     set_creds(
         home,
         OLGA,
@@ -706,6 +721,15 @@ async fn no_secret_in_the_logs_of_a_full_run_nor_anywhere_in_the_home() {
         "and a rejected token"
     );
     assert!(stderr.len() > 2_000, "debug logs were written");
+    if json_logs {
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(
+            lines
+                .iter()
+                .all(|l| serde_json::from_str::<Value>(l).is_ok()),
+            "every log line is JSON"
+        );
+    }
     let secrets = [
         OLGA.token,
         OLGA.secret,
