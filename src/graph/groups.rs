@@ -17,7 +17,7 @@
 //! with BSP mirrors of the same endpoints (Gupshup's remove-participants body
 //! `{"messaging_product":"whatsapp","participants":[{"user":…}]}`).
 
-use super::{GraphClient, GraphError, network_error, read_json};
+use super::{GraphClient, GraphError, exec};
 use crate::domain::Secret;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -71,8 +71,7 @@ impl GraphClient {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(network_error)?;
-        read_json(resp).await
+        exec(req).await
     }
 
     /// Creates a group; returns the request id that the group_lifecycle_update webhook will

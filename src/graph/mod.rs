@@ -121,15 +121,7 @@ impl GraphClient {
         body: &Value,
     ) -> Result<Accepted, GraphError> {
         let url = self.url(&format!("{phone_number_id}/messages"));
-        let resp = self
-            .http
-            .post(url)
-            .bearer_auth(token.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(self.http.post(url).bearer_auth(token.expose()).json(body)).await?;
         let wamid = v
             .pointer("/messages/0/id")
             .and_then(Value::as_str)
@@ -165,17 +157,11 @@ impl GraphClient {
         app_secret: &Secret<String>,
     ) -> Result<TokenDebug, GraphError> {
         let app_token = format!("{app_id}|{}", app_secret.expose());
-        let resp = self
-            .http
-            .get(self.url("debug_token"))
-            .query(&[
-                ("input_token", token.expose().as_str()),
-                ("access_token", app_token.as_str()),
-            ])
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(self.http.get(self.url("debug_token")).query(&[
+            ("input_token", token.expose().as_str()),
+            ("access_token", app_token.as_str()),
+        ]))
+        .await?;
         let d = v
             .get("data")
             .ok_or_else(|| GraphError::Unexpected("debug_token answered no `data`".into()))?;
@@ -194,19 +180,13 @@ impl GraphClient {
         app_id: &str,
         app_secret: &Secret<String>,
     ) -> Result<(Secret<String>, Option<i64>), GraphError> {
-        let resp = self
-            .http
-            .get(self.url("oauth/access_token"))
-            .query(&[
-                ("grant_type", "fb_exchange_token"),
-                ("client_id", app_id),
-                ("client_secret", app_secret.expose().as_str()),
-                ("fb_exchange_token", token.expose().as_str()),
-            ])
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(self.http.get(self.url("oauth/access_token")).query(&[
+            ("grant_type", "fb_exchange_token"),
+            ("client_id", app_id),
+            ("client_secret", app_secret.expose().as_str()),
+            ("fb_exchange_token", token.expose().as_str()),
+        ]))
+        .await?;
         let new = v
             .get("access_token")
             .and_then(Value::as_str)
@@ -228,15 +208,13 @@ impl GraphClient {
         token: &Secret<String>,
         body: &Value,
     ) -> Result<(), GraphError> {
-        let resp = self
-            .http
-            .post(self.url(&format!("{phone_number_id}/messages")))
-            .bearer_auth(token.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(
+            self.http
+                .post(self.url(&format!("{phone_number_id}/messages")))
+                .bearer_auth(token.expose())
+                .json(body),
+        )
+        .await?;
         match v.get("success").and_then(Value::as_bool) {
             Some(true) => Ok(()),
             _ => Err(GraphError::Unexpected(format!(
@@ -252,18 +230,16 @@ impl GraphClient {
         phone_number_id: &str,
         token: &Secret<String>,
     ) -> Result<Value, GraphError> {
-        let resp = self
-            .http
+        exec(
+            self.http
             .get(self.url(phone_number_id))
             .query(&[(
                 "fields",
                 "display_phone_number,verified_name,quality_rating,code_verification_status,name_status,throughput",
             )])
             .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(network_error)?;
-        read_json(resp).await
+        )
+        .await
     }
 
     /// POST /{version}/{phone_number_id}/media, multipart (`messaging_product`, `type`, `file`):
@@ -284,15 +260,13 @@ impl GraphClient {
             .text("messaging_product", "whatsapp")
             .text("type", mime_type.to_string())
             .part("file", part);
-        let resp = self
-            .http
-            .post(self.url(&format!("{phone_number_id}/media")))
-            .bearer_auth(token.expose())
-            .multipart(form)
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(
+            self.http
+                .post(self.url(&format!("{phone_number_id}/media")))
+                .bearer_auth(token.expose())
+                .multipart(form),
+        )
+        .await?;
         v.get("id")
             .and_then(Value::as_str)
             .map(str::to_string)
@@ -305,14 +279,12 @@ impl GraphClient {
         media_id: &str,
         token: &Secret<String>,
     ) -> Result<MediaInfo, GraphError> {
-        let resp = self
-            .http
-            .get(self.url(media_id))
-            .bearer_auth(token.expose())
-            .send()
-            .await
-            .map_err(network_error)?;
-        let v = read_json(resp).await?;
+        let v = exec(
+            self.http
+                .get(self.url(media_id))
+                .bearer_auth(token.expose()),
+        )
+        .await?;
         let url = v
             .get("url")
             .and_then(Value::as_str)
@@ -382,6 +354,12 @@ fn network_error(e: reqwest::Error) -> GraphError {
         "request failed"
     };
     GraphError::Network(format!("{kind}: {}", e.without_url()))
+}
+
+/// Sends a request and reads Graph's JSON answer (or its error object).
+pub(crate) async fn exec(req: reqwest::RequestBuilder) -> Result<Value, GraphError> {
+    let resp = req.send().await.map_err(network_error)?;
+    read_json(resp).await
 }
 
 async fn read_json(resp: reqwest::Response) -> Result<Value, GraphError> {

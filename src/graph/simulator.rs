@@ -225,11 +225,7 @@ async fn messages(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Secret::new(t.to_string()));
+    let bearer = bearer(&headers).map(|t| Secret::new(t.to_string()));
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let fault = lock(&sim.inner.faults).pop_front();
     let delay = fault.as_ref().map(|f| f.delay).unwrap_or_default();
@@ -405,13 +401,16 @@ async fn take_fault(sim: &Simulator) -> Option<Response> {
     })
 }
 
-fn bearer_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
-    let Some(token) = headers
+/// The bearer token of a request, if it has one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| !t.is_empty())
-    else {
+}
+
+fn bearer_ok(sim: &Simulator, headers: &HeaderMap) -> bool {
+    let Some(token) = bearer(headers).filter(|t| !t.is_empty()) else {
         return false;
     };
     token_known(sim, token)
@@ -454,11 +453,7 @@ async fn phone_number(sim: &Simulator, id: &str, headers: &HeaderMap) -> Respons
     if let Some(r) = take_fault(sim).await {
         return r;
     }
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
+    let bearer = bearer(headers).unwrap_or("");
     if bearer.is_empty() || !accepts(sim, id, bearer) {
         return graph_error(
             StatusCode::UNAUTHORIZED,
@@ -631,11 +626,7 @@ async fn upload_media(
     headers: HeaderMap,
     mut form: axum::extract::Multipart,
 ) -> Response {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| Secret::new(t.to_string()));
+    let bearer = bearer(&headers).map(|t| Secret::new(t.to_string()));
     let (mut product, mut mime, mut file) = (None, None, None);
     while let Ok(Some(field)) = form.next_field().await {
         match field.name().unwrap_or("") {

@@ -48,18 +48,7 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
         let (mut msg_type, mut body) =
             outgoing::build(to, &spec, reply_to).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
         if window::needs_window(&msg_type) {
-            let key = window::contact_key(to);
-            let own = cur
-                .inbound
-                .as_ref()
-                .filter(|(c, _)| *c == key)
-                .map(|(_, t)| *t);
-            let stored = cur
-                .ctx
-                .host
-                .last_inbound(&key)
-                .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
-            let last = own.max(stored);
+            let last = last_inbound(cur, to)?;
             if !window::within_customer_window(last, cur.ctx.now.timestamp()) {
                 let Some(fallback) = cur.ctx.fallback_template.clone() else {
                     return err(window_closed(to, last, cur.ctx.now.timestamp()));
@@ -128,22 +117,28 @@ fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<String> {
 /// between a free-form message and a template, as `send` itself would judge.
 fn window_open(to: &str) -> FnResult<bool> {
     with_current(|cur| {
-        let key = window::contact_key(to);
-        let own = cur
-            .inbound
-            .as_ref()
-            .filter(|(c, _)| *c == key)
-            .map(|(_, t)| *t);
-        let stored = cur
-            .ctx
-            .host
-            .last_inbound(&key)
-            .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        let last = last_inbound(cur, to)?;
         Ok(window::within_customer_window(
-            own.max(stored),
+            last,
             cur.ctx.now.timestamp(),
         ))
     })
+}
+
+/// When `to` last wrote (unix s): the stored time, or the message this run answers if newer.
+fn last_inbound(cur: &super::Current, to: &str) -> FnResult<Option<i64>> {
+    let key = window::contact_key(to);
+    let own = cur
+        .inbound
+        .as_ref()
+        .filter(|(c, _)| *c == key)
+        .map(|(_, t)| *t);
+    let stored = cur
+        .ctx
+        .host
+        .last_inbound(&key)
+        .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+    Ok(own.max(stored))
 }
 
 /// Why a free-form message cannot go to `to`: it names templates, the one way to reach them.
