@@ -209,6 +209,12 @@ impl Dispatcher {
                 store: self.store.clone(),
                 user: ev.user.clone(),
                 project: project.name.clone(),
+                export: runner::ExportAccess::of(
+                    &self.store,
+                    &ev.user,
+                    self.users.get(&ev.user).map(|u| &u.config),
+                    false,
+                ),
             });
             let ctx = runner::context(&self.engine, project, may_send, host);
             for rule in project

@@ -26,7 +26,10 @@ pub mod store;
 pub mod users;
 pub mod vault;
 
+pub mod backup;
 pub mod dispatch;
+pub mod export;
+pub mod history;
 pub mod media;
 pub mod rules;
 pub mod runner;

@@ -304,6 +304,12 @@ impl Scheduler {
             .is_some_and(|u| u.config.permissions.send);
         let host = Arc::new(StoreHost {
             store: self.store.clone(),
+            export: runner::ExportAccess::of(
+                &self.store,
+                &user,
+                self.users.get(&user).map(|u| &u.config),
+                false,
+            ),
             user,
             project: project.name.clone(),
         });

@@ -84,16 +84,24 @@ impl Reloader {
     pub async fn reload(&self) -> ReloadOutcome {
         let gate_yaml = self.gate_yaml.clone();
         let engine = self.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || -> Result<RuleSet, String> {
+        let compiled = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let home = Home::load(&gate_yaml).map_err(|d| d.to_string())?;
-            RuleSet::compile(&home, &engine).map_err(|d| d.to_string())
+            let set = RuleSet::compile(&home, &engine).map_err(|d| d.to_string())?;
+            // The files as compiled, for the configuration's history (read now, not after the
+            // swap, when the next edit may already be on disk).
+            let files: Vec<_> = set
+                .projects
+                .iter()
+                .map(|p| crate::history::project(&home.gate.rules_dir, &p.name))
+                .collect();
+            Ok((set, files))
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
         let current = self.registry.snapshot();
         match compiled {
-            Ok(set) if set.hash() == current.hash() => ReloadOutcome::Unchanged,
-            Ok(set) => {
+            Ok((set, _)) if set.hash() == current.hash() => ReloadOutcome::Unchanged,
+            Ok((set, files)) => {
                 let (hash, projects) = (set.hash(), set.project_hashes());
                 self.registry.swap(set);
                 self.on_swap.notify_one();
@@ -101,7 +109,12 @@ impl Reloader {
                 let store = self.store.clone();
                 let h = hash.clone();
                 let _ = store
-                    .call(move |s| s.record_reload("live", &h, &projects, None))
+                    .call(move |s| {
+                        s.record_reload("live", &h, &projects, None)?;
+                        // Every project folder's files as they went live (only changed ones
+                        // make a new version).
+                        s.record_config(&files).map(drop)
+                    })
                     .await;
                 ReloadOutcome::Live(hash)
             }

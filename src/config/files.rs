@@ -20,6 +20,28 @@ pub struct GateFile {
     pub rules_dir: String,
     pub scripts: ScriptLimits,
     pub dispatch: DispatchSection,
+    /// Scheduled backups while the gate serves (none without it).
+    pub backup: Option<BackupSection>,
+}
+
+/// `backup:` of gate.yaml: `wagate serve` writes a backup at each `cron` time (UTC) into `dir`
+/// and keeps the newest `keep`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    pub cron: String,
+    #[serde(default = "default_backup_keep")]
+    pub keep: usize,
+    #[serde(default = "default_backup_dir")]
+    pub dir: String,
+}
+
+fn default_backup_keep() -> usize {
+    7
+}
+
+fn default_backup_dir() -> String {
+    "data/backups".into()
 }
 
 /// `dispatch:` of gate.yaml.
@@ -47,6 +69,7 @@ impl Default for GateFile {
             rules_dir: "rules".into(),
             scripts: ScriptLimits::default(),
             dispatch: DispatchSection::default(),
+            backup: None,
         }
     }
 }

@@ -7,8 +7,8 @@ mod files;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
-    DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile, ScriptLimits,
-    ServerSection, StorageSection, UserFile, VaultSection,
+    BackupSection, DispatchSection, GateFile, GraphSection, Permissions, ProjectFile, RuleFile,
+    ScriptLimits, ServerSection, StorageSection, UserFile, VaultSection,
 };
 
 use crate::domain::UserId;

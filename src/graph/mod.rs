@@ -2,6 +2,7 @@
 //! Graph's answers and error objects. Also home of the [`simulator`], the fake Cloud API.
 
 pub mod simulator;
+pub mod versions;
 
 use crate::domain::Secret;
 use serde::Deserialize;

@@ -3,7 +3,16 @@
 //! machine. One connection behind a mutex: SQLite has a single writer anyway, and every method
 //! is one short transaction. Async callers go through [`Store::call`] (a blocking thread).
 
+mod backup;
+mod config_history;
+mod export;
 mod schema;
+
+pub use config_history::{ConfigItem, ConfigVersion};
+pub use export::{
+    ExportContactRow, ExportFilter, ExportMark, ExportMediaRow, ExportMessageRow, ExportReadError,
+    ExportSnapshot,
+};
 
 use crate::domain::{Event, UserId};
 use rusqlite::{Connection, OptionalExtension, params};

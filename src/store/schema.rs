@@ -180,4 +180,41 @@ CREATE TABLE token_status (
     at          INTEGER NOT NULL
 );
 "#,
+    // 8: Substance Export: a change counter on messages (a status moves after the insert, and
+    // an incremental export must see it), indexes for filtered exports, and each user's
+    // export watermark per scope (all contacts, or one).
+    r#"
+ALTER TABLE messages ADD COLUMN rev INTEGER;
+UPDATE messages SET rev = id;
+CREATE INDEX messages_by_rev ON messages (rev);
+CREATE INDEX messages_by_time ON messages (user, timestamp, id);
+CREATE INDEX messages_by_contact ON messages (user, contact, timestamp, id);
+CREATE TRIGGER messages_rev_insert AFTER INSERT ON messages BEGIN
+    UPDATE messages SET rev = (SELECT COALESCE(MAX(rev), 0) + 1 FROM messages) WHERE id = NEW.id;
+END;
+CREATE TRIGGER messages_rev_update AFTER UPDATE OF status, error ON messages BEGIN
+    UPDATE messages SET rev = (SELECT COALESCE(MAX(rev), 0) + 1 FROM messages) WHERE id = NEW.id;
+END;
+CREATE TABLE export_marks (
+    user  TEXT    NOT NULL,
+    scope TEXT    NOT NULL,                -- `*`, or the one contact an export was limited to
+    rev   INTEGER NOT NULL,                -- messages up to this rev were exported
+    at    INTEGER NOT NULL,                -- unix ms of that export's snapshot
+    path  TEXT,
+    PRIMARY KEY (user, scope)
+);
+"#,
+    // 9: every version of the configuration that went live: gate.yaml, users/*.yaml, and
+    // each project folder's files.
+    r#"
+CREATE TABLE config_versions (
+    id      INTEGER PRIMARY KEY,
+    kind    TEXT    NOT NULL,              -- gate | user | project
+    name    TEXT    NOT NULL,              -- gate.yaml, users/olga.yaml, or the project's path
+    hash    TEXT    NOT NULL,              -- sha256 over the files (names and bytes)
+    content TEXT    NOT NULL,              -- JSON: {path relative to the home: text}
+    at      INTEGER NOT NULL               -- unix ms it went live
+);
+CREATE INDEX config_versions_by_name ON config_versions (kind, name, id);
+"#,
 ];

@@ -3,9 +3,12 @@
 
 mod common;
 
+mod backup;
 mod cli;
+mod config_history;
 mod durability;
 mod engine;
+mod export;
 mod fixtures;
 mod ingest;
 mod reload;
