@@ -105,5 +105,15 @@ pub(super) fn restore(config: &Path, args: RestoreArgs) -> Result<(), CliError> 
         args.file.display(),
         done.home.display()
     );
+    // A backup never holds the vault identity: the restored credentials need it beside them.
+    if let Ok(gate) = load_gate(config)
+        && std::env::var(PASSPHRASE_ENV).is_err()
+        && !gate.identity_file.exists()
+    {
+        println!(
+            "note: the credentials are encrypted to your vault identity: copy it to {}",
+            gate.identity_file.display()
+        );
+    }
     Ok(())
 }

@@ -94,6 +94,7 @@ pub(super) fn run(config: &Path, action: ConfigAction) -> Result<(), CliError> {
         }
         ConfigAction::Restore { version: id } => {
             let (v, changed) = history::restore(&store, &gate, id)?;
+            // audit: config restore
             if changed.is_empty() {
                 println!("{} {} is already as in version {id}", v.kind, v.name);
             }
