@@ -88,16 +88,12 @@ pub fn record_start(
     store.record_config(&items)
 }
 
-/// Where a version's files live on disk.
-pub fn root(gate: &GateConfig, v: &ConfigVersion) -> PathBuf {
+/// Where a version's file goes on disk (gate.yaml is whatever file `--config` names).
+pub fn target(gate: &GateConfig, v: &ConfigVersion, file: &str) -> PathBuf {
     match v.kind.as_str() {
-        GATE => gate
-            .gate_yaml
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf(),
-        USER => gate.users_dir.clone(),
-        _ => gate.rules_dir.join(&v.name),
+        GATE => gate.gate_yaml.clone(),
+        USER => gate.users_dir.join(file),
+        _ => gate.rules_dir.join(&v.name).join(file),
     }
 }
 
@@ -173,18 +169,18 @@ pub fn restore(
     id: i64,
 ) -> Result<(ConfigVersion, Vec<String>), RestoreError> {
     let v = store.config_version(id)?.ok_or(RestoreError::Missing(id))?;
-    let dir = root(gate, &v);
     let werr = |path: &Path| {
         let path = path.to_path_buf();
         move |source| RestoreError::Write { path, source }
     };
-    std::fs::create_dir_all(&dir).map_err(werr(&dir))?;
     let mut changed = Vec::new();
     for (file, text) in &v.files {
-        let path = dir.join(file);
+        let path = target(gate, &v, file);
         if read_text(&path).as_deref() == Some(text.as_str()) {
             continue;
         }
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(werr(dir))?;
         let tmp = dir.join(format!(".{file}.restore"));
         std::fs::write(&tmp, text).map_err(werr(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(werr(&path))?;
@@ -194,7 +190,7 @@ pub fn restore(
         && let Some(latest) = store.latest_config(&v.kind, &v.name)?
     {
         for file in latest.files.keys().filter(|f| !v.files.contains_key(*f)) {
-            let path = dir.join(file);
+            let path = target(gate, &v, file);
             if path.is_file() {
                 std::fs::remove_file(&path).map_err(werr(&path))?;
                 changed.push(format!("removed {}", shown(&v, file)));

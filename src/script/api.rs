@@ -323,8 +323,11 @@ fn register_export(engine: &mut Engine) {
     engine.register_custom_syntax_with_state_raw(
         "export",
         |symbols, look_ahead, _state| {
+            // Rhai reads `()` as one token (unit); `export()` ends with it.
             Ok(match symbols.len() {
+                1 if look_ahead == "()" => Some("()".into()),
                 1 => Some("(".into()),
+                2 if symbols[1] == "()" => None,
                 2 if look_ahead == ")" => Some(")".into()),
                 2 => Some("$expr$".into()),
                 3 if symbols[2] != ")" => Some(")".into()),

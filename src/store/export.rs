@@ -74,7 +74,8 @@ pub struct ExportMediaRow {
     pub created_at: i64,
 }
 
-/// An incremental export's place: messages up to `rev` went out at `at_ms`.
+/// An incremental export's place: every change up to `rev` (the store's change counter, moved
+/// by each new or changed message, contact and failed send) went out at `at_ms`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ExportMark {
     pub rev: i64,
@@ -102,7 +103,7 @@ pub struct ExportSnapshot {
     filter: ExportFilter,
     /// The previous mark (incremental), else rev 0 / time 0.
     pub from: ExportMark,
-    /// Where this export leaves the mark: the highest rev in the snapshot.
+    /// Where this export leaves the mark: the change counter in the snapshot.
     pub to: ExportMark,
     /// The business side's phone number as last seen in a webhook, if any.
     pub seen_display_phone: Option<String>,
@@ -111,7 +112,8 @@ pub struct ExportSnapshot {
 /// The message filter shared by the message, contact and media queries. Parameters: ?1 user,
 /// ?2 since, ?3 until, ?4 contact, ?5 rev above which a message is new.
 const MESSAGE_FILTER: &str = "m.user = ?1 AND (?2 IS NULL OR m.timestamp >= ?2)
-     AND (?3 IS NULL OR m.timestamp < ?3) AND (?4 IS NULL OR m.contact = ?4) AND m.rev > ?5";
+     AND (?3 IS NULL OR m.timestamp < ?3) AND (?4 IS NULL OR m.contact = ?4)
+     AND (?5 = 0 OR m.rev > ?5)";
 
 impl Store {
     /// Opens a consistent snapshot of `filter.user`'s data for an export.
@@ -144,11 +146,7 @@ impl Store {
         } else {
             ExportMark::default()
         };
-        let rev: i64 = conn.query_row(
-            "SELECT COALESCE(MAX(rev), 0) FROM messages WHERE user = ?1",
-            [&filter.user],
-            |r| r.get(0),
-        )?;
+        let rev: i64 = conn.query_row("SELECT n FROM change_seq", [], |r| r.get(0))?;
         let seen_display_phone = conn
             .query_row(
                 "SELECT json_extract(payload, '$.display_phone_number') FROM events
@@ -276,7 +274,7 @@ impl ExportSnapshot {
             f.since.map_or(V::Null, |s| V::Integer(s * 1000)),
             f.until.map_or(V::Null, |s| V::Integer(s * 1000)),
             f.contact.clone().map_or(V::Null, V::Text),
-            V::Integer(self.from.at_ms),
+            V::Integer(self.from.rev),
         ]
     }
 
@@ -325,19 +323,12 @@ impl ExportSnapshot {
             "SELECT c.contact, c.name, c.last_inbound_at, c.updated_at FROM contacts c
              WHERE c.user = ?1 AND (?4 IS NULL OR c.contact = ?4)
                AND (?6 = 0 OR EXISTS (SELECT 1 FROM messages m WHERE m.contact = c.contact AND {MESSAGE_FILTER})
-                    OR (?7 > 0 AND c.updated_at > ?7))
+                    OR (?5 > 0 AND c.rev > ?5))
              ORDER BY c.contact"
         );
         let mut st = self.conn.prepare(&sql)?;
         let mut p = self.message_params().to_vec();
         p.push(rusqlite::types::Value::Integer(i64::from(filtered)));
-        p.push(rusqlite::types::Value::Integer(
-            if self.filter.incremental {
-                self.from.at_ms
-            } else {
-                0
-            },
-        ));
         let mut rows = st.query(rusqlite::params_from_iter(p))?;
         let mut n = 0;
         while let Some(r) = rows.next()? {
@@ -386,7 +377,7 @@ impl ExportSnapshot {
 }
 
 /// Sends that failed before Graph accepted them. Parameters: ?1 user, ?2 since (ms), ?3 until
-/// (ms), ?4 recipient, ?5 the previous incremental export's time (ms; 0 for a full export).
+/// (ms), ?4 recipient, ?5 the change counter above which a failure is new (0: every one).
 const UNSENT_FILTER: &str = "o.user = ?1 AND o.state = 'failed' AND o.wamid IS NULL
      AND (?2 IS NULL OR o.created_at >= ?2) AND (?3 IS NULL OR o.created_at < ?3)
-     AND (?4 IS NULL OR o.recipient = ?4 OR o.recipient = '+' || ?4) AND o.updated_at > ?5";
+     AND (?4 IS NULL OR o.recipient = ?4 OR o.recipient = '+' || ?4) AND (?5 = 0 OR o.rev > ?5)";

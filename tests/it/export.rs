@@ -379,6 +379,9 @@ async fn filters_by_contact_and_time_and_incremental_exports() {
             .status(),
         200
     );
+    // The reply to it fails before Graph accepts it: a failed send is a change too.
+    tg.fake
+        .push_fault(Fault::graph(400, 131026, "Message undeliverable"));
     let body = text_webhook(OLGA, BOB, "Bobby", "wamid.B2", "Again");
     assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
     settled(&tg, "olga").await;
@@ -401,7 +404,7 @@ async fn filters_by_contact_and_time_and_incremental_exports() {
         "{got:?}"
     );
     assert!(
-        got.contains(&("You said: Again".into(), "sent".into())),
+        got.contains(&("You said: Again".into(), "failed".into())),
         "{got:?}"
     );
     assert_eq!(
@@ -573,4 +576,42 @@ async fn scripts_export_their_own_user_only_as_permitted_and_dry_runs_write_noth
         .count();
     assert_eq!(n, 1);
     tg.shutdown().await;
+}
+
+#[test]
+fn export_is_a_script_function_despite_rhai_keeping_the_word() {
+    let engine = wagate::script::ScriptEngine::new(&wagate::config::ScriptLimits::default());
+    let ctx = wagate::script::RunContext::simple(
+        "olga",
+        true,
+        Duration::from_secs(1),
+        chrono_tz::Europe::Paris,
+    );
+    let run = |src: &str| {
+        let ast = engine
+            .rhai()
+            .compile(src)
+            .unwrap_or_else(|e| panic!("{src}: {e}"));
+        engine
+            .run(&ast, None, &json!({"kind": "message"}), &ctx, "x.rhai")
+            .error
+            .unwrap()
+    };
+    // Parsed in every form; with no store behind the run, each says so.
+    for src in [
+        "export()",
+        "let r = export(#{ since: \"2026-05-01\" });",
+        "fn f() { export(#{}) }\nf()",
+    ] {
+        assert!(run(src).contains("no store to export from"), "{src}");
+    }
+    let e = run("export(42)");
+    assert!(
+        e.starts_with("x.rhai:1:") && e.contains("give a map of options"),
+        "{e}"
+    );
+    let e = run("export(#{ contact: \"1\", bogus: 1 })");
+    assert!(e.contains("unknown option `bogus`"), "{e}");
+    let e = run("export(#{ since: \"next week\" })");
+    assert!(e.contains("`since`"), "{e}");
 }
