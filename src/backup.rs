@@ -253,7 +253,7 @@ pub fn create(
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(BackupSummary {
         path: out.to_path_buf(),
-        files: m.files.len() + 1,
+        files: m.files.len(),
         bytes,
     })
 }

@@ -264,6 +264,9 @@ pub fn write_export<W: Write>(
         None => 0,
     };
     let mut progress = progress;
+    if let Some(p) = progress.as_mut() {
+        p(0, total);
+    }
     let business = account
         .display_phone_number
         .clone()
@@ -308,7 +311,8 @@ pub fn write_export<W: Write>(
         }
         Ok(())
     })?;
-    w.write_all(b"\n],\"contacts\":[").map_err(io)?;
+    let close = |empty: bool| if empty { "]" } else { "\n]" };
+    write!(w, "{},\"contacts\":[", close(first)).map_err(io)?;
     first = true;
     counts.contacts = snap.for_each_contact(&mut |c| {
         w.write_all(if first { b"\n" } else { b",\n" })?;
@@ -316,7 +320,7 @@ pub fn write_export<W: Write>(
         serde_json::to_writer(&mut w, &contact_out(c))?;
         Ok(())
     })?;
-    w.write_all(b"\n],\"media\":[").map_err(io)?;
+    write!(w, "{},\"media\":[", close(first)).map_err(io)?;
     first = true;
     counts.media = snap.for_each_media(&mut |d| {
         w.write_all(if first { b"\n" } else { b",\n" })?;
@@ -325,7 +329,7 @@ pub fn write_export<W: Write>(
         Ok(())
     })?;
     let counts_json = serde_json::to_string(&counts).map_err(|e| io(e.into()))?;
-    write!(w, "\n]}},\"counts\":{counts_json}}}\n").map_err(io)?;
+    writeln!(w, "{}}},\"counts\":{counts_json}}}", close(first)).map_err(io)?;
     w.flush().map_err(io)?;
     if let Some(p) = progress.as_mut() {
         p(counts.messages, total.max(counts.messages));
