@@ -54,9 +54,10 @@ pub(super) fn run(config: &Path, action: ConfigAction) -> Result<(), CliError> {
             if versions.is_empty() {
                 println!("no configuration history yet");
             }
+            let width = versions.iter().map(|v| v.name.len()).max().unwrap_or(0);
             for v in versions {
                 println!(
-                    "{:>5}  {}  {:<7}  {}  {}  ({} file(s))",
+                    "{:>5}  {}  {:<7}  {:<width$}  {}  ({} file(s))",
                     v.id,
                     when(v.at_ms),
                     v.kind,

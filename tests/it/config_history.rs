@@ -201,3 +201,41 @@ async fn a_gate_yaml_version_restores_and_the_pinned_version_is_used_for_calls()
     assert_eq!(std::fs::read_to_string(&cfg).unwrap(), original);
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn check_warns_about_an_expired_or_unknown_pinned_version_and_a_bad_backup_cron() {
+    let tg = TestGate::start().await;
+    let cfg = tg.config_path();
+    let original = std::fs::read_to_string(&cfg).unwrap();
+    // Expired versions stay expired, so this holds whatever the date.
+    std::fs::write(&cfg, original.replace("v23.0", "v20.0")).unwrap();
+    let summary = wagate::app::check(&cfg).unwrap();
+    assert!(
+        summary.starts_with("warning: Graph API v20.0 expired on 2026-09-24"),
+        "{summary}"
+    );
+    assert!(
+        summary.ends_with("ok: 2 user(s), 1 project(s), 1 rule(s)"),
+        "{summary}"
+    );
+    std::fs::write(&cfg, original.replace("v23.0", "v99.0")).unwrap();
+    let summary = wagate::app::check(&cfg).unwrap();
+    assert!(
+        summary.contains("`v99.0` is not one this gate knows"),
+        "{summary}"
+    );
+    std::fs::write(
+        &cfg,
+        format!("{original}backup: {{ cron: \"at night\", keep: 3 }}\n"),
+    )
+    .unwrap();
+    let e = wagate::app::check(&cfg).unwrap_err();
+    assert!(e.contains("gate.yaml `backup.cron`"), "{e}");
+    std::fs::write(
+        &cfg,
+        format!("{original}backup: {{ cron: \"0 3 * * *\" }}\n"),
+    )
+    .unwrap();
+    assert!(wagate::app::check(&cfg).is_ok());
+    tg.shutdown().await;
+}
