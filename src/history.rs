@@ -111,13 +111,12 @@ pub fn diff(a: &ConfigVersion, b: &ConfigVersion) -> String {
     let mut names: Vec<&String> = a.files.keys().chain(b.files.keys()).collect();
     names.sort();
     names.dedup();
-    let same_thing = a.kind == b.kind && a.name == b.name;
     for file in names {
         let (old, new) = (a.files.get(file), b.files.get(file));
         if old == new {
             continue;
         }
-        let left = if same_thing || old.is_some() {
+        let left = if old.is_some() {
             shown(a, file)
         } else {
             "/dev/null".into()
@@ -198,4 +197,35 @@ pub fn restore(
         }
     }
     Ok((v, changed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(id: i64, files: &[(&str, &str)]) -> ConfigVersion {
+        ConfigVersion {
+            id,
+            kind: PROJECT.into(),
+            name: "olga/tours".into(),
+            hash: String::new(),
+            files: files
+                .iter()
+                .map(|(f, t)| (f.to_string(), t.to_string()))
+                .collect(),
+            at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn diff_shows_changed_added_and_removed_files() {
+        let a = version(1, &[("project.yaml", "rules: []\n"), ("old.rhai", "1\n")]);
+        let b = version(2, &[("project.yaml", "rules: []\n"), ("new.rhai", "2\n")]);
+        assert_eq!(
+            diff(&a, &b),
+            "--- /dev/null (version 1)\n+++ rules/olga/tours/new.rhai (version 2)\n@@ -0,0 +1 @@\n+2\n\
+             --- rules/olga/tours/old.rhai (version 1)\n+++ /dev/null (version 2)\n@@ -1 +0,0 @@\n-1\n"
+        );
+        assert_eq!(diff(&a, &a), "");
+    }
 }
