@@ -632,3 +632,32 @@ impl BackupScheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_stay_inside_the_home() {
+        assert!(safe("rules/olga/x.rhai") && safe("gate.yaml"));
+        for bad in ["../x", "/etc/passwd", "rules/../../x", ""] {
+            assert!(!safe(bad), "{bad}");
+        }
+        let t = Target::of(
+            Path::new("/h/gate.yaml"),
+            "storage: { path: db/w.db }\nusers_dir: people\n",
+        )
+        .unwrap();
+        assert_eq!(t.place("data/wagate.db"), Some(PathBuf::from("/h/db/w.db")));
+        assert_eq!(
+            t.place("users/olga.yaml"),
+            Some(PathBuf::from("/h/people/olga.yaml"))
+        );
+        assert_eq!(
+            t.place("credentials/olga.age"),
+            Some(PathBuf::from("/h/credentials/olga.age"))
+        );
+        assert_eq!(t.place("identity.txt"), None);
+        assert_eq!(t.place("users"), None);
+    }
+}
