@@ -270,6 +270,10 @@ pub async fn start(
     let live = registry.snapshot();
     let (hash, projects) = (live.hash(), live.project_hashes());
     store.record_reload("live", &hash, &projects, None)?;
+    let names: Vec<String> = live.projects.iter().map(|p| p.name.clone()).collect();
+    if let Err(e) = crate::history::record_start(&store, &home.gate, &names) {
+        tracing::error!(error = %e, "the configuration's history could not be recorded");
+    }
     let runs_in_flight = Arc::new(AtomicUsize::new(0));
     let scheduler = Scheduler {
         store: store.clone(),
@@ -339,6 +343,21 @@ pub async fn start(
         uploads: Default::default(),
     };
     tracker.spawn(sender.run(cancel.clone()));
+    if let Some(section) = &home.gate.file.backup {
+        let vault = Arc::new(Vault::open_from_env(&home.gate.identity_file)?);
+        match crate::backup::BackupScheduler::new(
+            home.gate.clone(),
+            store.clone(),
+            vault,
+            section,
+            opts.clock.clone(),
+        ) {
+            Ok(b) => {
+                tracker.spawn(Arc::new(b).run(cancel.clone()));
+            }
+            Err(e) => tracing::error!("scheduled backups are off: {e}"),
+        }
+    }
     Ok(GateHandle {
         addr,
         store,
@@ -350,6 +369,15 @@ pub async fn start(
         cancel,
         tracker,
     })
+}
+
+/// A warning about the pinned Graph API version (gate.yaml `graph.version`) if it expires
+/// within 90 days, has expired, or is unknown.
+pub fn version_warning(home: &Home) -> Option<String> {
+    crate::graph::versions::warning(
+        &home.gate.file.graph.version,
+        chrono::Utc::now().date_naive(),
+    )
 }
 
 /// `wagate check`: every problem of the home at once: config, users, credentials that do not
@@ -379,6 +407,11 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
         .iter()
         .map(|w| format!("{w}\n"))
         .collect();
+    if let Some(b) = &home.gate.file.backup
+        && let Err(e) = crate::backup::check_section(b)
+    {
+        problems.push(format!("error: {e}"));
+    }
     if !problems.is_empty() {
         let n = problems.len();
         let plural = if n == 1 { "" } else { "s" };
@@ -387,12 +420,16 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
             problems.join("\n\n")
         ));
     }
-    Ok(format!(
+    let summary = format!(
         "{warnings}ok: {} user(s), {} project(s), {} rule(s)",
         users.len(),
         rules.projects.len(),
         rules.rule_count()
-    ))
+    );
+    Ok(match version_warning(&home) {
+        Some(w) => format!("{w}\n{summary}"),
+        None => summary,
+    })
 }
 
 /// Users whose current token Graph has rejected (code 190), as the store recorded it.

@@ -207,6 +207,12 @@ impl Dispatcher {
                 store: self.store.clone(),
                 user: ev.user.clone(),
                 project: project.name.clone(),
+                export: runner::ExportAccess::of(
+                    &self.store,
+                    &ev.user,
+                    self.users.get(&ev.user).map(|u| &u.config),
+                    false,
+                ),
             });
             let ctx = runner::context(&self.engine, project, permissions, host);
             for rule in project

@@ -27,7 +27,10 @@ pub mod tokens;
 pub mod users;
 pub mod vault;
 
+pub mod backup;
 pub mod dispatch;
+pub mod export;
+pub mod history;
 pub mod media;
 pub mod metrics;
 pub mod rules;

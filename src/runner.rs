@@ -2,13 +2,15 @@
 //! `if:`, take a place under the rule's run mode, run the script, trace it, and turn its
 //! actions into store effects with idempotency keys.
 
-use crate::config::Permissions;
+use crate::config::{Permissions, UserConfig};
+use crate::export::{self, Account, ExportOptions};
 use crate::rules::{Project, Rule};
-use crate::script::{Action, Host, RunContext, ScriptEngine};
+use crate::script::{Action, ExportRequest, ExportResult, Host, RunContext, ScriptEngine};
 use crate::store::{
     Effects, LabelWrite, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms,
 };
 use serde_json::{Map, Value, json};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,6 +19,47 @@ pub struct StoreHost {
     pub store: Store,
     pub user: String,
     pub project: String,
+    /// What `export(opts)` may do.
+    pub export: ExportAccess,
+}
+
+/// What a script's `export(opts)` may do in a run.
+#[derive(Clone, Debug)]
+pub enum ExportAccess {
+    /// The user's permissions.export is false (or the user is not served).
+    Denied { user: String },
+    /// Write a new file under `dir` (data/exports/<user>/).
+    Write { account: Account, dir: PathBuf },
+    /// A dry run: count what would be exported, write nothing, move no watermark.
+    DryRun { account: Account, dir: PathBuf },
+}
+
+impl ExportAccess {
+    /// The access of `user`'s rules: as users/<user>.yaml `permissions.export` says.
+    pub fn of(store: &Store, name: &str, user: Option<&UserConfig>, dry_run: bool) -> Self {
+        match user.filter(|u| u.permissions.export) {
+            None => ExportAccess::Denied {
+                user: name.to_string(),
+            },
+            Some(u) => {
+                let (account, dir) = (Account::of(u), export::exports_dir(store.path(), name));
+                if dry_run {
+                    ExportAccess::DryRun { account, dir }
+                } else {
+                    ExportAccess::Write { account, dir }
+                }
+            }
+        }
+    }
+}
+
+fn export_options(req: &ExportRequest) -> ExportOptions {
+    ExportOptions {
+        since: req.since,
+        until: req.until,
+        contact: req.contact.clone(),
+        incremental: req.incremental,
+    }
 }
 
 impl Host for StoreHost {
@@ -44,6 +87,37 @@ impl Host for StoreHost {
         self.store
             .last_inbound(&self.user, contact)
             .map_err(|e| format!("window: {e}"))
+    }
+
+    fn export(&self, req: &ExportRequest) -> Result<ExportResult, String> {
+        let opts = export_options(req);
+        let (account, dir, dry) = match &self.export {
+            ExportAccess::Denied { user } => {
+                return Err(format!(
+                    "export: user `{user}` may not export (permissions.export is false in users/{user}.yaml)"
+                ));
+            }
+            ExportAccess::Write { account, dir } => (account, dir, false),
+            ExportAccess::DryRun { account, dir } => (account, dir, true),
+        };
+        let path = export::default_file(dir, &account.user, chrono::Utc::now(), opts.incremental);
+        let counts = if dry {
+            // Counted through a sink: nothing is written, no watermark moves.
+            export::write_export(&self.store, account, &opts, std::io::sink(), None)
+                .map_err(|e| e.to_string())?
+                .counts
+        } else {
+            // audit: export (script)
+            export::export_to_file(&self.store, account, &opts, &path, None)
+                .map_err(|e| e.to_string())?
+                .counts
+        };
+        Ok(ExportResult {
+            path: path.to_string_lossy().into_owned(),
+            messages: counts.messages,
+            contacts: counts.contacts,
+            media: counts.media,
+        })
     }
 }
 

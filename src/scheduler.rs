@@ -306,6 +306,12 @@ impl Scheduler {
         let permissions = runtime.as_ref().map(|u| &u.config.permissions);
         let host = Arc::new(StoreHost {
             store: self.store.clone(),
+            export: runner::ExportAccess::of(
+                &self.store,
+                &user,
+                self.users.get(&user).map(|u| &u.config),
+                false,
+            ),
             user,
             project: project.name.clone(),
         });

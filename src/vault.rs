@@ -127,6 +127,42 @@ impl Vault {
         r.map_err(|_| VaultError::Decrypt(path.to_path_buf()))
     }
 
+    /// Wraps `out` so that what is written to it is age-encrypted to this vault's key (the
+    /// identity's public recipient, or the passphrase): backups. Call `finish()` at the end.
+    pub fn encrypt_stream<W: Write>(
+        &self,
+        out: W,
+    ) -> Result<age::stream::StreamWriter<W>, VaultError> {
+        let enc = match &self.key {
+            Key::Identity(id) => {
+                let r = id.to_public();
+                age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+            }
+            Key::Passphrase(p) => Ok(age::Encryptor::with_user_passphrase(p.clone())),
+        }
+        .map_err(|e| VaultError::Encrypt(e.to_string()))?;
+        enc.wrap_output(out)
+            .map_err(|e| VaultError::Encrypt(e.to_string()))
+    }
+
+    /// Reads an age stream encrypted to this vault's key; `path` names it in errors.
+    pub fn decrypt_stream<R: std::io::Read>(
+        &self,
+        path: &Path,
+        input: R,
+    ) -> Result<age::stream::StreamReader<R>, VaultError> {
+        let dec =
+            age::Decryptor::new(input).map_err(|_| VaultError::Decrypt(path.to_path_buf()))?;
+        let r = match &self.key {
+            Key::Identity(id) => dec.decrypt(std::iter::once(id as &dyn age::Identity)),
+            Key::Passphrase(p) => {
+                let id = age::scrypt::Identity::new(p.clone());
+                dec.decrypt(std::iter::once(&id as &dyn age::Identity))
+            }
+        };
+        r.map_err(|_| VaultError::Decrypt(path.to_path_buf()))
+    }
+
     /// Encrypts `creds` into `path` (mode 0600, written whole or not at all).
     pub fn write_credentials(&self, path: &Path, creds: &Credentials) -> Result<(), VaultError> {
         let plain = CredentialsFile {

@@ -88,19 +88,27 @@ impl Reloader {
         let gate_yaml = self.gate_yaml.clone();
         let engine = self.engine.clone();
         let served = self.served.clone();
-        let compiled = tokio::task::spawn_blocking(move || -> Result<RuleSet, String> {
+        let compiled = tokio::task::spawn_blocking(move || -> Result<_, String> {
             let home = Home::load_served(&gate_yaml, &served).map_err(|d| d.to_string())?;
-            RuleSet::compile(&home, &engine).map_err(|d| d.to_string())
+            let set = RuleSet::compile(&home, &engine).map_err(|d| d.to_string())?;
+            // The files as compiled, for the configuration's history (read now, not after the
+            // swap, when the next edit may already be on disk).
+            let files: Vec<_> = set
+                .projects
+                .iter()
+                .map(|p| crate::history::project(&home.gate.rules_dir, &p.name))
+                .collect();
+            Ok((set, files))
         })
         .await
         .unwrap_or_else(|e| Err(format!("reload task failed: {e}")));
         let current = self.registry.snapshot();
         match compiled {
-            Ok(set) if set.hash() == current.hash() => {
+            Ok((set, _)) if set.hash() == current.hash() => {
                 crate::metrics::reload("unchanged");
                 ReloadOutcome::Unchanged
             }
-            Ok(set) => {
+            Ok((set, files)) => {
                 let (hash, projects) = (set.hash(), set.project_hashes());
                 self.registry.swap(set);
                 crate::metrics::reload("live");
@@ -109,7 +117,12 @@ impl Reloader {
                 let store = self.store.clone();
                 let h = hash.clone();
                 let _ = store
-                    .call(move |s| s.record_reload("live", &h, &projects, None))
+                    .call(move |s| {
+                        s.record_reload("live", &h, &projects, None)?;
+                        // Every project folder's files as they went live (only changed ones
+                        // make a new version).
+                        s.record_config(&files).map(drop)
+                    })
                     .await;
                 ReloadOutcome::Live(hash)
             }

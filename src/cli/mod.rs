@@ -2,8 +2,11 @@
 //! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
 
 mod account;
+mod backup;
+mod config;
 mod connection;
 mod contacts;
+mod export;
 mod groups;
 mod init;
 mod inject;
@@ -151,6 +154,17 @@ enum Command {
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         limit: u32,
     },
+    /// Substance Export of one user's data (JSON), to data/exports/USER/ or --out.
+    Export(export::ExportArgs),
+    /// Write an encrypted backup of the home, or verify one (`backup verify F`).
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty home (the one named by --config).
+    Restore(backup::RestoreArgs),
+    /// The configuration's history: every version that went live; diff, show, restore.
+    Config {
+        #[command(subcommand)]
+        action: config::ConfigAction,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -280,6 +294,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             rule.as_deref(),
             limit as usize,
         ),
+        Command::Export(args) => export::run(&cli.config, args),
+        Command::Backup(args) => backup::backup(&cli.config, args),
+        Command::Restore(args) => backup::restore(&cli.config, args),
+        Command::Config { action } => config::run(&cli.config, action),
     }
 }
 
@@ -300,6 +318,9 @@ async fn serve(config: &Path) -> Result<(), CliError> {
     for (user, why) in &loaded.skipped {
         // Through the log, so that a JSON log stays JSON.
         tracing::warn!(user = %user, reason = %why, "user skipped: not served until fixed (`wagate check` shows every error)");
+    }
+    if let Some(w) = app::version_warning(&loaded.home) {
+        eprintln!("{w}");
     }
     let listen = loaded.home.gate.file.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)

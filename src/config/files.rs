@@ -22,6 +22,8 @@ pub struct GateFile {
     pub dispatch: DispatchSection,
     pub log: LogSection,
     pub status: StatusSection,
+    /// Scheduled backups while the gate serves (none without it).
+    pub backup: Option<BackupSection>,
 }
 
 /// `log:` of gate.yaml.
@@ -47,6 +49,26 @@ pub enum LogFormat {
 pub struct StatusSection {
     /// The environment variable holding the admin token (`Authorization: Bearer …`).
     pub admin_token_env: Option<String>,
+}
+
+/// `backup:` of gate.yaml: `wagate serve` writes a backup at each `cron` time (UTC) into `dir`
+/// and keeps the newest `keep`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSection {
+    pub cron: String,
+    #[serde(default = "default_backup_keep")]
+    pub keep: usize,
+    #[serde(default = "default_backup_dir")]
+    pub dir: String,
+}
+
+fn default_backup_keep() -> usize {
+    7
+}
+
+fn default_backup_dir() -> String {
+    "data/backups".into()
 }
 
 /// `dispatch:` of gate.yaml.
@@ -76,6 +98,7 @@ impl Default for GateFile {
             dispatch: DispatchSection::default(),
             log: LogSection::default(),
             status: StatusSection::default(),
+            backup: None,
         }
     }
 }

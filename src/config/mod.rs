@@ -8,9 +8,9 @@ mod serving;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use files::{
-    DispatchSection, GateFile, GraphSection, LogFormat, LogSection, Permissions, ProjectFile,
-    RuleFile, STORES, ScriptLimits, ServerSection, StatusSection, StorageSection, UserFile,
-    VaultSection, parse_duration,
+    BackupSection, DispatchSection, GateFile, GraphSection, LogFormat, LogSection, Permissions,
+    ProjectFile, RuleFile, STORES, ScriptLimits, ServerSection, StatusSection, StorageSection,
+    UserFile, VaultSection, parse_duration,
 };
 
 use crate::domain::UserId;

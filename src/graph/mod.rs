@@ -3,6 +3,7 @@
 
 pub mod groups;
 pub mod simulator;
+pub mod versions;
 
 use crate::domain::Secret;
 use serde::Deserialize;

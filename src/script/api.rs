@@ -1,5 +1,5 @@
 //! The script API of DESIGN.md, registered on the engine: `send`, `reply`, `log`, `state`,
-//! `set_state`, `lookup`, `schedule`, and time helpers. Every function acts as the run's user
+//! `set_state`, `lookup`, `schedule`, `export`, and time helpers. Every function acts as the run's user
 //! and project only; none of them takes a user, a token or a path.
 
 use super::time::{Time, parse_date, parse_time};
@@ -319,6 +319,111 @@ fn schedule(when: Dynamic, call: &str, arg: Dynamic) -> FnResult<String> {
     })
 }
 
+/// `export(opts)`: Substance Export of this user's data; opts `since`, `until` (Time or time
+/// text), `contact`, `incremental`. Returns `#{path, messages, contacts, media}`.
+fn export(opts: Map) -> FnResult<Map> {
+    let time = |key: &str| -> FnResult<Option<chrono::DateTime<Utc>>> {
+        let Some(v) = opts.get(key).filter(|v| !v.is_unit()) else {
+            return Ok(None);
+        };
+        if let Some(t) = v.clone().try_cast::<Time>() {
+            return Ok(Some(t.utc));
+        }
+        match v.clone().try_cast::<rhai::ImmutableString>() {
+            Some(s) => parse_time(&s, tz()?)
+                .map(|t| Some(t.utc))
+                .map_err(|e| format!("export: `{key}`: {e}").into()),
+            None => err(format!(
+                "export: `{key}` must be a Time or a time text, not {}",
+                v.type_name()
+            )),
+        }
+    };
+    for k in opts.keys() {
+        if !["since", "until", "contact", "incremental"].contains(&k.as_str()) {
+            return err(format!(
+                "export: unknown option `{k}`; the options are since, until, contact, incremental"
+            ));
+        }
+    }
+    let req = super::ExportRequest {
+        since: time("since")?,
+        until: time("until")?,
+        contact: opts
+            .get("contact")
+            .filter(|v| !v.is_unit())
+            .map(|v| v.to_string()),
+        incremental: opts
+            .get("incremental")
+            .map(|v| {
+                v.as_bool()
+                    .map_err(|t| format!("export: `incremental` must be true or false, not {t}"))
+            })
+            .transpose()?
+            .unwrap_or(false),
+    };
+    with_current(|cur| {
+        let started = std::time::Instant::now();
+        let done = cur.ctx.host.export(&req);
+        // Writing the file is the host's time, not the script's: the run's deadline moves on.
+        cur.deadline += started.elapsed();
+        let done = done.map_err(|e| -> Box<EvalAltResult> { e.into() })?;
+        cur.logs.push(format!(
+            "export: {} message(s), {} contact(s), {} media record(s) to {}",
+            done.messages, done.contacts, done.media, done.path
+        ));
+        let mut m = Map::new();
+        m.insert("path".into(), done.path.into());
+        m.insert("messages".into(), (done.messages as INT).into());
+        m.insert("contacts".into(), (done.contacts as INT).into());
+        m.insert("media".into(), (done.media as INT).into());
+        Ok(m)
+    })
+}
+
+/// `export` is a Rhai keyword (modules' `export x;`), which scripts never need since imports
+/// are resolved per project: it is disabled and `export(opts)` / `export()` parsed as a custom
+/// syntax that calls [`export`].
+fn register_export(engine: &mut Engine) {
+    engine.disable_symbol("export");
+    engine.register_custom_syntax_with_state_raw(
+        "export",
+        |symbols, look_ahead, _state| {
+            // Rhai reads `()` as one token (unit); `export()` ends with it.
+            Ok(match symbols.len() {
+                1 if look_ahead == "()" => Some("()".into()),
+                1 => Some("(".into()),
+                2 if symbols[1] == "()" => None,
+                2 if look_ahead == ")" => Some(")".into()),
+                2 => Some("$expr$".into()),
+                3 if symbols[2] != ")" => Some(")".into()),
+                _ => None,
+            })
+        },
+        false,
+        |context, inputs, _state| {
+            let pos = inputs.first().map_or(rhai::Position::NONE, |e| e.position());
+            let opts = match inputs.first() {
+                Some(e) => context.eval_expression_tree(e)?,
+                None => Dynamic::from_map(Map::new()),
+            };
+            let type_name = opts.type_name();
+            let result = match opts.try_cast::<Map>() {
+                Some(m) => export(m),
+                None => err(format!(
+                    "export: give a map of options, e.g. export(#{{ since: \"2026-05-01\" }}), not {type_name}"
+                )),
+            };
+            result.map(Dynamic::from_map).map_err(|mut e| {
+                if e.position().is_none() {
+                    e.set_position(pos);
+                }
+                e
+            })
+        },
+    );
+}
+
 fn register_time(engine: &mut Engine) {
     engine.register_type_with_name::<Time>("Time");
     engine.register_fn("now", now);
@@ -401,5 +506,6 @@ pub(super) fn register(engine: &mut Engine) {
     super::book::register(engine);
     super::groups::register(engine);
     engine.register_fn("window_open", window_open);
+    register_export(engine);
     register_time(engine);
 }

@@ -60,6 +60,24 @@ pub struct RunOutcome {
     pub error: Option<String>,
 }
 
+/// What a script's `export(opts)` asks for.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ExportRequest {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub contact: Option<String>,
+    pub incremental: bool,
+}
+
+/// What an export wrote (or, in a dry run, would write).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportResult {
+    pub path: String,
+    pub messages: u64,
+    pub contacts: u64,
+    pub media: u64,
+}
+
 /// Reads a run may make of the store, always as its own user and project.
 pub trait Host: Send + Sync {
     /// A persistent value of the project.
@@ -75,6 +93,12 @@ pub trait Host: Send + Sync {
     /// The WhatsApp timestamp of a contact's last inbound message (the 24-hour window).
     fn last_inbound(&self, _contact: &str) -> Result<Option<i64>, String> {
         Ok(None)
+    }
+    /// Substance Export of this user's data (`export(opts)`). Unlike the other actions it runs
+    /// during the run, because the script gets its counts back; it writes only a new file under
+    /// the user's exports folder (and, incremental, the user's watermark), never in dry runs.
+    fn export(&self, _req: &ExportRequest) -> Result<ExportResult, String> {
+        Err("export: there is no store to export from here".into())
     }
 }
 

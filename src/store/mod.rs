@@ -4,7 +4,10 @@
 //! is one short transaction. Async callers go through [`Store::call`] (a blocking thread).
 
 mod audit;
+mod backup;
+mod config_history;
 mod contacts;
+mod export;
 mod groups;
 mod schema;
 mod status;
@@ -12,6 +15,12 @@ mod status;
 pub use audit::{AuditEntry, ChainReport, GATE};
 pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
 pub use groups::GroupRow;
+
+pub use config_history::{ConfigItem, ConfigVersion};
+pub use export::{
+    ExportContactRow, ExportFilter, ExportMark, ExportMediaRow, ExportMessageRow, ExportReadError,
+    ExportSnapshot,
+};
 
 use crate::domain::{Event, UserId};
 use rusqlite::{Connection, OptionalExtension, params};

@@ -242,4 +242,60 @@ CREATE TABLE group_participants (
     PRIMARY KEY (user, group_id, wa_id)
 );
 "#,
+    // 10: Substance Export: one change counter for messages, contacts and failed sends (a
+    // status moves after the insert, a contact is renamed, a send fails: an incremental export
+    // must see each), indexes for filtered exports, and each user's export watermark per scope
+    // (all contacts, or one).
+    r#"
+CREATE TABLE change_seq (n INTEGER NOT NULL);
+INSERT INTO change_seq (n) SELECT COALESCE(MAX(id), 0) FROM messages;
+ALTER TABLE messages ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+UPDATE messages SET rev = id;
+ALTER TABLE contacts ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE outbox ADD COLUMN rev INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX messages_by_rev ON messages (user, rev);
+CREATE INDEX messages_by_time ON messages (user, timestamp, id);
+CREATE INDEX messages_by_contact ON messages (user, contact, timestamp, id);
+CREATE TRIGGER messages_rev_insert AFTER INSERT ON messages BEGIN
+    UPDATE change_seq SET n = n + 1;
+    UPDATE messages SET rev = (SELECT n FROM change_seq) WHERE id = NEW.id;
+END;
+CREATE TRIGGER messages_rev_update AFTER UPDATE OF status, error ON messages BEGIN
+    UPDATE change_seq SET n = n + 1;
+    UPDATE messages SET rev = (SELECT n FROM change_seq) WHERE id = NEW.id;
+END;
+CREATE TRIGGER contacts_rev_insert AFTER INSERT ON contacts BEGIN
+    UPDATE change_seq SET n = n + 1;
+    UPDATE contacts SET rev = (SELECT n FROM change_seq) WHERE user = NEW.user AND contact = NEW.contact;
+END;
+CREATE TRIGGER contacts_rev_update AFTER UPDATE OF name, last_inbound_at ON contacts BEGIN
+    UPDATE change_seq SET n = n + 1;
+    UPDATE contacts SET rev = (SELECT n FROM change_seq) WHERE user = NEW.user AND contact = NEW.contact;
+END;
+CREATE TRIGGER outbox_rev_failed AFTER UPDATE OF state ON outbox WHEN NEW.state = 'failed' BEGIN
+    UPDATE change_seq SET n = n + 1;
+    UPDATE outbox SET rev = (SELECT n FROM change_seq) WHERE id = NEW.id;
+END;
+CREATE TABLE export_marks (
+    user  TEXT    NOT NULL,
+    scope TEXT    NOT NULL,                -- `*`, or the one contact an export was limited to
+    rev   INTEGER NOT NULL,                -- changes up to this change_seq were exported
+    at    INTEGER NOT NULL,                -- unix ms of that export's snapshot
+    path  TEXT,
+    PRIMARY KEY (user, scope)
+);
+"#,
+    // 11: every version of the configuration that went live: gate.yaml, users/*.yaml, and
+    // each project folder's files.
+    r#"
+CREATE TABLE config_versions (
+    id      INTEGER PRIMARY KEY,
+    kind    TEXT    NOT NULL,              -- gate | user | project
+    name    TEXT    NOT NULL,              -- gate.yaml, users/olga.yaml, or the project's path
+    hash    TEXT    NOT NULL,              -- sha256 over the files (names and bytes)
+    content TEXT    NOT NULL,              -- JSON: {path relative to the home: text}
+    at      INTEGER NOT NULL               -- unix ms it went live
+);
+CREATE INDEX config_versions_by_name ON config_versions (kind, name, id);
+"#,
 ];

@@ -3,10 +3,13 @@
 
 mod common;
 
+mod backup;
 mod cli;
+mod config_history;
 mod contacts;
 mod durability;
 mod engine;
+mod export;
 mod fixtures;
 mod groups;
 mod ingest;

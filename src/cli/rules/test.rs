@@ -175,10 +175,18 @@ pub(super) fn read_host(home: &Home, project: &Project) -> Result<Arc<dyn Host>,
         return Ok(Arc::new(EmptyHost));
     }
     let store = Store::open_read_only(&home.gate.db_path).map_err(failure)?;
+    // A dry run counts what `export(opts)` would write and writes nothing.
+    let export = crate::runner::ExportAccess::of(
+        &store,
+        project.user.as_str(),
+        home.users.get(&project.user),
+        true,
+    );
     Ok(Arc::new(StoreHost {
         store,
         user: project.user.to_string(),
         project: project.name.clone(),
+        export,
     }))
 }
 

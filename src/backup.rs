@@ -1,0 +1,663 @@
+//! Backups: one age-encrypted tar archive holding a consistent online snapshot of the database,
+//! gate.yaml, users/, the rules folder and credentials/*.age (copied as they are: still
+//! encrypted). Never the vault identity, never anything decrypted. The archive ends with
+//! `MANIFEST.json`: every file's path, size and sha256, which `verify` and `restore` check.
+//! `restore` writes into an empty home (or, forced, over one). [`BackupScheduler`] writes
+//! backups at gate.yaml's `backup.cron` times and keeps the newest `backup.keep`.
+
+use crate::config::{BackupSection, GateConfig, GateFile};
+use crate::scheduler::Clock;
+use crate::store::{Store, StoreError};
+use crate::vault::{Vault, VaultError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The archive's format name, in its manifest.
+pub const FORMAT: &str = "wagate-backup/1";
+const MANIFEST: &str = "MANIFEST.json";
+const DB_ENTRY: &str = "data/wagate.db";
+
+/// Backup, verify and restore failures. None carries a secret.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Vault(#[from] VaultError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0} is not a valid wagate backup: {1}")]
+    Invalid(PathBuf, String),
+    #[error(
+        "refusing to restore into a home that is not empty ({0} already there): restore into an empty home, or pass --force to overwrite it"
+    )]
+    NotEmpty(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {
+    move |source| BackupError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One file in the archive.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestEntry {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// What the archive holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    pub created_at: String,
+    pub wagate_version: String,
+    pub files: Vec<ManifestEntry>,
+}
+
+/// A backup written.
+#[derive(Clone, Debug)]
+pub struct BackupSummary {
+    pub path: PathBuf,
+    pub files: usize,
+    /// Size of the encrypted archive.
+    pub bytes: u64,
+}
+
+/// Where backups go by default: `backups/` beside the database (`data/backups/`).
+pub fn default_dir(gate: &GateConfig) -> PathBuf {
+    gate.db_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("backups")
+}
+
+/// A new backup's file name in `dir`.
+pub fn default_file(dir: &Path, now: DateTime<Utc>) -> PathBuf {
+    dir.join(format!(
+        "wagate-{}.tar.age",
+        now.format("%Y%m%dT%H%M%S%.3fZ")
+    ))
+}
+
+/// Files of the home that go into a backup: (file on disk, path in the archive). The identity
+/// file is left out wherever it is.
+fn home_files(gate: &GateConfig) -> Vec<(PathBuf, String)> {
+    let identity = std::fs::canonicalize(&gate.identity_file).ok();
+    let mut files = vec![(gate.gate_yaml.clone(), "gate.yaml".to_string())];
+    let flat = |dir: &Path, prefix: &str, ext: &str, into: &mut Vec<(PathBuf, String)>| {
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == ext))
+            .collect();
+        found.sort();
+        for p in found {
+            if let Some(name) = p.file_name().and_then(|n| n.to_str()) {
+                let name = format!("{prefix}/{name}");
+                into.push((p, name));
+            }
+        }
+    };
+    flat(&gate.users_dir, "users", "yaml", &mut files);
+    flat(
+        &gate.home.join("credentials"),
+        "credentials",
+        "age",
+        &mut files,
+    );
+    walk(&gate.rules_dir, "rules", &mut files);
+    files.retain(|(p, _)| identity.is_none() || std::fs::canonicalize(p).ok() != identity);
+    files
+}
+
+/// Every file under `dir` (hidden names skipped: editor files, `.defs`), sorted.
+fn walk(dir: &Path, prefix: &str, into: &mut Vec<(PathBuf, String)>) {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let Some(name) = p.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let inner = format!("{prefix}/{name}");
+        if p.is_dir() {
+            walk(&p, &inner, into);
+        } else if p.is_file() {
+            into.push((p, inner));
+        }
+    }
+}
+
+/// Reads through to `inner` and hashes what passes.
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+    size: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+}
+
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    name: &str,
+    src: &Path,
+    manifest: &mut Vec<ManifestEntry>,
+) -> Result<(), BackupError> {
+    let f = std::fs::File::open(src).map_err(io_err(src))?;
+    let len = f.metadata().map_err(io_err(src))?.len();
+    let mut reader = Hashing {
+        inner: f.take(len),
+        hash: Sha256::new(),
+        size: 0,
+    };
+    let mut h = tar::Header::new_gnu();
+    h.set_size(len);
+    h.set_mode(0o600);
+    h.set_mtime(Utc::now().timestamp().max(0) as u64);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, name, &mut reader)
+        .map_err(io_err(src))?;
+    manifest.push(ManifestEntry {
+        path: name.to_string(),
+        size: reader.size,
+        sha256: hex::encode(reader.hash.finalize()),
+    });
+    Ok(())
+}
+
+/// Writes a backup of the home to `out` (mode 0600, through a temporary file and a rename).
+pub fn create(
+    gate: &GateConfig,
+    store: &Store,
+    vault: &Vault,
+    out: &Path,
+) -> Result<BackupSummary, BackupError> {
+    let dir = out
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // The database snapshot is as plaintext as the database itself; it sits beside the
+    // archive only while it is being packed.
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
+    let snap = dir.join(format!(".{name}.db"));
+    let _ = std::fs::remove_file(&snap);
+    struct Remove<'a>(&'a Path);
+    impl Drop for Remove<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(self.0);
+        }
+    }
+    let _cleanup = Remove(&snap);
+    store.snapshot_into(&snap)?;
+    let tmp = dir.join(format!(".{name}.partial"));
+    let _cleanup_tmp = Remove(&tmp);
+    let file = private_file(&tmp)?;
+    let sealed = vault.encrypt_stream(std::io::BufWriter::new(file))?;
+    let mut tar = tar::Builder::new(sealed);
+    let mut manifest = Vec::new();
+    for (src, name) in home_files(gate) {
+        append(&mut tar, &name, &src, &mut manifest)?;
+    }
+    append(&mut tar, DB_ENTRY, &snap, &mut manifest)?;
+    let m = Manifest {
+        format: FORMAT.into(),
+        created_at: Utc::now().to_rfc3339(),
+        wagate_version: env!("CARGO_PKG_VERSION").into(),
+        files: manifest,
+    };
+    let json = serde_json::to_vec_pretty(&m).unwrap_or_default();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(json.len() as u64);
+    h.set_mode(0o600);
+    h.set_mtime(Utc::now().timestamp().max(0) as u64);
+    tar.append_data(&mut h, MANIFEST, json.as_slice())
+        .map_err(io_err(&tmp))?;
+    let sealed = tar.into_inner().map_err(io_err(&tmp))?;
+    let buffered = sealed.finish().map_err(io_err(&tmp))?;
+    let file = buffered.into_inner().map_err(|e| BackupError::Io {
+        path: tmp.clone(),
+        source: e.into_error(),
+    })?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io_err(out))?;
+    let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+    Ok(BackupSummary {
+        path: out.to_path_buf(),
+        files: m.files.len(),
+        bytes,
+    })
+}
+
+fn private_file(path: &Path) -> Result<std::fs::File, BackupError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path).map_err(io_err(path))
+}
+
+/// An archive path that stays inside where it is extracted (no `..`, not absolute).
+fn safe(path: &str) -> bool {
+    !path.is_empty()
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
+/// Reads the archive once, handing each file (path, reader) to `each`, and checks it against
+/// the manifest: every file listed, with its size and sha256, nothing else, a database that is
+/// SQLite. Returns the manifest.
+fn read_archive(
+    vault: &Vault,
+    path: &Path,
+    each: &mut dyn FnMut(&str, &mut dyn Read) -> Result<(), BackupError>,
+) -> Result<Manifest, BackupError> {
+    let bad = |why: String| BackupError::Invalid(path.to_path_buf(), why);
+    let file = std::fs::File::open(path).map_err(io_err(path))?;
+    let plain = vault.decrypt_stream(path, std::io::BufReader::new(file))?;
+    let mut archive = tar::Archive::new(plain);
+    let mut seen: Vec<ManifestEntry> = Vec::new();
+    let mut manifest: Option<Manifest> = None;
+    let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| bad(e.to_string()))?;
+        let name = entry
+            .path()
+            .map_err(|e| bad(e.to_string()))?
+            .to_string_lossy()
+            .into_owned();
+        if !safe(&name) {
+            return Err(bad(format!("unsafe path `{name}`")));
+        }
+        if manifest.is_some() {
+            return Err(bad(format!("`{name}` comes after the manifest")));
+        }
+        let mut r = Hashing {
+            inner: entry,
+            hash: Sha256::new(),
+            size: 0,
+        };
+        if name == MANIFEST {
+            let mut json = Vec::new();
+            r.read_to_end(&mut json).map_err(|e| bad(e.to_string()))?;
+            manifest =
+                Some(serde_json::from_slice(&json).map_err(|e| bad(format!("manifest: {e}")))?);
+            continue;
+        }
+        each(&name, &mut r)?;
+        // Whatever `each` left unread still counts.
+        std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| bad(e.to_string()))?;
+        seen.push(ManifestEntry {
+            path: name,
+            size: r.size,
+            sha256: hex::encode(r.hash.finalize()),
+        });
+    }
+    let m = manifest.ok_or_else(|| bad("no manifest: the archive is truncated".into()))?;
+    if m.format != FORMAT {
+        return Err(bad(format!("unknown format `{}`", m.format)));
+    }
+    if m.files != seen {
+        let differs = m
+            .files
+            .iter()
+            .find(|f| !seen.contains(f))
+            .map(|f| f.path.clone())
+            .or_else(|| {
+                seen.iter()
+                    .find(|f| !m.files.contains(f))
+                    .map(|f| f.path.clone())
+            })
+            .unwrap_or_default();
+        return Err(bad(format!(
+            "`{differs}` does not match the manifest (size or sha256)"
+        )));
+    }
+    if !m.files.iter().any(|f| f.path == DB_ENTRY) {
+        return Err(bad("it holds no database".into()));
+    }
+    Ok(m)
+}
+
+/// `backup verify`: decrypts the archive and checks every file against its manifest and that
+/// the database is an SQLite file.
+pub fn verify(vault: &Vault, path: &Path) -> Result<Manifest, BackupError> {
+    let mut db_ok = false;
+    let m = read_archive(vault, path, &mut |name, r| {
+        if name == DB_ENTRY {
+            let mut head = [0u8; 16];
+            db_ok = r.read_exact(&mut head).is_ok() && &head == b"SQLite format 3\0";
+        }
+        Ok(())
+    })?;
+    if !db_ok {
+        return Err(BackupError::Invalid(
+            path.to_path_buf(),
+            "its database is not an SQLite file".into(),
+        ));
+    }
+    Ok(m)
+}
+
+/// A restore done.
+#[derive(Clone, Debug)]
+pub struct RestoreSummary {
+    pub files: usize,
+    pub home: PathBuf,
+}
+
+/// Where a restored home keeps things, from the archive's gate.yaml.
+struct Target {
+    gate_yaml: PathBuf,
+    home: PathBuf,
+    db: PathBuf,
+    users: PathBuf,
+    rules: PathBuf,
+    credentials: PathBuf,
+}
+
+impl Target {
+    fn of(gate_yaml: &Path, text: &str) -> Result<Target, String> {
+        let file: GateFile =
+            serde_yaml::from_str(text).map_err(|e| format!("its gate.yaml: {e}"))?;
+        let home = gate_yaml
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        Ok(Target {
+            gate_yaml: gate_yaml.to_path_buf(),
+            db: home.join(&file.storage.path),
+            users: home.join(&file.users_dir),
+            rules: home.join(&file.rules_dir),
+            credentials: home.join("credentials"),
+            home,
+        })
+    }
+
+    /// Where an archive path goes.
+    fn place(&self, name: &str) -> Option<PathBuf> {
+        let (top, rest) = name.split_once('/').unwrap_or((name, ""));
+        match (top, rest) {
+            ("gate.yaml", "") => Some(self.gate_yaml.clone()),
+            ("data", "wagate.db") => Some(self.db.clone()),
+            ("users", r) if !r.is_empty() => Some(self.users.join(r)),
+            ("rules", r) if !r.is_empty() => Some(self.rules.join(r)),
+            ("credentials", r) if !r.is_empty() => Some(self.credentials.join(r)),
+            _ => None,
+        }
+    }
+
+    /// What of the home is already there.
+    fn occupied(&self) -> Vec<PathBuf> {
+        let nonempty = |d: &Path| std::fs::read_dir(d).is_ok_and(|mut r| r.next().is_some());
+        let mut found = Vec::new();
+        for f in [&self.gate_yaml, &self.db] {
+            if f.exists() {
+                found.push(f.clone());
+            }
+        }
+        for d in [&self.users, &self.rules, &self.credentials] {
+            if nonempty(d) {
+                found.push(d.clone());
+            }
+        }
+        found
+    }
+}
+
+/// `restore`: checks the whole archive first, then writes it into the home of `gate_yaml`.
+/// A home that already has a gate.yaml, a database, users, rules or credentials is refused
+/// unless `force`, which replaces them. The vault identity is not in the archive: the caller's
+/// vault (identity file or passphrase) decrypts it and stays as it is.
+pub fn restore(
+    vault: &Vault,
+    archive: &Path,
+    gate_yaml: &Path,
+    force: bool,
+) -> Result<RestoreSummary, BackupError> {
+    let mut gate_text = None;
+    read_archive(vault, archive, &mut |name, r| {
+        if name == "gate.yaml" {
+            let mut s = String::new();
+            r.read_to_string(&mut s).map_err(io_err(Path::new(name)))?;
+            gate_text = Some(s);
+        }
+        Ok(())
+    })?;
+    let text = gate_text.ok_or_else(|| {
+        BackupError::Invalid(archive.to_path_buf(), "it holds no gate.yaml".into())
+    })?;
+    let target = Target::of(gate_yaml, &text)
+        .map_err(|why| BackupError::Invalid(archive.to_path_buf(), why))?;
+    let occupied = target.occupied();
+    if !occupied.is_empty() && !force {
+        let names: Vec<String> = occupied
+            .iter()
+            .map(|p| {
+                p.strip_prefix(&target.home)
+                    .unwrap_or(p)
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        return Err(BackupError::NotEmpty(names.join(", ")));
+    }
+    if force {
+        for suffix in ["", "-wal", "-shm"] {
+            let p = PathBuf::from(format!("{}{suffix}", target.db.display()));
+            if p.exists() {
+                std::fs::remove_file(&p).map_err(io_err(&p))?;
+            }
+        }
+        for d in [&target.users, &target.rules, &target.credentials] {
+            if d.is_dir() {
+                std::fs::remove_dir_all(d).map_err(io_err(d))?;
+            }
+        }
+    }
+    let mut files = 0;
+    read_archive(vault, archive, &mut |name, r| {
+        let Some(dest) = target.place(name) else {
+            return Ok(());
+        };
+        let dir = dest.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let tmp = dir.join(format!(
+            ".{}.restore",
+            dest.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+        ));
+        let mut f = private_file(&tmp)?;
+        std::io::copy(r, &mut f).map_err(io_err(&tmp))?;
+        f.sync_all().map_err(io_err(&tmp))?;
+        std::fs::rename(&tmp, &dest).map_err(io_err(&dest))?;
+        files += 1;
+        Ok(())
+    })?;
+    Ok(RestoreSummary {
+        files,
+        home: target.home,
+    })
+}
+
+/// Deletes all but the newest `keep` backups (`*.tar.age`) in `dir`; returns those deleted.
+pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.is_file()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.ends_with(".tar.age") && !n.starts_with('.'))
+        })
+        .collect();
+    // Names carry the UTC time, so name order is age order.
+    found.sort();
+    let n = found.len().saturating_sub(keep.max(1));
+    found
+        .into_iter()
+        .take(n)
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .collect()
+}
+
+/// Checks gate.yaml's `backup:` section; the message says what is wrong.
+pub fn check_section(s: &BackupSection) -> Result<(), String> {
+    crate::domain::schedule::check_cron(&s.cron)
+        .map_err(|e| format!("gate.yaml `backup.cron`: {e}"))?;
+    if s.keep == 0 {
+        return Err("gate.yaml `backup.keep` must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// Scheduled backups while the gate serves: at each `cron` time (UTC) a backup into `dir`,
+/// then all but the newest `keep` deleted. Times missed while the gate was down are not caught
+/// up: the next one comes at the next cron time.
+pub struct BackupScheduler {
+    pub gate: GateConfig,
+    pub store: Store,
+    pub vault: Arc<Vault>,
+    pub cron: String,
+    pub keep: usize,
+    pub dir: PathBuf,
+    pub clock: Arc<dyn Clock>,
+    next: Mutex<Option<DateTime<Utc>>>,
+}
+
+impl BackupScheduler {
+    /// A scheduler for `section`, its first time the next cron time after the clock's now.
+    pub fn new(
+        gate: GateConfig,
+        store: Store,
+        vault: Arc<Vault>,
+        section: &BackupSection,
+        clock: Arc<dyn Clock>,
+    ) -> Result<BackupScheduler, String> {
+        check_section(section)?;
+        let next = crate::domain::schedule::next_cron(&section.cron, clock.now(), chrono_tz::UTC);
+        Ok(BackupScheduler {
+            dir: gate.resolve(&section.dir),
+            gate,
+            store,
+            vault,
+            cron: section.cron.clone(),
+            keep: section.keep,
+            clock,
+            next: Mutex::new(next),
+        })
+    }
+
+    /// When the next backup is due.
+    pub fn next(&self) -> Option<DateTime<Utc>> {
+        *self.next.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes a backup if one is due at `now` (then prunes); returns it.
+    pub fn tick(&self, now: DateTime<Utc>) -> Result<Option<BackupSummary>, BackupError> {
+        let due = self.next().is_some_and(|t| t <= now);
+        if !due {
+            return Ok(None);
+        }
+        *self.next.lock().unwrap_or_else(|p| p.into_inner()) =
+            crate::domain::schedule::next_cron(&self.cron, now, chrono_tz::UTC);
+        let out = default_file(&self.dir, now);
+        let done = create(&self.gate, &self.store, &self.vault, &out)?;
+        // audit: backup (scheduled)
+        for old in prune(&self.dir, self.keep) {
+            tracing::info!(path = %old.display(), "old backup removed (backup.keep)");
+        }
+        Ok(Some(done))
+    }
+
+    /// Ticks at each due time until cancelled.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let now = self.clock.now();
+            let wait = self
+                .next()
+                .map(|t| (t - now).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(60))
+                .min(Duration::from_secs(60));
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = cancel.cancelled() => return,
+            }
+            let this = self.clone();
+            let now = self.clock.now();
+            match tokio::task::spawn_blocking(move || this.tick(now)).await {
+                Ok(Ok(Some(b))) => {
+                    tracing::info!(path = %b.path.display(), files = b.files, bytes = b.bytes, "backup written")
+                }
+                Ok(Ok(None)) => {}
+                Ok(Err(e)) => tracing::error!(error = %e, "scheduled backup failed"),
+                Err(e) => tracing::error!(error = %e, "scheduled backup panicked"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_stay_inside_the_home() {
+        assert!(safe("rules/olga/x.rhai") && safe("gate.yaml"));
+        for bad in ["../x", "/etc/passwd", "rules/../../x", ""] {
+            assert!(!safe(bad), "{bad}");
+        }
+        let t = Target::of(
+            Path::new("/h/gate.yaml"),
+            "storage: { path: db/w.db }\nusers_dir: people\n",
+        )
+        .unwrap();
+        assert_eq!(t.place("data/wagate.db"), Some(PathBuf::from("/h/db/w.db")));
+        assert_eq!(
+            t.place("users/olga.yaml"),
+            Some(PathBuf::from("/h/people/olga.yaml"))
+        );
+        assert_eq!(
+            t.place("credentials/olga.age"),
+            Some(PathBuf::from("/h/credentials/olga.age"))
+        );
+        assert_eq!(t.place("identity.txt"), None);
+        assert_eq!(t.place("users"), None);
+    }
+}
