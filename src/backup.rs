@@ -76,6 +76,19 @@ pub struct BackupSummary {
     pub bytes: u64,
 }
 
+/// Records a backup in the gate's audit log (`*`): where, how many files, how large, who.
+pub fn audit_backup(store: &Store, gate: &GateConfig, done: &BackupSummary, by: &str) {
+    let details = serde_json::json!({
+        "by": by,
+        "path": gate.display_path(&done.path).to_string_lossy(),
+        "files": done.files,
+        "bytes": done.bytes,
+    });
+    if let Err(e) = store.audit(crate::store::GATE, "backup", &details) {
+        tracing::error!(error = %e, "a backup was written but cannot be audited");
+    }
+}
+
 /// Where backups go by default: `backups/` beside the database (`data/backups/`).
 pub fn default_dir(gate: &GateConfig) -> PathBuf {
     gate.db_path
@@ -599,7 +612,7 @@ impl BackupScheduler {
             crate::domain::schedule::next_cron(&self.cron, now, chrono_tz::UTC);
         let out = default_file(&self.dir, now);
         let done = create(&self.gate, &self.store, &self.vault, &out)?;
-        // audit: backup (scheduled)
+        audit_backup(&self.store, &self.gate, &done, "scheduled");
         for old in prune(&self.dir, self.keep) {
             tracing::info!(path = %old.display(), "old backup removed (backup.keep)");
         }

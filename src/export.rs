@@ -60,6 +60,26 @@ pub struct ExportOptions {
     pub incremental: bool,
 }
 
+/// What the audit log keeps of an export: who asked, the filters, the counts, where it went.
+pub fn audit_details(
+    opts: &ExportOptions,
+    counts: &ExportCounts,
+    to: &str,
+    by: &str,
+) -> serde_json::Value {
+    serde_json::json!({
+        "by": by,
+        "to": to,
+        "since": opts.since.map(|t| t.to_rfc3339()),
+        "until": opts.until.map(|t| t.to_rfc3339()),
+        "contact": opts.contact,
+        "incremental": opts.incremental,
+        "messages": counts.messages,
+        "contacts": counts.contacts,
+        "media": counts.media,
+    })
+}
+
 /// How many records an export holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct ExportCounts {

@@ -107,10 +107,19 @@ impl Host for StoreHost {
                 .map_err(|e| e.to_string())?
                 .counts
         } else {
-            // audit: export (script)
-            export::export_to_file(&self.store, account, &opts, &path, None)
+            let counts = export::export_to_file(&self.store, account, &opts, &path, None)
                 .map_err(|e| e.to_string())?
-                .counts
+                .counts;
+            let details = export::audit_details(
+                &opts,
+                &counts,
+                &path.to_string_lossy(),
+                &format!("script {}", self.project),
+            );
+            self.store
+                .audit(&self.user, "export", &details)
+                .map_err(|e| format!("export: written, but cannot be audited: {e}"))?;
+            counts
         };
         Ok(ExportResult {
             path: path.to_string_lossy().into_owned(),

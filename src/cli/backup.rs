@@ -76,7 +76,7 @@ pub(super) fn backup(config: &Path, args: BackupArgs) -> Result<(), CliError> {
         .out
         .unwrap_or_else(|| backup::default_file(&backup::default_dir(&gate), Utc::now()));
     let done = backup::create(&gate, &store, &vault, &out)?;
-    // audit: backup (cli)
+    backup::audit_backup(&store, &gate, &done, "cli");
     println!(
         "backup written to {}: {} file(s), {} encrypted",
         gate.display_path(&done.path).display(),
@@ -98,7 +98,16 @@ pub(super) fn restore(config: &Path, args: RestoreArgs) -> Result<(), CliError> 
     let passphrase = std::env::var(PASSPHRASE_ENV).ok();
     let vault = Vault::open(&identity, passphrase)?;
     let done = backup::restore(&vault, &args.file, config, args.force)?;
-    // audit: restore
+    // Audited in the restored home's own log.
+    if let Ok(gate) = load_gate(config)
+        && let Ok(store) = Store::open(&gate.db_path)
+    {
+        let details = serde_json::json!({"from": args.file.display().to_string(),
+                                         "files": done.files, "force": args.force});
+        if let Err(e) = store.audit(crate::store::GATE, "restore", &details) {
+            eprintln!("warning: restored, but the restore cannot be audited: {e}");
+        }
+    }
     println!(
         "restored {} file(s) from {} into {}; run `wagate check`, then `wagate serve`",
         done.files,

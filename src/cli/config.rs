@@ -95,7 +95,18 @@ pub(super) fn run(config: &Path, action: ConfigAction) -> Result<(), CliError> {
         }
         ConfigAction::Restore { version: id } => {
             let (v, changed) = history::restore(&store, &gate, id)?;
-            // audit: config restore
+            // Audited under the user it belongs to (a project `olga/…`, a user file `olga`),
+            // or the gate's own log for gate.yaml.
+            let owner = match v.kind.as_str() {
+                history::PROJECT => v.name.split('/').next().unwrap_or(crate::store::GATE),
+                history::USER => v.name.as_str(),
+                _ => crate::store::GATE,
+            };
+            store.audit(
+                owner,
+                "config.restore",
+                &serde_json::json!({"version": id, "kind": v.kind, "name": v.name, "files": changed}),
+            )?;
             if changed.is_empty() {
                 println!("{} {} is already as in version {id}", v.kind, v.name);
             }

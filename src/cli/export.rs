@@ -60,6 +60,12 @@ pub(super) fn user_of(config: &Path, user: &str) -> Result<(Home, UserConfig), C
 
 pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
     let (home, user) = user_of(config, &args.user)?;
+    if !user.permissions.export {
+        return Err(CliError::failure(format!(
+            "error: user `{}` may not export (permissions.export is false in users/{}.yaml)",
+            user.id, user.id
+        )));
+    }
     let opts = ExportOptions {
         since: time_arg("since", args.since.as_deref(), &user)?,
         until: time_arg("until", args.until.as_deref(), &user)?,
@@ -69,7 +75,6 @@ pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
     export::filter(user.id.as_str(), &opts).map_err(|e| CliError::usage(format!("error: {e}")))?;
     let store = Store::open(&home.gate.db_path).map_err(CliError::failure)?;
     let account = Account::of(&user);
-    // audit: export (cli)
     if args.out.as_deref() == Some(Path::new("-")) {
         let stdout = std::io::stdout().lock();
         let done = export::write_export(&store, &account, &opts, stdout, None)?;
@@ -77,6 +82,11 @@ pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
             let f = export::filter(user.id.as_str(), &opts)?;
             store.set_export_mark(&f, mark, "-")?;
         }
+        store.audit(
+            user.id.as_str(),
+            "export",
+            &export::audit_details(&opts, &done.counts, "-", "cli"),
+        )?;
         eprintln!(
             "exported {} message(s), {} contact(s), {} media record(s) of `{}`",
             done.counts.messages, done.counts.contacts, done.counts.media, user.id
@@ -114,6 +124,16 @@ pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
+    store.audit(
+        user.id.as_str(),
+        "export",
+        &export::audit_details(
+            &opts,
+            &summary.counts,
+            &home.gate.display_path(&summary.path).to_string_lossy(),
+            "cli",
+        ),
+    )?;
     println!(
         "exported {} message(s), {} contact(s), {} media record(s) of `{}` to {}",
         summary.counts.messages,

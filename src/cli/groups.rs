@@ -356,6 +356,11 @@ async fn send(
     wait: u64,
 ) -> Result<(), CliError> {
     let user = cfg.id.as_str();
+    if !cfg.permissions.send {
+        return Err(CliError::failure(format!(
+            "error: user `{user}` may not send: permissions.send is false in its users file"
+        )));
+    }
     let (msg_type, body) =
         groups::build(group_id, spec).map_err(|e| CliError::usage(format!("error: {e}")))?;
     let recipient = groups::recipient(group_id);

@@ -773,3 +773,89 @@ impl Drop for LogOnPanic {
 fn scopeguard_log(p: std::path::PathBuf) -> LogOnPanic {
     LogOnPanic(p)
 }
+
+#[tokio::test]
+async fn exports_backups_and_restores_are_audited() {
+    let tg = TestGate::start().await;
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.EXP1", "hi");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    settled(&tg, "olga").await;
+    let home = tg.dir.path().to_path_buf();
+    let o = wagate(&home, &["export", "olga", "--contact", "+33612345678"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    let archive = home.join("backup.age");
+    let o = wagate(&home, &["backup", "--out", archive.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    let olga = tg.store().audit_entries(Some("olga"), None, 1000).unwrap();
+    let export = olga
+        .iter()
+        .find(|e| e.action == "export")
+        .expect("export audited");
+    assert_eq!(export.details["by"], "cli");
+    assert_eq!(export.details["contact"], "+33612345678");
+    assert_eq!(
+        export.details["messages"], 2,
+        "in and out: {}",
+        export.details
+    );
+    let gate = tg.store().audit_entries(Some("*"), None, 1000).unwrap();
+    let backup = gate
+        .iter()
+        .find(|e| e.action == "backup")
+        .expect("backup audited");
+    assert_eq!(backup.details["by"], "cli");
+    assert!(backup.details["files"].as_u64().unwrap() >= 4);
+    // Restored elsewhere: the restored home's own log says so, and its chains are whole.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::copy(home.join("identity.txt"), other.path().join("identity.txt")).unwrap();
+    let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .arg("--config")
+        .arg(other.path().join("gate.yaml"))
+        .args(["restore", archive.to_str().unwrap()])
+        .env_remove("WAGATE_PASSPHRASE")
+        .output()
+        .await
+        .unwrap();
+    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate(other.path(), &["audit", "*"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(out(&o).contains(" restore "), "{}", out(&o));
+    let o = wagate(other.path(), &["audit", "--verify"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_cli_honours_a_users_permissions() {
+    let tg = TestGate::start().await;
+    let home = tg.dir.path().to_path_buf();
+    let f = home.join("users/olga.yaml");
+    let yaml = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        format!("{yaml}permissions: {{ send: false, export: false }}\n"),
+    )
+    .unwrap();
+    let o = wagate(
+        &home,
+        &[
+            "send",
+            "olga",
+            "--to",
+            "+33612345678",
+            "--template",
+            "hello",
+        ],
+    )
+    .await;
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("may not send"), "{}", out(&o));
+    let o = wagate(&home, &["export", "olga"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    assert!(out(&o).contains("may not export"), "{}", out(&o));
+    // Azarya keeps hers.
+    let o = wagate(&home, &["export", "azarya", "--out", "-"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    assert!(tg.fake.requests().is_empty());
+    tg.shutdown().await;
+}
