@@ -445,6 +445,9 @@ point your editor's Rhai language server at rules/.defs for completion
         "fn lookup(",
         "fn schedule(",
         "fn now()",
+        "fn export(opts: map) -> map;",
+        "fn window_open(",
+        "fn add_label(",
     ] {
         assert!(defs.contains(f), "{f} in definitions");
     }

@@ -60,6 +60,9 @@ pub(super) fn definitions(engine: &ScriptEngine) -> String {
     for s in sigs {
         text += &format!("fn {};\n", tidy_signature(&s));
     }
+    // `export` is a Rhai keyword; the API parses `export(opts)` as custom syntax, so no
+    // registered function shows it.
+    text += "fn export(opts: map) -> map;\nfn export() -> map;\n";
     text
 }
 
