@@ -298,7 +298,16 @@ pub async fn start(
             debounce: opts.reload_debounce,
             on_swap: scheduler.wake.clone(),
         };
-        tracker.spawn(reloader.run(cancel.clone()));
+        // Watching starts before `start` returns: a rule saved right after it is not missed.
+        if let Some(run) = reloader.watch() {
+            let c = cancel.clone();
+            tracker.spawn(async move {
+                tokio::select! {
+                    _ = run => {}
+                    _ = c.cancelled() => {}
+                }
+            });
+        }
     }
     let dispatcher = Dispatcher {
         store: store.clone(),

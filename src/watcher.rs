@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
 /// What the reloader needs; cheap handles.
 pub struct Reloader {
@@ -46,8 +45,11 @@ pub enum ReloadOutcome {
 impl Reloader {
     /// Watches until `cancel` fires. A watcher that cannot start is logged; the gate goes on
     /// without hot reload.
-    pub async fn run(self, cancel: CancellationToken) {
-        let (tx, mut rx) = mpsc::unbounded_channel();
+    /// Starts watching the rules folder now (so that no change made after this returns is
+    /// missed), and returns the reload loop to run until `cancel`. `None`: hot reload is off
+    /// (the error is logged).
+    pub fn watch(self) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res
                 && !matches!(ev.kind, notify::EventKind::Access(_))
@@ -59,24 +61,28 @@ impl Reloader {
             Ok(w) => w,
             Err(e) => {
                 tracing::error!(error = %e, "cannot watch the rules folder; hot reload is off");
-                return;
+                return None;
             }
         };
         if let Err(e) = watcher.watch(&self.rules_dir, RecursiveMode::Recursive) {
             tracing::error!(error = %e, dir = %self.rules_dir.display(), "cannot watch the rules folder; hot reload is off");
-            return;
+            return None;
         }
+        Some(self.run(watcher, rx))
+    }
+
+    async fn run(self, watcher: notify::RecommendedWatcher, mut rx: mpsc::UnboundedReceiver<()>) {
+        // The watcher lives as long as this loop.
+        let _watcher = watcher;
         loop {
-            tokio::select! {
-                got = rx.recv() => if got.is_none() { return },
-                _ = cancel.cancelled() => return,
+            if rx.recv().await.is_none() {
+                return;
             }
             // Debounce: wait until the folder has been quiet for `debounce`.
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(self.debounce) => break,
                     got = rx.recv() => if got.is_none() { return },
-                    _ = cancel.cancelled() => return,
                 }
             }
             self.reload().await;

@@ -309,7 +309,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 
 fn check(config: &Path) -> Result<(), CliError> {
     let summary = app::check(config).map_err(CliError::failure)?;
-    println!("{summary}");
+    // Warnings go to stderr: stdout keeps the one-line verdict scripts read.
+    for line in summary.lines() {
+        if line.starts_with("warning:") {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
     Ok(())
 }
 
