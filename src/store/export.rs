@@ -5,7 +5,7 @@
 //! Turning rows into the export's JSON is `crate::export`'s job.
 
 use super::{Store, StoreError, now_ms};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 /// Which rows an export takes.
@@ -118,14 +118,7 @@ const MESSAGE_FILTER: &str = "m.user = ?1 AND (?2 IS NULL OR m.timestamp >= ?2)
 impl Store {
     /// Opens a consistent snapshot of `filter.user`'s data for an export.
     pub fn export_snapshot(&self, filter: &ExportFilter) -> Result<ExportSnapshot, StoreError> {
-        let open_err = |source| StoreError::Open {
-            path: self.path.clone(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(&self.path, flags).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        let conn = super::read_only_connection(&self.path)?;
         // The snapshot starts with the first read after BEGIN and lasts until the connection
         // is dropped: every query below sees the same database.
         conn.execute_batch("BEGIN")?;

@@ -243,6 +243,21 @@ pub struct Store {
     path: PathBuf,
 }
 
+/// A read-only connection of its own to the database at `path` (a running gate may write it
+/// meanwhile: WAL), waiting up to 5 s for a lock.
+fn read_only_connection(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let flags =
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -284,15 +299,7 @@ impl Store {
     /// Opens an existing database for reading only: no migration, no write of any kind
     /// (dry runs, `wagate runs`). A running gate may write it at the same time (WAL).
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
-        use rusqlite::OpenFlags;
-        let open_err = |source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        };
-        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open_err)?;
+        let conn = read_only_connection(path)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
