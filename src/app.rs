@@ -237,6 +237,7 @@ pub async fn start(
     let media_wake = Arc::new(Notify::new());
     let sender_wake = Arc::new(Notify::new());
     let state = AppState {
+        rejections: Default::default(),
         store: store.clone(),
         users: users.clone(),
         dispatch_wake: dispatch_wake.clone(),

@@ -30,6 +30,22 @@ pub struct AppState {
     pub dispatch_wake: Arc<Notify>,
     /// Woken when a webhook brought media to fetch.
     pub media_wake: Arc<Notify>,
+    /// How many refused webhooks each user's audit log took this minute (a flood of forged
+    /// posts must not flood the log): at most [`REJECTIONS_PER_MINUTE`] entries, then a count.
+    pub rejections: Arc<std::sync::Mutex<HashMap<String, RejectionWindow>>>,
+}
+
+/// Refused webhooks audited one by one per user and minute; the rest are counted into the
+/// next entry.
+pub const REJECTIONS_PER_MINUTE: u32 = 60;
+
+/// One user's refused webhooks in the current minute.
+#[derive(Debug, Default)]
+pub struct RejectionWindow {
+    started: Option<std::time::Instant>,
+    audited: u32,
+    /// Refusals not audited one by one since the last entry.
+    pub suppressed: u64,
 }
 
 /// Why a request was refused; the one place that picks statuses.
@@ -197,7 +213,27 @@ async fn audit_rejection(st: &AppState, user: &str, e: HttpError, bytes: usize) 
         HttpError::BadRequest(r) => (400, r.clone()),
         other => (0, format!("{other:?}")),
     };
-    let details = json!({"status": status, "reason": reason, "bytes": bytes});
+    let suppressed = {
+        let mut all = st.rejections.lock().unwrap_or_else(|p| p.into_inner());
+        let w = all.entry(user.to_string()).or_default();
+        let now = std::time::Instant::now();
+        if w.started
+            .is_none_or(|t| now.duration_since(t) >= std::time::Duration::from_secs(60))
+        {
+            w.started = Some(now);
+            w.audited = 0;
+        }
+        if w.audited >= REJECTIONS_PER_MINUTE {
+            w.suppressed += 1;
+            return e;
+        }
+        w.audited += 1;
+        std::mem::take(&mut w.suppressed)
+    };
+    let mut details = json!({"status": status, "reason": reason, "bytes": bytes});
+    if suppressed > 0 {
+        details["unaudited_before"] = suppressed.into();
+    }
     let user = user.to_string();
     if let Err(err) = st
         .store

@@ -859,3 +859,26 @@ async fn the_cli_honours_a_users_permissions() {
     assert!(tg.fake.requests().is_empty());
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_forged_webhooks_is_refused_without_flooding_the_audit_log() {
+    let tg = TestGate::start().await;
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.FLOOD", "hi");
+    let sig = wagate::whatsapp::sign(b"not-olgas-secret", &body);
+    let posts = wagate::http::REJECTIONS_PER_MINUTE as usize + 15;
+    for _ in 0..posts {
+        let r = tg.post_raw("olga", body.clone(), Some(sig.clone())).await;
+        assert_eq!(r.status(), 401);
+    }
+    let rejected = tg
+        .store()
+        .audit_entries(Some("olga"), None, 10_000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "webhook.rejected")
+        .count();
+    assert_eq!(rejected, wagate::http::REJECTIONS_PER_MINUTE as usize);
+    let o = wagate(tg.dir.path(), &["audit", "--verify"]).await;
+    assert!(o.status.success(), "{}", out(&o));
+    tg.shutdown().await;
+}
