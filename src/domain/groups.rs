@@ -63,9 +63,18 @@ pub fn window_closed(group_id: &str, last_inbound: Option<i64>, now: i64) -> Str
 /// Builds the Cloud API body of a message to group `group_id` from a `send` spec (a text or
 /// a map as for `send(to, map)`, without quoting). Returns the message type and the body.
 pub fn build(group_id: &str, spec: &Value) -> Result<(String, Value), String> {
+    build_reply(group_id, spec, None)
+}
+
+/// As [`build`], quoting message `context` of the group (a reply).
+pub fn build_reply(
+    group_id: &str,
+    spec: &Value,
+    context: Option<&str>,
+) -> Result<(String, Value), String> {
     let group_id = validate_group_id(group_id).map_err(|e| format!("send: {e}"))?;
     // The envelope is the one of a 1:1 message; only the recipient differs.
-    let (t, mut body) = outgoing::build("+10000000000", spec, None)?;
+    let (t, mut body) = outgoing::build("+10000000000", spec, context)?;
     if t == "interactive" {
         return Err(
             "send: groups do not take interactive messages (buttons, lists, flows, CTA URLs): send a text, media or a template to a group"

@@ -152,6 +152,24 @@ fn window_closed(to: &str, last: Option<i64>, now: i64) -> String {
     )
 }
 
+/// `reply(event, …)`: to the sender, quoting their message; to a message written in a group,
+/// to the group.
+fn reply(event: &Map, spec: Value) -> FnResult<String> {
+    let id = event_field(event, "id")?;
+    let group = event
+        .get("raw")
+        .and_then(|raw| {
+            raw.read_lock::<Map>()
+                .and_then(|m| m.get("group_id").cloned())
+        })
+        .filter(|g| g.is_string())
+        .map(|g| g.to_string());
+    if let Some(g) = group {
+        return super::groups::record_group(&g, spec, Some(&id));
+    }
+    record_send(&event_field(event, "from")?, spec, Some(&id))
+}
+
 fn event_field(event: &Map, key: &str) -> FnResult<String> {
     event
         .get(key)
@@ -486,12 +504,10 @@ pub(super) fn register(engine: &mut Engine) {
         record_send(to, to_json(&Dynamic::from_map(spec))?, None)
     });
     engine.register_fn("reply", |event: Map, text: &str| {
-        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
-        record_send(&to, Value::from(text), Some(&id))
+        reply(&event, Value::from(text))
     });
     engine.register_fn("reply", |event: Map, spec: Map| {
-        let (to, id) = (event_field(&event, "from")?, event_field(&event, "id")?);
-        record_send(&to, to_json(&Dynamic::from_map(spec))?, Some(&id))
+        reply(&event, to_json(&Dynamic::from_map(spec))?)
     });
     engine.register_fn("log", |text: &str| push_log(text));
     engine.register_fn("log", |v: Dynamic| push_log(&v.to_string()));

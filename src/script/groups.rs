@@ -26,6 +26,11 @@ fn send_group(spec: Map) -> FnResult<String> {
             );
         }
     };
+    record_group(&group, Value::Object(spec), None)
+}
+
+/// Records a send to `group` (quoting `context`, for a reply to a message written in it).
+pub(super) fn record_group(group: &str, spec: Value, context: Option<&str>) -> FnResult<String> {
     with_current(|cur| {
         if !cur.ctx.may_send {
             return err(format!(
@@ -33,7 +38,7 @@ fn send_group(spec: Map) -> FnResult<String> {
                 cur.ctx.user, cur.ctx.user
             ));
         }
-        let (msg_type, body) = groups::build(&group, &Value::Object(spec))
+        let (msg_type, body) = groups::build_reply(group, &spec, context)
             .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
         let id = body["to"].as_str().unwrap_or_default().to_string();
         let recipient = groups::recipient(&id);

@@ -475,3 +475,39 @@ async fn metas_group_webhook_examples_keep_the_store_up_to_date() {
     assert!(tg.store().groups("azarya").unwrap().is_empty());
     tg.shutdown().await;
 }
+
+/// `reply(event, …)` to a message written in a group answers in the group, quoting it; a
+/// one-to-one message is still answered one-to-one.
+#[tokio::test]
+async fn a_reply_to_a_group_message_goes_to_the_group() {
+    let tg = TestGate::start().await; // Olga's echo rule replies to every text
+    let gid = create_group(&tg, "PARIS-2026 participants").await;
+    let body = group_message(&gid, "33612345678", "wamid.GRPQ1", "what time tomorrow?");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    let body =
+        crate::common::text_webhook(OLGA, "33612345678", "Ann", "wamid.ONE1", "and just me?");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    let rows = settled(&tg, "olga").await;
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    let sent: Vec<Value> = tg
+        .fake
+        .requests()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| b.get("text").is_some())
+        .collect();
+    let to_group = sent
+        .iter()
+        .find(|b| b["context"]["message_id"] == "wamid.GRPQ1")
+        .expect("the group message was answered");
+    assert_eq!(to_group["recipient_type"], "group");
+    assert_eq!(to_group["to"], gid.as_str());
+    assert_eq!(to_group["text"]["body"], "You said: what time tomorrow?");
+    let to_ann = sent
+        .iter()
+        .find(|b| b["context"]["message_id"] == "wamid.ONE1")
+        .expect("the 1:1 message was answered");
+    assert_eq!(to_ann["recipient_type"], "individual");
+    assert_eq!(to_ann["to"], "+33612345678");
+    tg.shutdown().await;
+}
