@@ -155,7 +155,6 @@ fn window_closed(to: &str, last: Option<i64>, now: i64) -> String {
 /// `reply(event, …)`: to the sender, quoting their message; to a message written in a group,
 /// to the group.
 fn reply(event: &Map, spec: Value) -> FnResult<String> {
-    let id = event_field(event, "id")?;
     let group = event
         .get("raw")
         .and_then(|raw| {
@@ -165,9 +164,10 @@ fn reply(event: &Map, spec: Value) -> FnResult<String> {
         .filter(|g| g.is_string())
         .map(|g| g.to_string());
     if let Some(g) = group {
-        return super::groups::record_group(&g, spec, Some(&id));
+        return super::groups::record_group(&g, spec, Some(&event_field(event, "id")?));
     }
-    record_send(&event_field(event, "from")?, spec, Some(&id))
+    let to = event_field(event, "from")?;
+    record_send(&to, spec, Some(&event_field(event, "id")?))
 }
 
 fn event_field(event: &Map, key: &str) -> FnResult<String> {
