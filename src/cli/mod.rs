@@ -347,9 +347,21 @@ async fn serve(config: &Path) -> Result<(), CliError> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
-    println!("stopping: no new connections; finishing the runs and sends in flight…");
+    println!(
+        "stopping: no new connections; finishing the runs and sends in flight… (again to stop at once)"
+    );
     let _ = std::io::stdout().flush();
-    gate.shutdown(SHUTDOWN_TIMEOUT).await;
+    tokio::select! {
+        () = gate.shutdown(SHUTDOWN_TIMEOUT) => {}
+        () = shutdown_signal() => {
+            // Nothing acked is lost: events are committed before their 200, and a send cut
+            // off in flight is retried at the next start (the one documented double-send window).
+            return Err(CliError {
+                message: "stopped at once: the work in hand resumes at the next start".into(),
+                code: 130,
+            });
+        }
+    }
     println!("stopped");
     Ok(())
 }

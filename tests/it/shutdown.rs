@@ -247,3 +247,59 @@ async fn serve_prints_users_rules_next_firings_and_skips_a_misconfigured_user() 
     assert!(log.contains("unknown timezone `Mars/Olympus`"), "{log}");
     fake_cancel.cancel();
 }
+
+/// A second SIGTERM (or Ctrl-C) while the first one waits for work in flight stops at once,
+/// with exit code 130; the work resumes at the next start and nothing acked is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_stops_at_once_and_the_next_start_finishes_the_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (fake, fake_url, fake_cancel) = serve_fake().await;
+    write_home(home, &fake_url, &[ECHO_PROJECT, ECHO_SCRIPT]);
+    // The reply's answer takes longer than Graph's timeout (5 s): the stop has to wait.
+    fake.push_fault(Fault::delay(Duration::from_secs(8)));
+    let first = Bin::start(home, "first.log", &[]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &first, OLGA, "33620000001", "wamid.TWICE").await,
+        200
+    );
+    eventually("the reply on the wire", T, || async {
+        (!fake.requests().is_empty()).then_some(())
+    })
+    .await;
+    first.sigterm();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t0 = std::time::Instant::now();
+    first.sigterm();
+    let (status, out, log) = first.exited().await;
+    assert_eq!(status.code(), Some(130), "{out:?}\n{log}");
+    assert!(
+        t0.elapsed() < Duration::from_secs(4),
+        "stopped at once, not after the send's timeout: {:?}",
+        t0.elapsed()
+    );
+    assert!(log.contains("stopped at once"), "{log}");
+    // The next start sends again what was in flight (the documented window: the fake had
+    // taken the first attempt, whose answer the gate never read).
+    let second = Bin::start(home, "second.log", &[]).await;
+    eventually("the reply sent again after restart", T, || async {
+        let n = fake
+            .requests()
+            .iter()
+            .filter(|r| r.body["context"]["message_id"] == "wamid.TWICE")
+            .count();
+        (n == 2).then_some(())
+    })
+    .await;
+    let db = wagate::store::Store::open_read_only(&home.join("data/wagate.db")).unwrap();
+    let rows = eventually("the row recorded as sent", T, || async {
+        let rows = db.outbox("olga").ok()?;
+        (rows.len() == 1 && rows[0].state == "sent").then_some(rows)
+    })
+    .await;
+    assert_eq!(rows[0].attempts, 2);
+    let (status, _, _) = second.terminate().await;
+    assert!(status.success());
+    fake_cancel.cancel();
+}

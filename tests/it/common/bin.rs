@@ -94,13 +94,23 @@ impl Bin {
     }
 
     /// SIGTERM to this child, by its pid; waits for it to exit.
-    pub async fn terminate(mut self) -> (ExitStatus, Vec<String>, String) {
+    pub async fn terminate(self) -> (ExitStatus, Vec<String>, String) {
+        self.sigterm();
+        self.exited().await
+    }
+
+    /// SIGTERM to this child, by its pid, without waiting.
+    pub fn sigterm(&self) {
         let pid = self.child.id().expect("running").to_string();
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &pid])
             .status()
             .expect("kill runs");
         assert!(sent.success(), "SIGTERM sent to {pid}");
+    }
+
+    /// Waits for the child to exit: its status, stdout lines and log.
+    pub async fn exited(mut self) -> (ExitStatus, Vec<String>, String) {
         let status = tokio::time::timeout(T, self.child.wait())
             .await
             .expect("the gate stops in time after SIGTERM")
