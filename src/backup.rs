@@ -550,6 +550,21 @@ pub fn prune(dir: &Path, keep: usize) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The time in the name of the newest backup in `dir` (`wagate-<UTC time>.tar.age`).
+pub fn newest_backup_time(dir: &Path) -> Option<DateTime<Utc>> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let t = name.strip_prefix("wagate-")?.strip_suffix(".tar.age")?;
+            chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%S%.3fZ")
+                .ok()
+                .map(|n| n.and_utc())
+        })
+        .max()
+}
+
 /// Checks gate.yaml's `backup:` section; the message says what is wrong.
 pub fn check_section(s: &BackupSection) -> Result<(), String> {
     crate::domain::schedule::check_cron(&s.cron)
@@ -575,7 +590,9 @@ pub struct BackupScheduler {
 }
 
 impl BackupScheduler {
-    /// A scheduler for `section`, its first time the next cron time after the clock's now.
+    /// A scheduler for `section`. Its first time is the next cron time after the clock's now,
+    /// or now if a cron time passed since the newest backup in its folder (the gate was down
+    /// then): one catch-up backup, not one per missed time.
     pub fn new(
         gate: GateConfig,
         store: Store,
@@ -584,9 +601,22 @@ impl BackupScheduler {
         clock: Arc<dyn Clock>,
     ) -> Result<BackupScheduler, String> {
         check_section(section)?;
-        let next = crate::domain::schedule::next_cron(&section.cron, clock.now(), chrono_tz::UTC);
+        let now = clock.now();
+        let dir = gate.resolve(&section.dir);
+        let missed = newest_backup_time(&dir)
+            .and_then(|last| {
+                crate::domain::schedule::next_cron(&section.cron, last, chrono_tz::UTC)
+            })
+            .filter(|t| *t <= now);
+        let next = match missed {
+            Some(t) => {
+                tracing::warn!(missed = %t, "a scheduled backup was missed while the gate was down; writing one now");
+                Some(now)
+            }
+            None => crate::domain::schedule::next_cron(&section.cron, now, chrono_tz::UTC),
+        };
         Ok(BackupScheduler {
-            dir: gate.resolve(&section.dir),
+            dir,
             gate,
             store,
             vault,

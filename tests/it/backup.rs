@@ -247,3 +247,45 @@ async fn scheduled_backups_run_at_their_cron_times_and_keep_the_newest() {
     );
     tg.shutdown().await;
 }
+
+/// A cron time that passed while the gate was down gives one backup at the next start, not
+/// one per missed time, and none when nothing was missed.
+#[tokio::test]
+async fn a_backup_missed_while_the_gate_was_down_is_caught_up_once_at_start() {
+    use chrono::TimeZone;
+    let tg = TestGate::start().await;
+    let gate = wagate::config::load_gate(&tg.config_path()).unwrap();
+    let section: wagate::config::BackupSection =
+        serde_yaml::from_str("{ cron: \"0 3 * * *\", keep: 5, dir: data/nightly }").unwrap();
+    let scheduler_at = |t| {
+        BackupScheduler::new(
+            gate.clone(),
+            tg.store().clone(),
+            Arc::new(vault(tg.dir.path())),
+            &section,
+            Arc::new(wagate::scheduler::ManualClock::new(t)),
+        )
+        .unwrap()
+    };
+    let night = chrono::Utc.with_ymd_and_hms(2026, 5, 1, 3, 0, 0).unwrap();
+    let b = scheduler_at(night - chrono::Duration::minutes(1));
+    assert!(b.tick(night).unwrap().is_some(), "the 03:00 backup");
+    // Started again the same day: nothing was missed.
+    let later = night + chrono::Duration::hours(5);
+    assert_eq!(
+        scheduler_at(later).next(),
+        Some(night + chrono::Duration::days(1))
+    );
+    // Started again three days later: one catch-up backup now.
+    let back = night + chrono::Duration::days(3) + chrono::Duration::hours(7);
+    let b = scheduler_at(back);
+    assert_eq!(b.next(), Some(back));
+    let done = b.tick(back).unwrap().expect("the catch-up backup");
+    assert!(done.path.exists());
+    assert_eq!(b.next(), Some(night + chrono::Duration::days(4)));
+    assert_eq!(
+        wagate::backup::newest_backup_time(&tg.dir.path().join("data/nightly")),
+        Some(back)
+    );
+    tg.shutdown().await;
+}
