@@ -10,14 +10,16 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub(super) async fn run(
-    config: &Path,
-    user: &str,
-    from: &str,
-    name: &str,
-    text: &str,
-    wait: u64,
-) -> Result<(), CliError> {
+/// What the contact does: types `text`, or presses the reply button `button` titled `text`.
+pub(super) struct Message {
+    pub from: String,
+    pub name: String,
+    pub text: String,
+    pub button: Option<String>,
+}
+
+pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Result<(), CliError> {
+    let (from, name) = (m.from.as_str(), m.name.as_str());
     let id = UserId::parse(user).map_err(CliError::usage)?;
     let home = Home::load(config).map_err(CliError::failure)?;
     let cfg = home.users.get(&id).ok_or_else(|| {
@@ -37,7 +39,7 @@ pub(super) async fn run(
             "metadata": {"display_phone_number": cfg.display_phone_number.clone().unwrap_or_default(),
                          "phone_number_id": cfg.phone_number_id},
             "contacts": [{"profile": {"name": name}, "wa_id": from}],
-            "messages": [{"from": from, "id": wamid, "timestamp": now.to_string(), "type": "text", "text": {"body": text}}]
+            "messages": [message(m, &wamid, now)]
         }}]}]
     });
     let bytes = serde_json::to_vec(&body)?;
@@ -112,4 +114,21 @@ pub(super) async fn run(
     }
     println!("no reply within {wait} s (no rule matched, or see the gate's log)");
     Ok(())
+}
+
+/// The message object Meta would send: a text, or a reply-button press.
+fn message(m: &Message, wamid: &str, now: i64) -> Value {
+    let mut o = json!({"from": m.from, "id": wamid, "timestamp": now.to_string()});
+    match &m.button {
+        Some(id) => {
+            o["type"] = "interactive".into();
+            o["interactive"] =
+                json!({"type": "button_reply", "button_reply": {"id": id, "title": m.text}});
+        }
+        None => {
+            o["type"] = "text".into();
+            o["text"] = json!({ "body": m.text });
+        }
+    }
+    o
 }

@@ -91,8 +91,12 @@ enum Command {
         /// The contact's profile name.
         #[arg(long, default_value = "Demo Contact")]
         name: String,
+        /// The message's text (with --button: the pressed button's title).
         #[arg(long)]
         text: String,
+        /// Press a reply button instead of typing: the button's id (a rule's `buttons` id).
+        #[arg(long)]
+        button: Option<String>,
         /// Seconds to wait for a reply (0: do not wait).
         #[arg(long, default_value_t = 10)]
         wait: u64,
@@ -261,8 +265,19 @@ fn run(cli: Cli) -> Result<(), CliError> {
             from,
             name,
             text,
+            button,
             wait,
-        } => runtime()?.block_on(inject::run(&cli.config, &user, &from, &name, &text, wait)),
+        } => runtime()?.block_on(inject::run(
+            &cli.config,
+            &user,
+            &inject::Message {
+                from,
+                name,
+                text,
+                button,
+            },
+            wait,
+        )),
         Command::Send(args) => runtime()?.block_on(send::run(&cli.config, args)),
         Command::TestConnection { user } => {
             runtime()?.block_on(connection::run(&cli.config, &user))

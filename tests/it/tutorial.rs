@@ -347,3 +347,55 @@ fn the_single_user_example_home_checks_after_its_readme_steps() {
     ));
     assert!(!dry("2026-05-11T10:00").contains("would send"));
 }
+
+/// The demo shows a button press too: `inject --button` presses Claire's "confirm" of the
+/// PARIS-2026 reminder, and the tour's rule answers her in French.
+#[test]
+fn the_demo_answers_a_reply_button_pressed_with_inject() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = demo_copy(dir.path());
+    let cfg = dir.path().join("examples/demo/gate.yaml");
+    let log = dir.path().join("serve.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("serve")
+        .env_remove("WAGATE_PASSPHRASE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _server = Server(child);
+    wait_until("the gate to serve", || {
+        std::net::TcpStream::connect(&addr).is_ok()
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .arg("--config")
+        .arg(&cfg)
+        .args([
+            "inject",
+            "olga",
+            "--from",
+            "33639980002",
+            "--name",
+            "Claire Martin",
+            "--button",
+            "PARIS-2026:confirm",
+            "--text",
+            "Je viens",
+        ])
+        .env_remove("WAGATE_PASSPHRASE")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("reply to +33639980002: Merci Claire"),
+        "{stdout}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
