@@ -1,5 +1,5 @@
 //! Backups: one age-encrypted tar archive holding a consistent online snapshot of the database,
-//! gate.yaml, users/, the rules folder and credentials/*.age (copied as they are: still
+//! gate.yaml, users/, the rules folder, inbound media files and credentials/*.age (copied as they are: still
 //! encrypted). Never the vault identity, never anything decrypted. The archive ends with
 //! `MANIFEST.json`: every file's path, size and sha256, which `verify` and `restore` check.
 //! `restore` writes into an empty home (or, forced, over one). [`BackupScheduler`] writes
@@ -134,6 +134,8 @@ fn home_files(gate: &GateConfig) -> Vec<(PathBuf, String)> {
         &mut files,
     );
     walk(&gate.rules_dir, "rules", &mut files);
+    // Inbound media files, as fetched (their records are in the database).
+    walk(&crate::app::media_dir(&gate.db_path), "media", &mut files);
     files.retain(|(p, _)| identity.is_none() || std::fs::canonicalize(p).ok() != identity);
     files
 }
@@ -400,6 +402,7 @@ struct Target {
     users: PathBuf,
     rules: PathBuf,
     credentials: PathBuf,
+    media: PathBuf,
 }
 
 impl Target {
@@ -414,6 +417,7 @@ impl Target {
         Ok(Target {
             gate_yaml: gate_yaml.to_path_buf(),
             db: home.join(&file.storage.path),
+            media: crate::app::media_dir(&home.join(&file.storage.path)),
             users: home.join(&file.users_dir),
             rules: home.join(&file.rules_dir),
             credentials: home.join("credentials"),
@@ -430,6 +434,7 @@ impl Target {
             ("users", r) if !r.is_empty() => Some(self.users.join(r)),
             ("rules", r) if !r.is_empty() => Some(self.rules.join(r)),
             ("credentials", r) if !r.is_empty() => Some(self.credentials.join(r)),
+            ("media", r) if !r.is_empty() => Some(self.media.join(r)),
             _ => None,
         }
     }
@@ -443,7 +448,7 @@ impl Target {
                 found.push(f.clone());
             }
         }
-        for d in [&self.users, &self.rules, &self.credentials] {
+        for d in [&self.users, &self.rules, &self.credentials, &self.media] {
             if nonempty(d) {
                 found.push(d.clone());
             }
@@ -699,6 +704,10 @@ mod tests {
         assert_eq!(
             t.place("credentials/olga.age"),
             Some(PathBuf::from("/h/credentials/olga.age"))
+        );
+        assert_eq!(
+            t.place("media/olga/1234.jpg"),
+            Some(PathBuf::from("/h/db/media/olga/1234.jpg"))
         );
         assert_eq!(t.place("identity.txt"), None);
         assert_eq!(t.place("users"), None);

@@ -42,6 +42,15 @@ async fn backup_wipe_restore_gives_an_identical_export_and_no_plaintext_secret()
     let before = content(export_json(tg.store(), &ExportOptions::default()));
     let home = tg.dir.path().to_path_buf();
     let gate = wagate::config::load_gate(&tg.config_path()).unwrap();
+    // The seed's inbound photo, as the media fetcher stored it.
+    let photo = std::fs::read_dir(home.join("data/media/olga"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "jpg"))
+        .expect("the seed fetched a photo");
+    let photo_name = photo.file_name().unwrap().to_str().unwrap().to_string();
+    let photo_bytes = std::fs::read(&photo).unwrap();
     // An online backup, taken while the gate serves.
     let out = home.join("data/backups/b1.tar.age");
     let done = backup::create(&gate, tg.store(), &vault(&home), &out).unwrap();
@@ -88,6 +97,7 @@ async fn backup_wipe_restore_gives_an_identical_export_and_no_plaintext_secret()
             "credentials/olga.age",
             "rules/olga/replies/echo.rhai",
             "rules/olga/replies/project.yaml",
+            format!("media/olga/{photo_name}").as_str(),
             "data/wagate.db"
         ]
     );
@@ -113,7 +123,12 @@ async fn backup_wipe_restore_gives_an_identical_export_and_no_plaintext_secret()
     let fresh = tempfile::tempdir().unwrap();
     let cfg = fresh.path().join("gate.yaml");
     let done = backup::restore(&vault(keep.path()), &archive, &cfg, false).unwrap();
-    assert_eq!(done.files, 8);
+    assert_eq!(done.files, 9);
+    assert_eq!(
+        std::fs::read(fresh.path().join("data/media/olga").join(&photo_name)).unwrap(),
+        photo_bytes,
+        "the media file is restored"
+    );
     let store = wagate::store::Store::open(&fresh.path().join("data/wagate.db")).unwrap();
     let after = content(export_json(&store, &ExportOptions::default()));
     assert_eq!(after, before, "the round trip changes nothing");
@@ -172,7 +187,7 @@ async fn the_cli_backs_up_verifies_and_restores() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("holds 8 file(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("holds 9 file(s)"));
     let fresh = tempfile::tempdir().unwrap();
     std::fs::copy(
         tg.dir.path().join("identity.txt"),
@@ -187,7 +202,7 @@ async fn the_cli_backs_up_verifies_and_restores() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored 8 file(s)"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("restored 9 file(s)"));
     let again = wagate_cli(&["--config", new_cfg, "restore", file.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to restore"));
