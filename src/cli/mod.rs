@@ -2,6 +2,7 @@
 //! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
 
 mod account;
+mod bench;
 mod connection;
 mod contacts;
 mod groups;
@@ -140,6 +141,9 @@ enum Command {
     /// The status page as text: users and tokens, rules and next firings, last runs, outbox
     /// and failures, recent webhooks.
     Status,
+    /// Measure the gate: durable ingest, end to end, reload, rule cost, export, memory at rest,
+    /// each against a bare reference measured in the same run (see README, Performance).
+    Bench(bench::BenchArgs),
     /// Recent rule runs from the store, newest first (times in each user's timezone).
     Runs {
         /// Only this user's runs.
@@ -274,6 +278,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             runtime()?.block_on(groups::run(&cli.config, &user, action))
         }
         Command::Status => status::run(&cli.config),
+        Command::Bench(args) => bench::run(args),
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,
             user.as_deref(),
