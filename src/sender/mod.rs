@@ -256,8 +256,7 @@ impl Sender {
             Ok(acc) => {
                 tracing::info!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, message_id = %acc.wamid, to = %row.recipient, "sent");
                 crate::metrics::send(&row.user, "sent", None);
-                let wamid = acc.wamid;
-                self.store.call(move |s| s.mark_sent(&row, &wamid)).await
+                self.store.mark_sent_owned(row, acc.wamid).await
             }
             Err(e) => self.failed(&user, row, e).await,
         };

@@ -271,8 +271,11 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(busy_timeout).map_err(open_err)?;
-        // The hot writes keep their statements prepared (group commit runs many per commit).
+        // The hot writes keep their statements prepared (group commit runs many per commit),
+        // and the savepoint of each write in a group commit lives in memory, not a temp file.
         conn.set_prepared_statement_cache_capacity(64);
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -641,18 +644,13 @@ impl Store {
 
     /// Records a send that Graph accepted, and the outbound message it became.
     pub fn mark_sent(&self, row: &OutboxRow, wamid: &str) -> Result<(), StoreError> {
-        let now = now_ms();
-        let (row, wamid) = (row.clone(), wamid.to_string());
-        self.grouped(move |tx| {
-            let (row, wamid) = (&row, wamid.as_str());
-            tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
-            audit_send(tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
-            let text = outbound_text(&row.body);
-            tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
-                 VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
-                        row.idem_key, row.body.to_string()])?;
-            Ok(())
-        })
+        self.grouped(mark_sent_job(row.clone(), wamid.to_string()))
+    }
+
+    /// As [`Store::mark_sent`], for the sender's tasks: waits for the commit without holding a
+    /// blocking thread.
+    pub async fn mark_sent_owned(&self, row: OutboxRow, wamid: String) -> Result<(), StoreError> {
+        self.grouped_async(mark_sent_job(row, wamid)).await
     }
 
     /// A mark-as-read Graph accepted: the row is done and the incoming message is `read`.
@@ -1248,6 +1246,24 @@ fn ingest_job(
                                     "duplicates": out.duplicates, "foreign": out.foreign}),
         )?;
         Ok(out)
+    }
+}
+
+/// The writes of a send Graph accepted (see [`Store::mark_sent`]), to run in a group commit.
+fn mark_sent_job(
+    row: OutboxRow,
+    wamid: String,
+) -> impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
+    let now = now_ms();
+    move |tx| {
+        let (row, wamid) = (&row, wamid.as_str());
+        tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
+        audit_send(tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
+        let text = outbound_text(&row.body);
+        tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
+             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
+                    row.idem_key, row.body.to_string()])?;
+        Ok(())
     }
 }
 

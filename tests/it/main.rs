@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench_smoke;
 mod cli;
 mod contacts;
 mod durability;

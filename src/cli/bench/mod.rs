@@ -378,6 +378,7 @@ impl Bench {
                 None,
             ));
             // Saturated: as fast as the gate takes them.
+            let (c0, w0) = crate::store::group_commit_counts();
             let r = load::drive(
                 &self.client,
                 gate.addr,
@@ -386,7 +387,15 @@ impl Bench {
                 self.deadline(),
             )
             .await;
+            let pending = gate.store.counts("user0").map(|c| c.2).unwrap_or(-1);
+            eprintln!(
+                "bench: e2e: {:.0} webhooks/s acked; {pending} events of user0 still pending, {} replies sent, when the last was acked",
+                r.rate(),
+                self.collect(4, &r).0.len()
+            );
             let (lat, last) = self.replies(4, r.ok, &r).await;
+            let (c1, w1) = crate::store::group_commit_counts();
+            eprintln!("bench: e2e: {} writes in {} commits", w1 - w0, c1 - c0);
             let span = last.map_or(r.elapsed, |l| l.saturating_duration_since(r.base));
             let rate = lat.len() as f64 / span.as_secs_f64().max(1e-9);
             self.rows.push(row(
@@ -520,7 +529,7 @@ impl Bench {
         let ctx = crate::runner::context(&loaded.engine, project, user, host);
         let started = Instant::now();
         let mut runs = 0u32;
-        while runs < 20_000 && started.elapsed() < Duration::from_secs(3) {
+        while runs < 20_000 && started.elapsed() < Duration::from_secs(2) {
             let r = crate::runner::run_rule(
                 &loaded.engine,
                 project,
