@@ -5,7 +5,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// Every figure the bench prints, by the key that starts its line.
-const FIGURES: [&str; 14] = [
+const FIGURES: [&str; 15] = [
     "bare.rate",
     "bare.ack",
     "ingest.rate",
@@ -13,6 +13,7 @@ const FIGURES: [&str; 14] = [
     "bare.replies",
     "e2e.rate",
     "e2e.latency",
+    "e2e.lat1000",
     "reload",
     "rule.eval",
     "export.rate",
