@@ -1236,10 +1236,10 @@ fn ingest_job(
                 continue;
             }
             out.new_events += 1;
-            out.new_media += record_effects(&tx, user, ev, now)?;
+            out.new_media += record_effects(tx, user, ev, now)?;
         }
         audit::append(
-            &tx,
+            tx,
             user.as_str(),
             "webhook.accepted",
             &serde_json::json!({"sha256": sha, "bytes": body.len(), "events": out.new_events,

@@ -698,8 +698,8 @@ fn parse_fields(line: &str) -> std::collections::HashMap<String, String> {
 fn print_table(rows: &[Row]) {
     println!();
     println!(
-        "{:<14} {:<62} {:<22} {:<10} {}",
-        "figure", "value", "target", "vs bare", "met"
+        "{:<14} {:<62} {:<22} {:<10} met",
+        "figure", "value", "target", "vs bare"
     );
     for r in rows {
         let met = match r.met {
