@@ -349,7 +349,7 @@ pub async fn start(
             base: opts.backoff_base,
             ..Limits::default()
         },
-        max_in_flight: 16,
+        max_in_flight: 64,
         uploads: Default::default(),
     };
     tracker.spawn(sender.run(cancel.clone()));

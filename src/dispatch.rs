@@ -97,8 +97,23 @@ impl Dispatcher {
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> bool {
-        lock(lanes).finished.clear();
-        let pending = match self.store.call(|s| s.pending_events(BATCH)).await {
+        // Every slot taken: a finishing lane wakes the loop.
+        let free = permits.available_permits();
+        if free == 0 {
+            return false;
+        }
+        let skip: HashSet<i64> = {
+            let mut l = lock(lanes);
+            l.finished.clear();
+            l.in_flight.clone()
+        };
+        // Enough to fill the free slots (events in flight are skipped before being decoded).
+        let limit = (free * 8).clamp(64, BATCH);
+        let pending = match self
+            .store
+            .call(move |s| s.pending_events_except(limit, &skip))
+            .await
+        {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "dispatcher cannot read pending events");

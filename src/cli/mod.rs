@@ -3,6 +3,7 @@
 
 mod account;
 mod backup;
+mod bench;
 mod config;
 mod connection;
 mod contacts;
@@ -147,6 +148,9 @@ enum Command {
     /// The status page as text: users and tokens, rules and next firings, last runs, outbox
     /// and failures, recent webhooks.
     Status,
+    /// Measure the gate: durable ingest, end to end, reload, rule cost, export, memory at rest,
+    /// each against a bare reference measured in the same run (see README, Performance).
+    Bench(bench::BenchArgs),
     /// Recent rule runs from the store, newest first (times in each user's timezone).
     Runs {
         /// Only this user's runs.
@@ -303,6 +307,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             runtime()?.block_on(groups::run(&cli.config, &user, action))
         }
         Command::Status => status::run(&cli.config),
+        Command::Bench(args) => bench::run(args),
         Command::Runs { user, rule, limit } => rules::runs(
             &cli.config,
             user.as_deref(),

@@ -81,7 +81,7 @@ pub struct DispatchSection {
 
 impl Default for DispatchSection {
     fn default() -> Self {
-        DispatchSection { max_parallel: 8 }
+        DispatchSection { max_parallel: 64 }
     }
 }
 

@@ -271,14 +271,10 @@ async fn commit(
 ) -> Result<IngestOutcome, HttpError> {
     let uid = u.config.id.clone();
     let (field, message_id) = ops::first_field(&items);
-    let outcome = st
-        .store
-        .call(move |s| s.ingest(&uid, &body, &items))
-        .await
-        .map_err(|e| {
-            tracing::error!(user = %u.config.id, error = %e, "webhook not committed; answering 503");
-            HttpError::Unavailable
-        })?;
+    let outcome = st.store.ingest_owned(uid, body, items).await.map_err(|e| {
+        tracing::error!(user = %u.config.id, error = %e, "webhook not committed; answering 503");
+        HttpError::Unavailable
+    })?;
     if outcome.new_events > 0 {
         st.dispatch_wake.notify_one();
     }

@@ -96,6 +96,8 @@ impl Sender {
                 });
             let mut started = 0;
             let mut hold: Option<Duration> = None;
+            // Rows to claim together (one transaction), each with its recipient and permit.
+            let mut batch = Vec::new();
             for (id, user, recipient) in due {
                 if cancel.is_cancelled() {
                     break;
@@ -129,18 +131,37 @@ impl Sender {
                         }
                     }
                 }
-                let Ok(permit) = permits.clone().acquire_owned().await else {
-                    break;
-                };
-                let row = match self.store.call(move |s| s.claim_outbox(id, now_ms())).await {
-                    Ok(Some(row)) => row,
-                    Ok(None) => continue,
-                    Err(e) => {
-                        tracing::error!(outbox_id = id, error = %e, "sender cannot claim a row");
-                        continue;
-                    }
+                // Every slot taken: send what is claimed so far, or wait for a slot.
+                let permit = match permits.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(_) if !batch.is_empty() => break,
+                    Err(_) => match permits.clone().acquire_owned().await {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
                 };
                 lock(&busy).insert(key.clone());
+                batch.push((id, key, permit));
+            }
+            let ids: Vec<i64> = batch.iter().map(|(id, _, _)| *id).collect();
+            let claimed = match self
+                .store
+                .call(move |s| s.claim_outbox_many(&ids, now_ms()))
+                .await
+            {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, rows = batch.len(), "sender cannot claim rows");
+                    Vec::new()
+                }
+            };
+            let mut claimed: HashMap<i64, OutboxRow> =
+                claimed.into_iter().map(|r| (r.id, r)).collect();
+            for (id, key, permit) in batch {
+                let Some(row) = claimed.remove(&id) else {
+                    lock(&busy).remove(&key);
+                    continue;
+                };
                 let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
                 tasks.spawn(async move {
                     this.send_one(row).await;
@@ -235,8 +256,7 @@ impl Sender {
             Ok(acc) => {
                 tracing::info!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, message_id = %acc.wamid, to = %row.recipient, "sent");
                 crate::metrics::send(&row.user, "sent", None);
-                let wamid = acc.wamid;
-                self.store.call(move |s| s.mark_sent(&row, &wamid)).await
+                self.store.mark_sent_owned(row, acc.wamid).await
             }
             Err(e) => self.failed(&user, row, e).await,
         };

@@ -5,15 +5,20 @@
 
 mod audit;
 mod backup;
+mod bench;
+mod claims;
 mod config_history;
 mod contacts;
 mod export;
+mod group;
 mod groups;
+mod pending;
 mod schema;
 mod status;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
 pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
+pub use group::group_commit_counts;
 pub use groups::GroupRow;
 
 pub use config_history::{ConfigItem, ConfigVersion};
@@ -48,6 +53,8 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("database worker failed: {0}")]
     Join(String),
+    #[error("database commit failed: {0}")]
+    Commit(String),
 }
 
 /// What a webhook body added to the store.
@@ -241,6 +248,11 @@ pub struct OutboxRow {
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
     path: PathBuf,
+    /// Writes waiting for the next group commit.
+    group: Arc<group::Queue>,
+    /// A second connection for the hot reads (pending events, due sends, windows, state):
+    /// in WAL they see every committed write and never wait for a commit's fsync.
+    reader: Arc<Mutex<Connection>>,
 }
 
 /// A read-only connection of its own to the database at `path` (a running gate may write it
@@ -283,6 +295,11 @@ impl Store {
         };
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(busy_timeout).map_err(open_err)?;
+        // The hot writes keep their statements prepared (group commit runs many per commit),
+        // and the savepoint of each write in a group commit lives in memory, not a temp file.
+        conn.set_prepared_statement_cache_capacity(64);
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
@@ -290,9 +307,16 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         migrate(&mut conn).map_err(open_err)?;
+        let reader = Connection::open(path).map_err(open_err)?;
+        reader.busy_timeout(busy_timeout).map_err(open_err)?;
+        reader
+            .pragma_update(None, "query_only", "ON")
+            .map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
+            group: Arc::default(),
+            reader: Arc::new(Mutex::new(reader)),
         })
     }
 
@@ -300,9 +324,12 @@ impl Store {
     /// (dry runs, `wagate runs`). A running gate may write it at the same time (WAL).
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let conn = read_only_connection(path)?;
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: conn.clone(),
+            conn,
             path: path.to_path_buf(),
+            group: Arc::default(),
         })
     }
 
@@ -333,6 +360,12 @@ impl Store {
         Ok(f(&mut conn)?)
     }
 
+    /// As `with`, on the read connection: for reads only, which see every committed write.
+    fn read<R>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<R>) -> Result<R, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(f(&conn)?)
+    }
+
     /// Stores a verified webhook body and its events in one transaction. Each event comes with
     /// whether it is this user's: one that is not is kept as `foreign` and never dispatched.
     pub fn ingest(
@@ -341,65 +374,28 @@ impl Store {
         body: &[u8],
         events: &[(Event, bool)],
     ) -> Result<IngestOutcome, StoreError> {
-        let sha = hex::encode(Sha256::digest(body));
-        let now = now_ms();
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            let new_body = tx.execute(
-                "INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)",
-                params![user.as_str(), now, sha, body],
-            )? == 1;
-            let inbox_id: i64 = tx.query_row(
-                "SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2",
-                params![user.as_str(), sha],
-                |r| r.get(0),
-            )?;
-            let mut out = IngestOutcome {
-                new_body,
-                new_events: 0,
-                duplicates: 0,
-                foreign: 0,
-                new_media: 0,
-            };
-            for (ev, owned) in events {
-                let foreign = !owned;
-                let state = if foreign { "foreign" } else { "pending" };
-                let mut map = ev.map.clone();
-                if let Some(m) = map.as_object_mut() {
-                    m.insert("user".into(), user.as_str().into());
-                }
-                let inserted = tx.execute(
-                    "INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
-                            ev.phone_number_id, map.to_string(), state, now],
-                )? == 1;
-                if !inserted {
-                    out.duplicates += 1;
-                    continue;
-                }
-                if foreign {
-                    out.foreign += 1;
-                    continue;
-                }
-                out.new_events += 1;
-                out.new_media += record_effects(&tx, user, ev, now)?;
-            }
-            audit::append(
-                &tx,
-                user.as_str(),
-                "webhook.accepted",
-                &serde_json::json!({"sha256": sha, "bytes": body.len(), "events": out.new_events,
-                                    "duplicates": out.duplicates, "foreign": out.foreign}),
-            )?;
-            tx.commit()?;
-            Ok(out)
-        })
+        let job = ingest_job(
+            user.clone(),
+            bytes::Bytes::copy_from_slice(body),
+            events.to_vec(),
+        );
+        self.grouped(job)
+    }
+
+    /// As [`Store::ingest`], for the webhook handler: it owns its inputs and waits for the
+    /// commit without holding a blocking thread.
+    pub async fn ingest_owned(
+        &self,
+        user: UserId,
+        body: bytes::Bytes,
+        events: Vec<(Event, bool)>,
+    ) -> Result<IngestOutcome, StoreError> {
+        self.grouped_async(ingest_job(user, body, events)).await
     }
 
     /// Up to `limit` events waiting for dispatch, oldest first.
     pub fn pending_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut st = conn.prepare_cached(
                 "SELECT id, user, kind, contact, payload, created_at FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
             )?;
@@ -429,21 +425,19 @@ impl Store {
         runs: &[RunRecord],
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        self.with(|conn| {
-            let tx = conn.transaction()?;
+        let (user, effects, runs) = (user.to_string(), effects.clone(), runs.to_vec());
+        // Committed together with the other lanes' events finishing now (group commit).
+        self.grouped(move |tx| {
+            let (user, effects, runs) = (user.as_str(), &effects, &runs);
             // Only a pending event completes: should it ever be run twice, the second result
             // is dropped whole instead of applying its effects again.
-            let claimed = tx.execute(
-                "UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1 AND state = 'pending'",
-                params![event_id, now],
-            )?;
+            let claimed = tx.prepare_cached("UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(params![event_id, now])?;
             if claimed == 0 {
                 tracing::warn!(event_id, "an event was completed twice; the second result is dropped");
                 return Ok(0);
             }
-            let queued = apply_effects(&tx, user, effects, now)?;
-            insert_runs(&tx, user, Some(event_id), runs)?;
-            tx.commit()?;
+            let queued = apply_effects(tx, user, effects, now)?;
+            insert_runs(tx, user, Some(event_id), runs)?;
             Ok(queued)
         })
     }
@@ -476,7 +470,7 @@ impl Store {
         now: i64,
         limit: usize,
     ) -> Result<Vec<(i64, String, String)>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let mut st = conn.prepare_cached(
                 "SELECT id, user, recipient FROM outbox WHERE state = 'queued' AND next_attempt_at <= ?1
                  ORDER BY next_attempt_at, id LIMIT ?2",
@@ -502,7 +496,7 @@ impl Store {
         if let Some(g) = crate::domain::groups::group_of(contact) {
             return self.group_last_inbound(user, g);
         }
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row(
                 "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
                 params![user, contact],
@@ -611,7 +605,7 @@ impl Store {
         user: &str,
         fingerprint: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row(
                 "SELECT reason, at FROM token_status WHERE user = ?1 AND fingerprint = ?2",
                 params![user, fingerprint],
@@ -672,7 +666,7 @@ impl Store {
 
     /// The earliest `next_attempt_at` of a queued row, if any (the sender sleeps until then).
     pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row(
                 "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'",
                 [],
@@ -683,23 +677,13 @@ impl Store {
 
     /// Records a send that Graph accepted, and the outbound message it became.
     pub fn mark_sent(&self, row: &OutboxRow, wamid: &str) -> Result<(), StoreError> {
-        let now = now_ms();
-        self.with(|conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
-                "UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1",
-                params![row.id, wamid, now],
-            )?;
-            audit_send(&tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
-            let text = outbound_text(&row.body);
-            tx.execute(
-                "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
-                 VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)",
-                params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
-                        row.idem_key, row.body.to_string()],
-            )?;
-            tx.commit()
-        })
+        self.grouped(mark_sent_job(row.clone(), wamid.to_string()))
+    }
+
+    /// As [`Store::mark_sent`], for the sender's tasks: waits for the commit without holding a
+    /// blocking thread.
+    pub async fn mark_sent_owned(&self, row: OutboxRow, wamid: String) -> Result<(), StoreError> {
+        self.grouped_async(mark_sent_job(row, wamid)).await
     }
 
     /// A mark-as-read Graph accepted: the row is done and the incoming message is `read`.
@@ -712,15 +696,9 @@ impl Store {
             .unwrap_or("");
         self.with(|conn| {
             let tx = conn.transaction()?;
-            tx.execute(
-                "UPDATE outbox SET state = 'sent', error = NULL, updated_at = ?2 WHERE id = ?1",
-                params![row.id, now],
-            )?;
+            tx.prepare_cached("UPDATE outbox SET state = 'sent', error = NULL, updated_at = ?2 WHERE id = ?1")?.execute(params![row.id, now])?;
             audit_send(&tx, row.id, "send.sent", serde_json::json!({"read": message_id}))?;
-            tx.execute(
-                "UPDATE messages SET status = 'read' WHERE user = ?1 AND wamid = ?2 AND direction = 'in'",
-                params![row.user, message_id],
-            )?;
+            tx.prepare_cached("UPDATE messages SET status = 'read' WHERE user = ?1 AND wamid = ?2 AND direction = 'in'")?.execute(params![row.user, message_id])?;
             tx.commit()
         })
     }
@@ -797,7 +775,7 @@ impl Store {
         project: &str,
         key: &str,
     ) -> Result<Option<Value>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             conn.query_row(
                 "SELECT value FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
                 params![user, project, key],
@@ -1250,6 +1228,78 @@ fn filter_rows(
         .collect()
 }
 
+/// The writes of one verified webhook body and its events (see [`Store::ingest`]), to run in
+/// a group commit.
+fn ingest_job(
+    user: UserId,
+    body: bytes::Bytes,
+    events: Vec<(Event, bool)>,
+) -> impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<IngestOutcome> + Send + 'static {
+    let sha = hex::encode(Sha256::digest(&body));
+    let now = now_ms();
+    move |tx| {
+        let (user, body) = (&user, &body[..]);
+        let new_body = tx.prepare_cached("INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)")?.execute(params![user.as_str(), now, sha, body])? == 1;
+        let inbox_id: i64 = tx
+            .prepare_cached("SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2")?
+            .query_row(params![user.as_str(), sha], |r| r.get(0))?;
+        let mut out = IngestOutcome {
+            new_body,
+            new_events: 0,
+            duplicates: 0,
+            foreign: 0,
+            new_media: 0,
+        };
+        for (ev, owned) in &events {
+            let foreign = !owned;
+            let state = if foreign { "foreign" } else { "pending" };
+            let mut map = ev.map.clone();
+            if let Some(m) = map.as_object_mut() {
+                m.insert("user".into(), user.as_str().into());
+            }
+            let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
+                            ev.phone_number_id, map.to_string(), state, now])? == 1;
+            if !inserted {
+                out.duplicates += 1;
+                continue;
+            }
+            if foreign {
+                out.foreign += 1;
+                continue;
+            }
+            out.new_events += 1;
+            out.new_media += record_effects(tx, user, ev, now)?;
+        }
+        audit::append(
+            tx,
+            user.as_str(),
+            "webhook.accepted",
+            &serde_json::json!({"sha256": sha, "bytes": body.len(), "events": out.new_events,
+                                    "duplicates": out.duplicates, "foreign": out.foreign}),
+        )?;
+        Ok(out)
+    }
+}
+
+/// The writes of a send Graph accepted (see [`Store::mark_sent`]), to run in a group commit.
+fn mark_sent_job(
+    row: OutboxRow,
+    wamid: String,
+) -> impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
+    let now = now_ms();
+    move |tx| {
+        let (row, wamid) = (&row, wamid.as_str());
+        tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
+        audit_send(tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
+        let text = outbound_text(&row.body);
+        tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
+             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
+                    row.idem_key, row.body.to_string()])?;
+        Ok(())
+    }
+}
+
 const OUTBOX_COLS: &str =
     "id, user, idem_key, recipient, type, body, state, attempts, wamid, error, created_at";
 
@@ -1260,11 +1310,9 @@ fn audit_send(
     action: &str,
     mut details: Value,
 ) -> rusqlite::Result<()> {
-    let (user, to, msg_type, attempts): (String, String, String, i64) = tx.query_row(
-        "SELECT user, recipient, type, attempts FROM outbox WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-    )?;
+    let (user, to, msg_type, attempts): (String, String, String, i64) = tx
+        .prepare_cached("SELECT user, recipient, type, attempts FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
     if let Some(m) = details.as_object_mut() {
         m.insert("outbox_id".into(), id.into());
         m.insert("to".into(), to.into());
@@ -1324,24 +1372,16 @@ fn apply_effects(
     let queued = insert_outbound(tx, user, &effects.outbound, now)?;
     for w in &effects.states {
         if w.value.is_null() {
-            tx.execute(
-                "DELETE FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
-                params![user, w.project, w.key],
-            )?;
+            tx.prepare_cached("DELETE FROM state WHERE user = ?1 AND project = ?2 AND key = ?3")?
+                .execute(params![user, w.project, w.key])?;
         } else {
-            tx.execute(
-                "INSERT INTO state (user, project, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (user, project, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![user, w.project, w.key, w.value.to_string(), now],
-            )?;
+            tx.prepare_cached("INSERT INTO state (user, project, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (user, project, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")?.execute(params![user, w.project, w.key, w.value.to_string(), now])?;
         }
     }
     for s in &effects.schedules {
-        tx.execute(
-            "INSERT OR IGNORE INTO schedules (user, project, rule, call, arg, due_at, state, idem_key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)",
-            params![user, s.project, s.rule, s.call, s.arg.to_string(), s.due_at_ms, s.idem_key, now],
-        )?;
+        tx.prepare_cached("INSERT OR IGNORE INTO schedules (user, project, rule, call, arg, due_at, state, idem_key, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)")?.execute(params![user, s.project, s.rule, s.call, s.arg.to_string(), s.due_at_ms, s.idem_key, now])?;
     }
     contacts::apply_labels(tx, user, &effects.labels, now)?;
     Ok(queued)
@@ -1416,36 +1456,27 @@ fn record_effects(
                 .get("timestamp")
                 .and_then(Value::as_i64)
                 .unwrap_or(now / 1000);
-            tx.execute(
-                "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw)
-                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7)",
-                params![user.as_str(), ev.wamid, contact,
+            tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw)
+                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7)")?.execute(params![user.as_str(), ev.wamid, contact,
                         m.get("type").and_then(Value::as_str).unwrap_or("unknown"),
-                        ev.text(), ts, m.get("raw").map(Value::to_string)],
-            )?;
+                        ev.text(), ts, m.get("raw").map(Value::to_string)])?;
             let name = m
                 .get("name")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty());
-            tx.execute(
-                "INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            tx.prepare_cached("INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (user, contact) DO UPDATE SET
                    name = COALESCE(excluded.name, contacts.name),
                    last_inbound_at = MAX(COALESCE(contacts.last_inbound_at, 0), excluded.last_inbound_at),
-                   updated_at = excluded.updated_at",
-                params![user.as_str(), contact, name, ts, now],
-            )?;
+                   updated_at = excluded.updated_at")?.execute(params![user.as_str(), contact, name, ts, now])?;
             if let Some(g) = m.pointer("/raw/group_id").and_then(Value::as_str) {
                 groups::inbound(tx, user.as_str(), g, ts, now)?;
             }
             if let Some(media_id) = m.pointer("/media/id").and_then(Value::as_str) {
-                let queued = tx.execute(
-                    "INSERT OR IGNORE INTO media (user, media_id, wamid, mime_type, meta_sha256, state, next_attempt_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
-                    params![user.as_str(), media_id, ev.wamid,
+                let queued = tx.prepare_cached("INSERT OR IGNORE INTO media (user, media_id, wamid, mime_type, meta_sha256, state, next_attempt_at, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)")?.execute(params![user.as_str(), media_id, ev.wamid,
                             m.pointer("/media/mime_type").and_then(Value::as_str),
-                            m.pointer("/media/sha256").and_then(Value::as_str), now],
-                )?;
+                            m.pointer("/media/sha256").and_then(Value::as_str), now])?;
                 return Ok(queued);
             }
         }
@@ -1470,11 +1501,11 @@ fn record_effects(
                     .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
                     .map(Value::to_string);
                 let at = m.get("timestamp").and_then(Value::as_i64);
-                tx.execute(
+                tx.prepare_cached(
                     "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5
                      WHERE user = ?1 AND wamid = ?2",
-                    params![user.as_str(), wamid, status, errors, at],
-                )?;
+                )?
+                .execute(params![user.as_str(), wamid, status, errors, at])?;
             }
         }
         Some(field) if field.starts_with("group_") => {

@@ -4,6 +4,7 @@
 mod common;
 
 mod backup;
+mod bench_smoke;
 mod cli;
 mod config_history;
 mod contacts;

@@ -1,0 +1,78 @@
+//! `wagate bench` at a tiny size: every figure is printed and the command succeeds. A smoke
+//! test of the bench code only; no speed is asserted (CI machines are not benchmarks).
+
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Every figure the bench prints, by the key that starts its line.
+const FIGURES: [&str; 15] = [
+    "bare.rate",
+    "bare.ack",
+    "ingest.rate",
+    "ingest.ack",
+    "bare.replies",
+    "e2e.rate",
+    "e2e.latency",
+    "e2e.lat1000",
+    "reload",
+    "rule.eval",
+    "export.rate",
+    "export.memory",
+    "rest.bare",
+    "rest.2users",
+    "rest.many",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_prints_every_figure_at_a_tiny_size() {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"));
+    cmd.args([
+        "bench",
+        "--n",
+        "200",
+        "--concurrency",
+        "8",
+        "--export-n",
+        "2000",
+        "--rest-users",
+        "5",
+        "--paced-rate",
+        "400",
+        "--max-secs",
+        "30",
+    ])
+    .env_remove("WAGATE_CONFIG")
+    .stdin(Stdio::null())
+    .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("the bench finishes in time")
+        .expect("the bench runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bench failed: {}\n{stdout}\n{stderr}",
+        out.status
+    );
+    for key in FIGURES {
+        let line = stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .unwrap_or_else(|| panic!("no `{key}` line in:\n{stdout}"));
+        let value = line[key.len()..].trim();
+        assert!(!value.is_empty(), "`{key}` has no value: {line}");
+    }
+    // Every load was answered in full: a run that lost requests would be a broken bench.
+    for key in ["ingest.rate", "bare.rate", "e2e.rate"] {
+        let line = stdout.lines().find(|l| l.starts_with(key)).unwrap();
+        assert!(
+            line.contains("(0 errors") || line.contains(", 0 errors)"),
+            "{line}"
+        );
+    }
+    assert!(
+        stdout.contains("200 of 200 answered"),
+        "every message was answered end to end:\n{stdout}"
+    );
+}
