@@ -37,14 +37,45 @@ pub(super) fn to_dynamic(v: &Value) -> FnResult<Dynamic> {
     rhai::serde::to_dynamic(v)
 }
 
+/// Least privilege: sending needs `permissions.send`.
+pub(super) fn check_may_send(cur: &super::Current) -> FnResult<()> {
+    if cur.ctx.may_send {
+        return Ok(());
+    }
+    err(format!(
+        "user `{}` may not send messages (permissions.send is false in users/{}.yaml)",
+        cur.ctx.user, cur.ctx.user
+    ))
+}
+
+/// Records a send (a local file the body names is resolved inside the project folder first)
+/// and returns its run-local id; the dispatcher makes it unique per event and rule.
+pub(super) fn push_send(
+    cur: &mut super::Current,
+    recipient: String,
+    msg_type: String,
+    mut body: Value,
+) -> FnResult<String> {
+    if let Some((_, path, _)) = local_file::marker(&body) {
+        let full = project_file(cur.ctx.dir.as_deref(), &path)?;
+        local_file::set_path(&mut body, &full);
+    }
+    let n = cur
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Send { .. }))
+        .count();
+    cur.actions.push(Action::Send {
+        recipient,
+        msg_type,
+        body,
+    });
+    Ok(format!("local:{n}"))
+}
+
 fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String> {
     with_current(|cur| {
-        if !cur.ctx.may_send {
-            return err(format!(
-                "user `{}` may not send messages (permissions.send is false in users/{}.yaml)",
-                cur.ctx.user, cur.ctx.user
-            ));
-        }
+        check_may_send(cur)?;
         let (mut msg_type, mut body) =
             outgoing::build(to, &spec, reply_to).map_err(|e| -> Box<EvalAltResult> { e.into() })?;
         if window::needs_window(&msg_type) {
@@ -64,22 +95,7 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
                 ));
             }
         }
-        if let Some((_, path, _)) = local_file::marker(&body) {
-            let full = project_file(cur.ctx.dir.as_deref(), &path)?;
-            local_file::set_path(&mut body, &full);
-        }
-        let n = cur
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send { .. }))
-            .count();
-        cur.actions.push(Action::Send {
-            recipient: to.to_string(),
-            msg_type,
-            body,
-        });
-        // The run-local ordinal; the dispatcher makes it unique per event and rule.
-        Ok(format!("local:{n}"))
+        push_send(cur, to.to_string(), msg_type, body)
     })
 }
 

@@ -3,8 +3,8 @@
 //! interactive ones, which groups refuse. Free-form messages need the group's 24-hour window
 //! open (a participant wrote in the last 24 hours; see domain::groups); templates always go.
 
-use super::api::{err, to_json};
-use super::{Action, FnResult, with_current};
+use super::api::{check_may_send, err, push_send, to_json};
+use super::{FnResult, with_current};
 use crate::domain::{groups, window};
 use rhai::{Dynamic, Engine, EvalAltResult, Map};
 use serde_json::Value;
@@ -32,12 +32,7 @@ fn send_group(spec: Map) -> FnResult<String> {
 /// Records a send to `group` (quoting `context`, for a reply to a message written in it).
 pub(super) fn record_group(group: &str, spec: Value, context: Option<&str>) -> FnResult<String> {
     with_current(|cur| {
-        if !cur.ctx.may_send {
-            return err(format!(
-                "user `{}` may not send messages (permissions.send is false in users/{}.yaml)",
-                cur.ctx.user, cur.ctx.user
-            ));
-        }
+        check_may_send(cur)?;
         let (msg_type, body) = groups::build_reply(group, &spec, context)
             .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
         let id = body["to"].as_str().unwrap_or_default().to_string();
@@ -56,17 +51,7 @@ pub(super) fn record_group(group: &str, spec: Value, context: Option<&str>) -> F
                 ));
             }
         }
-        let n = cur
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Send { .. }))
-            .count();
-        cur.actions.push(Action::Send {
-            recipient,
-            msg_type,
-            body,
-        });
-        Ok(format!("local:{n}"))
+        push_send(cur, recipient, msg_type, body)
     })
 }
 
