@@ -518,6 +518,13 @@ async fn check_warns_of_secrets_files_others_can_read() {
         out(&o)
     );
     assert!(out(&o).contains("chmod 600"), "{}", out(&o));
+    // The verdict alone on stdout (scripts read it); the warning on stderr.
+    assert!(
+        String::from_utf8_lossy(&o.stdout).starts_with("ok: 2 user(s)"),
+        "{}",
+        out(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stderr).contains("warning: credentials/azarya.age"));
     tg.shutdown().await;
 }
 
