@@ -26,15 +26,6 @@ fn content(mut v: Value) -> Value {
     v
 }
 
-fn wagate_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(args)
-        .env_remove("WAGATE_CONFIG")
-        .env_remove("WAGATE_PASSPHRASE")
-        .output()
-        .expect("the binary runs")
-}
-
 #[tokio::test]
 async fn backup_wipe_restore_gives_an_identical_export_and_no_plaintext_secret() {
     let tg = TestGate::start().await;

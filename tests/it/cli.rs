@@ -1,15 +1,10 @@
 //! Black-box tests of the built binary: exit codes, located errors, no secret printed.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 fn wagate(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(args)
-        .env_remove("WAGATE_CONFIG")
-        .env_remove("WAGATE_PASSPHRASE")
-        .output()
-        .expect("the binary runs")
+    crate::common::wagate_cli(args)
 }
 
 fn text(b: &[u8]) -> String {

@@ -5,15 +5,6 @@ use crate::common::*;
 use std::time::Duration;
 use wagate::history;
 
-fn wagate_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(args)
-        .env_remove("WAGATE_CONFIG")
-        .env_remove("WAGATE_PASSPHRASE")
-        .output()
-        .expect("the binary runs")
-}
-
 const V2: &str = "reply(event, \"Vous avez dit : \" + event.text);\n";
 const V3: &str = "reply(event, \"You wrote: \" + event.text);\n";
 

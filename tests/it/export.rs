@@ -430,15 +430,6 @@ async fn filters_by_contact_and_time_and_incremental_exports() {
     tg.shutdown().await;
 }
 
-fn wagate_cli(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .args(args)
-        .env_remove("WAGATE_CONFIG")
-        .env_remove("WAGATE_PASSPHRASE")
-        .output()
-        .expect("the binary runs")
-}
-
 #[tokio::test]
 async fn wagate_export_writes_under_data_exports_and_to_stdout() {
     let tg = TestGate::start().await;

@@ -4,29 +4,7 @@
 
 use crate::common::*;
 use serde_json::Value;
-use std::process::Output;
 use wagate::graph::simulator::Fault;
-
-async fn wagate(tg: &TestGate, args: &[&str]) -> Output {
-    let cfg = tg.config_path();
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .arg("--config")
-        .arg(&cfg)
-        .args(args)
-        .env_remove("WAGATE_PASSPHRASE")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Ann writes to Olga, so that her 24-hour window is open; returns once it is stored.
 async fn ann_writes(tg: &TestGate) {
@@ -50,8 +28,8 @@ async fn send_text_goes_through_the_outbox_and_prints_the_wamid() {
     // No rule: the only message is the CLI's.
     let tg = TestGate::start_with(&[]).await;
     ann_writes(&tg).await;
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &[
             "send",
             "olga",
@@ -62,8 +40,8 @@ async fn send_text_goes_through_the_outbox_and_prints_the_wamid() {
         ],
     )
     .await;
-    assert!(o.status.success(), "{}", out(&o));
-    let printed = out(&o);
+    assert!(o.status.success(), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(
         printed.contains("sent to +33 6 12 34 56 78 as wamid.SIM"),
         "{printed}"
@@ -81,13 +59,13 @@ async fn send_text_goes_through_the_outbox_and_prints_the_wamid() {
 #[tokio::test]
 async fn send_text_outside_the_window_is_refused_and_queues_nothing() {
     let tg = TestGate::start_with(&[]).await;
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &["send", "olga", "--to", "+33699999999", "--text", "hi"],
     )
     .await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    let printed = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(
         printed.contains("has never written to this number"),
         "{printed}"
@@ -104,8 +82,8 @@ async fn send_template_reaches_anyone_and_survives_two_500s() {
     let tg = TestGate::start_with(&[]).await;
     tg.fake.push_fault(Fault::http(500));
     tg.fake.push_fault(Fault::http(503));
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &[
             "send",
             "olga",
@@ -122,8 +100,12 @@ async fn send_template_reaches_anyone_and_survives_two_500s() {
         ],
     )
     .await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("3 attempt(s)"), "{}", out(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("3 attempt(s)"),
+        "{}",
+        output_text(&o)
+    );
     let statuses: Vec<u16> = tg.fake.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![500, 503, 200]);
     let body = &tg.fake.requests()[2].body;
@@ -141,8 +123,8 @@ async fn send_that_graph_refuses_fails_with_a_readable_reason_and_exit_1() {
     let tg = TestGate::start_with(&[]).await;
     tg.fake
         .push_fault(Fault::graph(400, 131026, "Message undeliverable"));
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &[
             "send",
             "olga",
@@ -153,8 +135,8 @@ async fn send_that_graph_refuses_fails_with_a_readable_reason_and_exit_1() {
         ],
     )
     .await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    let printed = out(&o);
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(printed.contains("failed (outbox row"), "{printed}");
     assert!(printed.contains("131026"), "{printed}");
     assert_eq!(
@@ -190,16 +172,20 @@ async fn send_usage_errors_exit_2() {
             "/no/such/file.pdf",
         ],
     ] {
-        let o = wagate(&tg, &args).await;
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", out(&o));
+        let o = wagate_in(tg.dir.path(), &args).await;
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", output_text(&o));
     }
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &["send", "nobody", "--to", "+33612345678", "--text", "a"],
     )
     .await;
     assert_eq!(o.status.code(), Some(1));
-    assert!(out(&o).contains("no user `nobody`"), "{}", out(&o));
+    assert!(
+        output_text(&o).contains("no user `nobody`"),
+        "{}",
+        output_text(&o)
+    );
     assert!(tg.fake.requests().is_empty());
     tg.shutdown().await;
 }
@@ -210,8 +196,8 @@ async fn send_file_uploads_by_multipart_then_sends_the_media_id() {
     ann_writes(&tg).await;
     let pdf = tg.dir.path().join("Programme PARIS-2026.pdf");
     std::fs::write(&pdf, b"%PDF-1.4 the programme").unwrap();
-    let o = wagate(
-        &tg,
+    let o = wagate_in(
+        tg.dir.path(),
         &[
             "send",
             "olga",
@@ -224,7 +210,7 @@ async fn send_file_uploads_by_multipart_then_sends_the_media_id() {
         ],
     )
     .await;
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
     let reqs = tg.fake.requests();
     assert_eq!(reqs.len(), 2, "an upload, then the message");
     let up = &reqs[0].body["upload"];
@@ -341,9 +327,9 @@ async fn test_connection_reports_the_number_and_a_valid_token() {
     let tg = TestGate::start_with(&[]).await;
     tg.fake
         .add_phone_number(OLGA.phone, "+33 1 23 45 67 89", "Olga Design Travels");
-    let o = wagate(&tg, &["test-connection", "olga"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    let printed = out(&o);
+    let o = wagate_in(tg.dir.path(), &["test-connection", "olga"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(
         printed.contains("+33 1 23 45 67 89 \"Olga Design Travels\""),
         "{printed}"
@@ -362,14 +348,22 @@ async fn a_rejected_token_shows_in_test_connection_and_check_until_it_is_accepte
         190,
         "Error validating access token: Session has expired",
     ));
-    let o = wagate(&tg, &["test-connection", "olga"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("token: INVALID"), "{}", out(&o));
-    assert!(out(&o).contains("wagate creds set olga"), "{}", out(&o));
+    let o = wagate_in(tg.dir.path(), &["test-connection", "olga"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("token: INVALID"),
+        "{}",
+        output_text(&o)
+    );
+    assert!(
+        output_text(&o).contains("wagate creds set olga"),
+        "{}",
+        output_text(&o)
+    );
 
-    let o = wagate(&tg, &["check"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    let printed = out(&o);
+    let o = wagate_in(tg.dir.path(), &["check"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(
         printed.contains("user `olga`: Graph rejected its access token"),
         "{printed}"
@@ -380,11 +374,11 @@ async fn a_rejected_token_shows_in_test_connection_and_check_until_it_is_accepte
     );
 
     // Graph accepts it again (say Meta restored the session): the mark goes, check passes.
-    let o = wagate(&tg, &["test-connection", "olga"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("cleared"), "{}", out(&o));
-    let o = wagate(&tg, &["check"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(tg.dir.path(), &["test-connection", "olga"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("cleared"), "{}", output_text(&o));
+    let o = wagate_in(tg.dir.path(), &["check"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     tg.shutdown().await;
 }
 
@@ -396,9 +390,9 @@ async fn test_connection_names_an_unknown_phone_number_id() {
         100,
         "Unsupported get request. Object with ID '111222333' does not exist",
     ));
-    let o = wagate(&tg, &["test-connection", "olga"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    let printed = out(&o);
+    let o = wagate_in(tg.dir.path(), &["test-connection", "olga"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    let printed = output_text(&o);
     assert!(
         printed.contains("phone number 111222333: Graph refuses it"),
         "{printed}"

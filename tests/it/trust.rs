@@ -6,30 +6,10 @@ use crate::common::*;
 use rusqlite::Connection;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 use wagate::graph::simulator::Fault;
 use wagate::tokens::TokenOutcome;
-
-async fn wagate(home: &Path, args: &[&str]) -> Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
-        .arg("--config")
-        .arg(home.join("gate.yaml"))
-        .args(args)
-        .env_remove("WAGATE_PASSPHRASE")
-        .kill_on_drop(true)
-        .output()
-        .await
-        .expect("the binary runs")
-}
-
-fn out(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 /// Rewrites `u`'s credentials in `home` with extra fields (app_id, token_expires_at…).
 fn set_creds(home: &Path, u: TestUser, token: &str, extra: Value) {
@@ -114,14 +94,26 @@ async fn the_audit_log_records_each_operation_and_verify_finds_every_kind_of_tam
 
     // The CLI lists them and finds the chains whole.
     let home = tg.dir.path().to_path_buf();
-    let o = wagate(&home, &["audit", "olga"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains(" olga #1 reload "), "{}", out(&o));
-    assert!(out(&o).contains("send.failed"), "{}", out(&o));
-    let o = wagate(&home, &["audit", "--verify"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains("olga: "), "{}", out(&o));
-    assert!(out(&o).contains("chain intact"), "{}", out(&o));
+    let o = wagate_in(&home, &["audit", "olga"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains(" olga #1 reload "),
+        "{}",
+        output_text(&o)
+    );
+    assert!(
+        output_text(&o).contains("send.failed"),
+        "{}",
+        output_text(&o)
+    );
+    let o = wagate_in(&home, &["audit", "--verify"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains("olga: "), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("chain intact"),
+        "{}",
+        output_text(&o)
+    );
     let n = entries.len() as i64;
 
     // Each way of altering the table, on its own copy of the database.
@@ -188,12 +180,12 @@ async fn the_audit_log_records_each_operation_and_verify_finds_every_kind_of_tam
             [],
         )
         .unwrap();
-    let o = wagate(&home, &["audit", "--verify"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let o = wagate_in(&home, &["audit", "--verify"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     assert!(
-        out(&o).contains("olga: TAMPERED: entry 2 (webhook.accepted) was changed"),
+        output_text(&o).contains("olga: TAMPERED: entry 2 (webhook.accepted) was changed"),
         "{}",
-        out(&o)
+        output_text(&o)
     );
     tg.shutdown().await;
 }
@@ -330,12 +322,12 @@ async fn an_expired_token_is_marked_invalid_audited_and_shown() {
             .contains("expired")
     );
     assert_eq!(health["tokens"]["azarya"]["state"], "ok");
-    let o = wagate(&home, &["check"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
+    let o = wagate_in(&home, &["check"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
     assert!(
-        out(&o).contains("Graph rejected its access token"),
+        output_text(&o).contains("Graph rejected its access token"),
         "{}",
-        out(&o)
+        output_text(&o)
     );
     tg.shutdown().await;
 }
@@ -351,33 +343,37 @@ async fn token_refresh_on_demand_renews_now_and_the_running_gate_takes_the_new_f
         json!({"app_id": "1234567890", "token_expires_at": in_days(50)}),
     );
     tg.fake.set_token_expiry(OLGA.token, in_days(50));
-    let o = wagate(&home, &["token", "refresh", "olga"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(&home, &["token", "refresh", "olga"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(
-        out(&o).contains("renewed `olga`'s access token"),
+        output_text(&o).contains("renewed `olga`'s access token"),
         "{}",
-        out(&o)
+        output_text(&o)
     );
     let new = read_token(&home, OLGA);
     assert_ne!(new, OLGA.token);
-    assert!(!out(&o).contains(&new) && !out(&o).contains(OLGA.token));
+    assert!(!output_text(&o).contains(&new) && !output_text(&o).contains(OLGA.token));
     // The gate started with the old file; it picks up the changed one.
     tg.gate().tokens.reload_changed().await;
     let u = tg.gate().tokens.users.get("olga").unwrap().clone();
     assert_eq!(u.creds().access_token.expose(), &new);
     // Azarya has no app_id: a clear refusal.
-    let o = wagate(&home, &["token", "refresh", "azarya"]).await;
+    let o = wagate_in(&home, &["token", "refresh", "azarya"]).await;
     assert_eq!(o.status.code(), Some(1));
-    assert!(out(&o).contains("no app_id"), "{}", out(&o));
+    assert!(output_text(&o).contains("no app_id"), "{}", output_text(&o));
     // A refused exchange is explained and marks the token invalid.
     tg.fake.push_fault(Fault::graph(
         400,
         190,
         "Error validating access token: Session has expired",
     ));
-    let o = wagate(&home, &["token", "refresh", "olga"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("cannot be renewed"), "{}", out(&o));
+    let o = wagate_in(&home, &["token", "refresh", "olga"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("cannot be renewed"),
+        "{}",
+        output_text(&o)
+    );
     tg.shutdown().await;
 }
 
@@ -443,10 +439,18 @@ async fn permissions_read_limits_which_stores_a_users_rules_may_look_up() {
         format!("{yaml}permissions: {{ read: [contacts, tokens] }}\n"),
     )
     .unwrap();
-    let o = wagate(tg.dir.path(), &["check"]).await;
+    let o = wagate_in(tg.dir.path(), &["check"]).await;
     assert_eq!(o.status.code(), Some(1));
-    assert!(out(&o).contains("users/olga.yaml:"), "{}", out(&o));
-    assert!(out(&o).contains("`tokens` is not a store"), "{}", out(&o));
+    assert!(
+        output_text(&o).contains("users/olga.yaml:"),
+        "{}",
+        output_text(&o)
+    );
+    assert!(
+        output_text(&o).contains("`tokens` is not a store"),
+        "{}",
+        output_text(&o)
+    );
     tg.shutdown().await;
 }
 
@@ -505,24 +509,28 @@ async fn check_warns_of_secrets_files_others_can_read() {
     use std::os::unix::fs::PermissionsExt;
     let tg = TestGate::start().await;
     let home = tg.dir.path().to_path_buf();
-    let o = wagate(&home, &["check"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(!out(&o).contains("warning"), "{}", out(&o));
+    let o = wagate_in(&home, &["check"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(!output_text(&o).contains("warning"), "{}", output_text(&o));
     let f = home.join("credentials/azarya.age");
     std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let o = wagate(&home, &["check"]).await;
-    assert!(o.status.success(), "a warning, not an error: {}", out(&o));
+    let o = wagate_in(&home, &["check"]).await;
     assert!(
-        out(&o).contains("warning: credentials/azarya.age is mode 0644"),
-        "{}",
-        out(&o)
+        o.status.success(),
+        "a warning, not an error: {}",
+        output_text(&o)
     );
-    assert!(out(&o).contains("chmod 600"), "{}", out(&o));
+    assert!(
+        output_text(&o).contains("warning: credentials/azarya.age is mode 0644"),
+        "{}",
+        output_text(&o)
+    );
+    assert!(output_text(&o).contains("chmod 600"), "{}", output_text(&o));
     // The verdict alone on stdout (scripts read it); the warning on stderr.
     assert!(
         String::from_utf8_lossy(&o.stdout).starts_with("ok: 2 user(s)"),
         "{}",
-        out(&o)
+        output_text(&o)
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("warning: credentials/azarya.age"));
     tg.shutdown().await;
@@ -788,11 +796,11 @@ async fn exports_backups_and_restores_are_audited() {
     assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
     settled(&tg, "olga").await;
     let home = tg.dir.path().to_path_buf();
-    let o = wagate(&home, &["export", "olga", "--contact", "+33612345678"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(&home, &["export", "olga", "--contact", "+33612345678"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     let archive = home.join("backup.age");
-    let o = wagate(&home, &["backup", "--out", archive.to_str().unwrap()]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(&home, &["backup", "--out", archive.to_str().unwrap()]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     let olga = tg.store().audit_entries(Some("olga"), None, 1000).unwrap();
     let export = olga
         .iter()
@@ -823,12 +831,12 @@ async fn exports_backups_and_restores_are_audited() {
         .output()
         .await
         .unwrap();
-    assert!(o.status.success(), "{}", out(&o));
-    let o = wagate(other.path(), &["audit", "*"]).await;
-    assert!(o.status.success(), "{}", out(&o));
-    assert!(out(&o).contains(" restore "), "{}", out(&o));
-    let o = wagate(other.path(), &["audit", "--verify"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    assert!(o.status.success(), "{}", output_text(&o));
+    let o = wagate_in(other.path(), &["audit", "*"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(output_text(&o).contains(" restore "), "{}", output_text(&o));
+    let o = wagate_in(other.path(), &["audit", "--verify"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     tg.shutdown().await;
 }
 
@@ -843,7 +851,7 @@ async fn the_cli_honours_a_users_permissions() {
         format!("{yaml}permissions: {{ send: false, export: false }}\n"),
     )
     .unwrap();
-    let o = wagate(
+    let o = wagate_in(
         &home,
         &[
             "send",
@@ -855,14 +863,22 @@ async fn the_cli_honours_a_users_permissions() {
         ],
     )
     .await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("may not send"), "{}", out(&o));
-    let o = wagate(&home, &["export", "olga"]).await;
-    assert_eq!(o.status.code(), Some(1), "{}", out(&o));
-    assert!(out(&o).contains("may not export"), "{}", out(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("may not send"),
+        "{}",
+        output_text(&o)
+    );
+    let o = wagate_in(&home, &["export", "olga"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("may not export"),
+        "{}",
+        output_text(&o)
+    );
     // Azarya keeps hers.
-    let o = wagate(&home, &["export", "azarya", "--out", "-"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(&home, &["export", "azarya", "--out", "-"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     assert!(tg.fake.requests().is_empty());
     tg.shutdown().await;
 }
@@ -885,7 +901,7 @@ async fn a_flood_of_forged_webhooks_is_refused_without_flooding_the_audit_log() 
         .filter(|e| e.action == "webhook.rejected")
         .count();
     assert_eq!(rejected, wagate::http::REJECTIONS_PER_MINUTE as usize);
-    let o = wagate(tg.dir.path(), &["audit", "--verify"]).await;
-    assert!(o.status.success(), "{}", out(&o));
+    let o = wagate_in(tg.dir.path(), &["audit", "--verify"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
     tg.shutdown().await;
 }

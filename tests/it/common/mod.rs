@@ -346,3 +346,37 @@ pub fn sent_to_phone(fake: &Simulator, phone: &str) -> Vec<Value> {
         .map(|r| r.body)
         .collect()
 }
+
+/// The built binary run with `args`, nothing taken from the environment's WAGATE_* variables.
+pub fn wagate_cli(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .args(args)
+        .env_remove("WAGATE_CONFIG")
+        .env_remove("WAGATE_PASSPHRASE")
+        .output()
+        .expect("the binary runs")
+}
+
+/// The built binary with `--config HOME/gate.yaml` and `args`, awaited, so that a gate serving
+/// in this test's runtime goes on answering meanwhile.
+pub async fn wagate_in(home: &Path, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        .arg("--config")
+        .arg(home.join("gate.yaml"))
+        .args(args)
+        .env_remove("WAGATE_CONFIG")
+        .env_remove("WAGATE_PASSPHRASE")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("the binary runs")
+}
+
+/// A command's stdout, then its stderr, as text.
+pub fn output_text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
