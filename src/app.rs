@@ -236,14 +236,15 @@ pub async fn start(
     let dispatch_wake = Arc::new(Notify::new());
     let media_wake = Arc::new(Notify::new());
     let sender_wake = Arc::new(Notify::new());
+    let registry = RuleRegistry::new(rules);
     let state = AppState {
         rejections: Default::default(),
         store: store.clone(),
         users: users.clone(),
         dispatch_wake: dispatch_wake.clone(),
         media_wake: media_wake.clone(),
+        registry: registry.clone(),
     };
-    let registry = RuleRegistry::new(rules);
     let ops = crate::http::ops::OpsState {
         store: store.clone(),
         users: users.clone(),

@@ -182,6 +182,12 @@ impl RuleSet {
             .filter(move |p| p.user.as_str() == user)
     }
 
+    /// Whether some rule of `user` starts on events of `kind`.
+    pub fn wants(&self, user: &str, kind: &str) -> bool {
+        self.for_user(user)
+            .any(|p| p.rules.iter().any(|r| r.trigger.matches_kind(kind)))
+    }
+
     /// Each project's content hash, by project name.
     pub fn project_hashes(&self) -> serde_json::Value {
         self.projects

@@ -4,7 +4,8 @@
 
 use crate::domain::Event;
 use crate::graph::simulator::Simulator;
-use crate::store::{IngestOutcome, Store};
+use crate::rules::RuleRegistry;
+use crate::store::{Fate, IngestOutcome, Store};
 use crate::users::{UserRuntime, Users};
 use crate::whatsapp::{parse_webhook, verify_signature};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -26,6 +27,8 @@ pub mod status;
 pub struct AppState {
     pub store: Store,
     pub users: Users,
+    /// The live rules: an event no rule wants is stored done, not queued for dispatch.
+    pub registry: RuleRegistry,
     /// Woken after every commit of new events.
     pub dispatch_wake: Arc<Notify>,
     /// Woken when a webhook brought media to fetch.
@@ -136,16 +139,17 @@ async fn webhook(
         Err(e) => return Err(audit_rejection(&st, &user, e, body.len()).await),
     };
     // Entries for another phone number are kept, never dispatched as this user's.
-    let items: Vec<(Event, bool)> = events
-        .into_iter()
-        .map(|e| {
+    let items = fates(
+        &st,
+        &u,
+        events.into_iter().map(|e| {
             let owned = e
                 .phone_number_id
                 .as_deref()
                 .is_none_or(|p| p == u.config.phone_number_id);
             (e, owned)
-        })
-        .collect();
+        }),
+    );
     let outcome = commit(&st, &u, body, items).await?;
     Ok(Json(outcome_json(&[(user, outcome)])))
 }
@@ -190,15 +194,12 @@ async fn shared_webhook(
     }
     let mut outcomes = Vec::new();
     for (i, u) in users.iter().enumerate() {
-        let items: Vec<(Event, bool)> = events
-            .iter()
-            .zip(&owners)
-            .filter_map(|(e, o)| match o {
-                Some(o) if o.config.id == u.config.id => Some((e.clone(), true)),
-                None if i == 0 => Some((e.clone(), false)),
-                _ => None,
-            })
-            .collect();
+        let mine = events.iter().zip(&owners).filter_map(|(e, o)| match o {
+            Some(o) if o.config.id == u.config.id => Some((e.clone(), true)),
+            None if i == 0 => Some((e.clone(), false)),
+            _ => None,
+        });
+        let items = fates(&st, u, mine);
         let outcome = commit(&st, u, body.clone(), items).await?;
         outcomes.push((u.config.id.to_string(), outcome));
     }
@@ -262,20 +263,45 @@ fn parse(user: &str, body: &Bytes) -> Result<Vec<Event>, HttpError> {
     })
 }
 
+/// What becomes of each event (with whether it is `u`'s): another number's is kept as
+/// foreign; `u`'s is dispatched only if a live rule, or `mark_read`, wants its kind.
+fn fates(
+    st: &AppState,
+    u: &UserRuntime,
+    events: impl Iterator<Item = (Event, bool)>,
+) -> Vec<(Event, Fate)> {
+    let rules = st.registry.snapshot();
+    let user = u.config.id.as_str();
+    events
+        .map(|(e, owned)| {
+            let fate = if !owned {
+                Fate::Foreign
+            } else if (u.config.mark_read && e.kind.as_str() == "message")
+                || rules.wants(user, e.kind.as_str())
+            {
+                Fate::Dispatch
+            } else {
+                Fate::Keep
+            };
+            (e, fate)
+        })
+        .collect()
+}
+
 /// Commits a body and its events for one user, then wakes the dispatcher.
 async fn commit(
     st: &AppState,
     u: &UserRuntime,
     body: Bytes,
-    items: Vec<(Event, bool)>,
+    items: Vec<(Event, Fate)>,
 ) -> Result<IngestOutcome, HttpError> {
     let uid = u.config.id.clone();
     let (field, message_id) = ops::first_field(&items);
-    let outcome = st.store.ingest_owned(uid, body, items).await.map_err(|e| {
+    let outcome = st.store.ingest(uid, body, items).await.map_err(|e| {
         tracing::error!(user = %u.config.id, error = %e, "webhook not committed; answering 503");
         HttpError::Unavailable
     })?;
-    if outcome.new_events > 0 {
+    if outcome.to_dispatch > 0 {
         st.dispatch_wake.notify_one();
     }
     if outcome.new_media > 0 {
@@ -293,6 +319,7 @@ fn outcome_json(outcomes: &[(String, IngestOutcome)]) -> Value {
     let sum = |f: fn(&IngestOutcome) -> usize| outcomes.iter().map(|(_, o)| f(o)).sum::<usize>();
     json!({
         "stored": sum(|o| o.new_events),
+        "to_dispatch": sum(|o| o.to_dispatch),
         "duplicates": sum(|o| o.duplicates),
         "foreign": sum(|o| o.foreign),
         "users": outcomes.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),

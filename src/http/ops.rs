@@ -131,7 +131,7 @@ fn field_of(kind: &EventKind) -> &str {
 
 /// The field of a webhook's first event (`none` for a body without events), and the message
 /// id of its first event that has one, for the log line.
-pub(super) fn first_field(items: &[(Event, bool)]) -> (String, String) {
+pub(super) fn first_field(items: &[(Event, crate::store::Fate)]) -> (String, String) {
     let field = items
         .first()
         .map_or("none", |(e, _)| field_of(&e.kind))

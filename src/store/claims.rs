@@ -21,7 +21,7 @@ impl Store {
             let mut read =
                 tx.prepare_cached(&format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1"))?;
             let mut rows = Vec::with_capacity(ids.len());
-            for id in ids {
+            for &id in &ids {
                 if claim.execute(params![id, now])? == 1
                     && let Some(row) = read.query_row([id], outbox_row).optional()?
                 {

@@ -1,18 +1,21 @@
 //! Group commit. Writes are queued to one writer thread, which runs every write waiting at
-//! that moment in one transaction, each under its own savepoint, and commits them with one
-//! fsync (`synchronous=FULL` as always); the connection is the same one every other method
-//! uses, behind the same mutex. No caller
-//! returns before the commit that holds its work: durability is the same as one transaction
-//! per call, and many calls share the cost of the disk flush.
+//! that moment in one transaction and commits them with one fsync (`synchronous=FULL` as
+//! always); the connection is the same one every other method uses, behind the same mutex. No
+//! caller returns before the commit that holds its work: durability is the same as one
+//! transaction per call, and many calls share the cost of the disk flush.
 //!
-//! A job that fails is rolled back to its savepoint and gets its error; the others commit. A
-//! failed commit fails every job of the batch. Jobs run in the order they were queued, one
-//! after the other, so each sees the writes of those before it (the audit chain included).
+//! A write that fails gets its error and the others commit: the batch is rolled back and run
+//! again with each write under its own savepoint (the first run has none, as savepoints copy
+//! every page they touch). A failed commit fails every write of the batch. Writes run in the
+//! order they were queued, one after the other, so each sees the writes of those before it
+//! (the audit chain included). Checkpoints run on a thread of their own.
 
 use super::{Store, StoreError};
 use rusqlite::Transaction;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
+use std::time::Duration;
 
 /// Group commits made and writes they held, since the process started (the bench shows
 /// writes per commit).
@@ -27,13 +30,65 @@ pub fn group_commit_counts() -> (u64, u64) {
     )
 }
 
-/// Called once the batch's commit is known: `None` committed, `Some(why)` not.
-type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
-/// A queued write: runs in the batch's transaction (or is told it could not begin).
-type Job = Box<dyn FnOnce(Result<&Transaction<'_>, &str>) -> Finish + Send>;
+/// A queued write. A batch runs each write straight in its transaction; should one fail, the
+/// transaction is rolled back and the batch runs again with every write under its own
+/// savepoint, so that only the failed one is left out. A write may therefore run twice, and
+/// only the run that was committed counts.
+trait Write: Send {
+    /// Runs the write in `tx` (under a savepoint of its own when `isolated`); false if it
+    /// failed.
+    fn run(&mut self, tx: &Transaction<'_>, isolated: bool) -> bool;
+    /// The batch's transaction could not begin.
+    fn cannot_begin(&mut self, why: &str);
+    /// Answers the caller, once the commit is known: `None` committed, `Some(why)` not.
+    fn finish(self: Box<Self>, commit_error: Option<&str>);
+}
 
-/// The writes waiting for the next group commit, and the writer thread that commits them
-/// (started at the first grouped write; it ends when the last handle to the store is gone).
+type Job = Box<dyn Write>;
+
+/// A write `f` whose result (after the commit) goes to `done`.
+struct Pending<R, F, D> {
+    f: F,
+    result: Option<Result<R, StoreError>>,
+    done: D,
+}
+
+impl<R, F, D> Write for Pending<R, F, D>
+where
+    R: Send,
+    F: Fn(&Transaction<'_>) -> rusqlite::Result<R> + Send,
+    D: FnOnce(Result<R, StoreError>) + Send,
+{
+    fn run(&mut self, tx: &Transaction<'_>, isolated: bool) -> bool {
+        let res = if isolated {
+            in_savepoint(tx, &self.f)
+        } else {
+            (self.f)(tx)
+        };
+        let ok = res.is_ok();
+        self.result = Some(res.map_err(StoreError::Sql));
+        ok
+    }
+
+    fn cannot_begin(&mut self, why: &str) {
+        self.result = Some(Err(StoreError::Commit(why.to_string())));
+    }
+
+    fn finish(self: Box<Self>, commit_error: Option<&str>) {
+        let res = self
+            .result
+            .unwrap_or_else(|| Err(StoreError::Commit("the write was never run".into())));
+        (self.done)(match (res, commit_error) {
+            (Ok(_), Some(why)) => Err(StoreError::Commit(why.to_string())),
+            (res, _) => res,
+        })
+    }
+}
+
+/// The writes waiting for the next group commit, the writer thread that commits them, and the
+/// checkpointer thread that copies committed pages from the WAL into the database file off the
+/// writer's path (both started at the first grouped write; they end when the last handle to
+/// the store is gone).
 #[derive(Default)]
 pub(super) struct Queue(OnceLock<Mutex<mpsc::Sender<Job>>>);
 
@@ -41,13 +96,19 @@ pub(super) struct Queue(OnceLock<Mutex<mpsc::Sender<Job>>>);
 const MAX_BATCH: usize = 1024;
 
 impl Queue {
-    fn push(&self, conn: &Arc<Mutex<rusqlite::Connection>>, job: Job) -> Result<(), Job> {
+    fn push(
+        &self,
+        conn: &Arc<Mutex<rusqlite::Connection>>,
+        path: &Path,
+        job: Job,
+    ) -> Result<(), Job> {
         let tx = self.0.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Job>();
+            let checkpoints = checkpointer(conn, path);
             let conn = conn.clone();
             let spawned = std::thread::Builder::new()
                 .name("wagate-writer".into())
-                .spawn(move || writer(&conn, &rx));
+                .spawn(move || writer(&conn, &rx, checkpoints));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start the store's writer thread");
             }
@@ -58,9 +119,60 @@ impl Queue {
     }
 }
 
+/// Starts the checkpointer: told of commits by the writer, it runs a passive checkpoint (which
+/// never blocks the writer or readers) at most every [`CHECKPOINT_EVERY`], on a connection of
+/// its own, and the writer's connection stops checkpointing inside its commits. Without it
+/// (it cannot start) the writer's connection checkpoints as SQLite does by default.
+fn checkpointer(
+    conn: &Arc<Mutex<rusqlite::Connection>>,
+    path: &Path,
+) -> Option<mpsc::SyncSender<()>> {
+    let own = rusqlite::Connection::open(path).and_then(|c| {
+        c.busy_timeout(Duration::from_secs(5))?;
+        Ok(c)
+    });
+    let own = match own {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "no checkpointer connection; commits checkpoint themselves");
+            return None;
+        }
+    };
+    let (tx, rx) = mpsc::sync_channel::<()>(1);
+    let spawned = std::thread::Builder::new()
+        .name("wagate-checkpoint".into())
+        .spawn(move || {
+            loop {
+                match rx.recv_timeout(Duration::from_secs(5)) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+                if let Err(e) = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+                }
+                std::thread::sleep(CHECKPOINT_EVERY);
+            }
+        });
+    if spawned.is_err() {
+        return None;
+    }
+    let off = conn
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .pragma_update(None, "wal_autocheckpoint", 0);
+    off.ok().map(|()| tx)
+}
+
+/// The shortest time between two checkpoints: pages written again meanwhile are copied once.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+
 /// The writer: takes the queued writes (all that are waiting, up to a bound) and commits
 /// them together, until the store is dropped.
-fn writer(conn: &Mutex<rusqlite::Connection>, rx: &mpsc::Receiver<Job>) {
+fn writer(
+    conn: &Mutex<rusqlite::Connection>,
+    rx: &mpsc::Receiver<Job>,
+    checkpoints: Option<mpsc::SyncSender<()>>,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -72,6 +184,11 @@ fn writer(conn: &Mutex<rusqlite::Connection>, rx: &mpsc::Receiver<Job>) {
             }
         }
         run_batch(&mut conn, jobs);
+        drop(conn);
+        if let Some(c) = &checkpoints {
+            // Full: a checkpoint is already due.
+            let _ = c.try_send(());
+        }
     }
 }
 
@@ -79,19 +196,12 @@ fn writer(conn: &Mutex<rusqlite::Connection>, rx: &mpsc::Receiver<Job>) {
 fn job<R, F>(f: F, done: impl FnOnce(Result<R, StoreError>) + Send + 'static) -> Job
 where
     R: Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+    F: Fn(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
 {
-    Box::new(move |tx| {
-        let res = match tx {
-            Ok(tx) => in_savepoint(tx, f).map_err(StoreError::Sql),
-            Err(why) => Err(StoreError::Commit(why.to_string())),
-        };
-        Box::new(move |commit_error| {
-            done(match (res, commit_error) {
-                (Ok(_), Some(why)) => Err(StoreError::Commit(why.to_string())),
-                (res, _) => res,
-            })
-        })
+    Box::new(Pending {
+        f,
+        result: None,
+        done,
     })
 }
 
@@ -101,13 +211,13 @@ impl Store {
     pub(super) fn grouped<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        F: Fn(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
     {
         let (send, recv) = mpsc::sync_channel::<Result<R, StoreError>>(1);
         let job = job(f, move |r| {
             let _ = send.send(r);
         });
-        if let Err(job) = self.group.push(&self.conn, job) {
+        if let Err(job) = self.group.push(&self.conn, &self.path, job) {
             // No writer thread: commit it here, alone.
             let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
             run_batch(&mut conn, vec![job]);
@@ -120,13 +230,13 @@ impl Store {
     pub(super) async fn grouped_async<R, F>(&self, f: F) -> Result<R, StoreError>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
+        F: Fn(&Transaction<'_>) -> rusqlite::Result<R> + Send + 'static,
     {
         let (send, recv) = tokio::sync::oneshot::channel::<Result<R, StoreError>>();
         let job = job(f, move |r| {
             let _ = send.send(r);
         });
-        if let Err(job) = self.group.push(&self.conn, job) {
+        if let Err(job) = self.group.push(&self.conn, &self.path, job) {
             let conn = self.conn.clone();
             tokio::task::spawn_blocking(move || {
                 let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
@@ -140,7 +250,7 @@ impl Store {
 
 fn in_savepoint<R>(
     tx: &Transaction<'_>,
-    f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<R>,
+    f: impl Fn(&Transaction<'_>) -> rusqlite::Result<R>,
 ) -> rusqlite::Result<R> {
     tx.execute_batch("SAVEPOINT grouped")?;
     match f(tx) {
@@ -155,22 +265,140 @@ fn in_savepoint<R>(
     }
 }
 
-fn run_batch(conn: &mut rusqlite::Connection, jobs: Vec<Job>) {
+/// Commits `jobs` in one transaction and answers each.
+fn run_batch(conn: &mut rusqlite::Connection, mut jobs: Vec<Job>) {
+    COMMITS.fetch_add(1, Ordering::Relaxed);
+    WRITES.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    let mut outcome = attempt(conn, &mut jobs, false);
+    if matches!(outcome, Ok(false)) {
+        outcome = attempt(conn, &mut jobs, true);
+    }
+    let why = outcome.err();
+    for job in jobs {
+        job.finish(why.as_deref());
+    }
+}
+
+/// Runs every write in one transaction and commits it, each write under its own savepoint
+/// when `isolated`. `Ok(false)`: not isolated, a write failed, and the transaction was rolled
+/// back whole.
+fn attempt(
+    conn: &mut rusqlite::Connection,
+    jobs: &mut [Job],
+    isolated: bool,
+) -> Result<bool, String> {
     let tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
             let why = e.to_string();
-            for job in jobs {
-                job(Err(&why))(Some(&why));
+            for job in jobs.iter_mut() {
+                job.cannot_begin(&why);
             }
-            return;
+            return Err(why);
         }
     };
-    COMMITS.fetch_add(1, Ordering::Relaxed);
-    WRITES.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    let finishes: Vec<Finish> = jobs.into_iter().map(|job| job(Ok(&tx))).collect();
-    let committed = tx.commit().map_err(|e| e.to_string());
-    for finish in finishes {
-        finish(committed.as_ref().err().map(String::as_str));
+    for job in jobs.iter_mut() {
+        if !job.run(&tx, isolated) && !isolated {
+            // Dropping the transaction rolls it back.
+            return Ok(false);
+        }
+    }
+    tx.commit().map_err(|e| e.to_string())?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::Receiver;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        store
+            .with(|c| c.execute_batch("CREATE TABLE t (v INTEGER UNIQUE)"))
+            .unwrap();
+        (dir, store)
+    }
+
+    /// A write inserting `v`, and where its result arrives.
+    fn insert(v: i64) -> (Job, Receiver<Result<usize, StoreError>>) {
+        let (send, recv) = mpsc::channel();
+        let j = job(
+            move |tx| tx.execute("INSERT INTO t (v) VALUES (?1)", [v]),
+            move |r| send.send(r).unwrap(),
+        );
+        (j, recv)
+    }
+
+    fn values(store: &Store) -> Vec<i64> {
+        store
+            .with(|c| {
+                c.prepare("SELECT v FROM t ORDER BY v")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_failed_write_is_left_out_and_the_others_commit_once() {
+        let (_dir, store) = store();
+        let (a, ra) = insert(1);
+        let (b, rb) = insert(2);
+        // A duplicate of 1: fails, after 1 and 2 ran once without savepoints.
+        let (c, rc) = insert(1);
+        let (d, rd) = insert(3);
+        run_batch(&mut store.conn.lock().unwrap(), vec![a, b, c, d]);
+        assert_eq!(ra.recv().unwrap().unwrap(), 1);
+        assert_eq!(rb.recv().unwrap().unwrap(), 1);
+        let err = rc.recv().unwrap().unwrap_err().to_string();
+        assert!(err.contains("UNIQUE"), "{err}");
+        assert_eq!(rd.recv().unwrap().unwrap(), 1);
+        // Run twice, committed once each.
+        assert_eq!(values(&store), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_batch_without_failures_commits_every_write() {
+        let (_dir, store) = store();
+        let (jobs, results): (Vec<_>, Vec<_>) = (10..20).map(insert).unzip();
+        run_batch(&mut store.conn.lock().unwrap(), jobs);
+        for r in results {
+            assert_eq!(r.recv().unwrap().unwrap(), 1);
+        }
+        assert_eq!(values(&store), (10..20).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn committed_pages_reach_the_database_file_without_the_writer_checkpointing() {
+        let (dir, store) = store();
+        let db = dir.path().join("t.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        for i in 0..200i64 {
+            store
+                .grouped(move |tx| {
+                    tx.execute("INSERT INTO t (v) VALUES (?1)", [i * 1_000_000_000 + 7])?;
+                    tx.execute_batch("CREATE TABLE IF NOT EXISTS pad (b BLOB)")?;
+                    tx.execute("INSERT INTO pad (b) VALUES (zeroblob(8192))", [])
+                })
+                .unwrap();
+        }
+        let autocheckpoint: i64 = store
+            .with(|c| c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(
+            autocheckpoint, 0,
+            "the writer's connection does not checkpoint"
+        );
+        // The checkpointer copies the pages within a few of its periods.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::fs::metadata(&db).unwrap().len() < before + 200 * 8192 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no checkpoint copied the WAL into the database file"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -62,14 +62,28 @@ pub enum StoreError {
 pub struct IngestOutcome {
     /// False when the very same body had been stored before.
     pub new_body: bool,
-    /// Events stored for dispatch.
+    /// Events stored (this user's, new).
     pub new_events: usize,
+    /// Of those, the events some rule (or `mark_read`) wants: stored pending for the
+    /// dispatcher. The others are stored done.
+    pub to_dispatch: usize,
     /// Events already stored (redelivered), skipped.
     pub duplicates: usize,
     /// Events for a phone number that is not this user's: kept, never dispatched.
     pub foreign: usize,
     /// Inbound media queued for download.
     pub new_media: usize,
+}
+
+/// What becomes of an event the store takes in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// This user's, and wanted by a rule (or `mark_read`): pending for the dispatcher.
+    Dispatch,
+    /// This user's, and wanted by nothing live when it was committed: stored done.
+    Keep,
+    /// For a phone number that is not this user's: kept as `foreign`, never dispatched.
+    Foreign,
 }
 
 /// An event waiting for the dispatcher.
@@ -366,29 +380,13 @@ impl Store {
         Ok(f(&conn)?)
     }
 
-    /// Stores a verified webhook body and its events in one transaction. Each event comes with
-    /// whether it is this user's: one that is not is kept as `foreign` and never dispatched.
-    pub fn ingest(
-        &self,
-        user: &UserId,
-        body: &[u8],
-        events: &[(Event, bool)],
-    ) -> Result<IngestOutcome, StoreError> {
-        let job = ingest_job(
-            user.clone(),
-            bytes::Bytes::copy_from_slice(body),
-            events.to_vec(),
-        );
-        self.grouped(job)
-    }
-
-    /// As [`Store::ingest`], for the webhook handler: it owns its inputs and waits for the
-    /// commit without holding a blocking thread.
-    pub async fn ingest_owned(
+    /// Stores a verified webhook body and its events in one transaction, each event as its
+    /// [`Fate`] says.
+    pub async fn ingest(
         &self,
         user: UserId,
         body: bytes::Bytes,
-        events: Vec<(Event, bool)>,
+        events: Vec<(Event, Fate)>,
     ) -> Result<IngestOutcome, StoreError> {
         self.grouped_async(ingest_job(user, body, events)).await
     }
@@ -1233,8 +1231,8 @@ fn filter_rows(
 fn ingest_job(
     user: UserId,
     body: bytes::Bytes,
-    events: Vec<(Event, bool)>,
-) -> impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<IngestOutcome> + Send + 'static {
+    events: Vec<(Event, Fate)>,
+) -> impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<IngestOutcome> + Send + 'static {
     let sha = hex::encode(Sha256::digest(&body));
     let now = now_ms();
     move |tx| {
@@ -1246,29 +1244,35 @@ fn ingest_job(
         let mut out = IngestOutcome {
             new_body,
             new_events: 0,
+            to_dispatch: 0,
             duplicates: 0,
             foreign: 0,
             new_media: 0,
         };
-        for (ev, owned) in &events {
-            let foreign = !owned;
-            let state = if foreign { "foreign" } else { "pending" };
+        for (ev, fate) in &events {
+            let state = match fate {
+                Fate::Dispatch => "pending",
+                Fate::Keep => "done",
+                Fate::Foreign => "foreign",
+            };
             let mut map = ev.map.clone();
             if let Some(m) = map.as_object_mut() {
                 m.insert("user".into(), user.as_str().into());
             }
-            let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?.execute(params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
-                            ev.phone_number_id, map.to_string(), state, now])? == 1;
+            let done_at = (*fate == Fate::Keep).then_some(now);
+            let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at, done_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
+                            ev.phone_number_id, map.to_string(), state, now, done_at])? == 1;
             if !inserted {
                 out.duplicates += 1;
                 continue;
             }
-            if foreign {
+            if *fate == Fate::Foreign {
                 out.foreign += 1;
                 continue;
             }
             out.new_events += 1;
+            out.to_dispatch += usize::from(*fate == Fate::Dispatch);
             out.new_media += record_effects(tx, user, ev, now)?;
         }
         audit::append(
@@ -1286,7 +1290,7 @@ fn ingest_job(
 fn mark_sent_job(
     row: OutboxRow,
     wamid: String,
-) -> impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
+) -> impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
     let now = now_ms();
     move |tx| {
         let (row, wamid) = (&row, wamid.as_str());

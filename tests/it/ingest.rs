@@ -450,3 +450,66 @@ async fn inbound_media_is_fetched_in_the_background_retried_and_hashed() {
     assert_eq!(failed.attempts, 1, "a permanent error is not retried");
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn events_no_live_rule_wants_are_stored_done_and_a_new_rule_gets_the_next_ones() {
+    // Olga's only rule answers messages: a status is wanted by nothing.
+    let tg = TestGate::start().await;
+    let ack = |v: &Value| (v["stored"].as_u64(), v["to_dispatch"].as_u64());
+    let resp = tg
+        .post_signed(
+            OLGA,
+            &status_webhook(OLGA, "wamid.UNKNOWN1", "delivered", 1_700_000_000, None),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(ack(&resp.json().await.unwrap()), (Some(1), Some(0)));
+    // Done in the very commit the 200 waited for: nothing is pending, nothing ran.
+    let (_, events, pending) = tg.store().counts("olga").unwrap();
+    assert_eq!((events, pending), (1, 0));
+    let msg = text_webhook(OLGA, "33611111111", "A", "wamid.WANTED", "hello");
+    let resp = tg.post_signed(OLGA, &msg).await;
+    assert_eq!(ack(&resp.json().await.unwrap()), (Some(1), Some(1)));
+    assert_eq!(settled(&tg, "olga").await.len(), 1);
+    assert!(
+        tg.store()
+            .runs(Some("olga"), None, 100)
+            .unwrap()
+            .iter()
+            .all(|r| r.rule == "echo"),
+        "only the message ran a rule"
+    );
+    // A rule on statuses goes live: the next status is queued for it and runs it.
+    let seen = tg.reload_count();
+    std::fs::create_dir_all(tg.dir.path().join("rules/olga/statuses")).unwrap();
+    tg.write_rule_file(
+        "olga/statuses/s.rhai",
+        "set_state(\"last\", event.status);\n",
+    );
+    tg.write_rule_file(
+        "olga/statuses/project.yaml",
+        "rules:\n  - name: keep\n    on: status\n    script: s.rhai\n",
+    );
+    let reload = tg.next_reload(seen).await;
+    assert!(reload.error.is_none(), "{:?}", reload.error);
+    let resp = tg
+        .post_signed(
+            OLGA,
+            &status_webhook(OLGA, "wamid.UNKNOWN2", "read", 1_700_000_001, None),
+        )
+        .await;
+    assert_eq!(ack(&resp.json().await.unwrap()), (Some(1), Some(1)));
+    let store = tg.store().clone();
+    let last = eventually("the status rule to run", T, || {
+        let store = store.clone();
+        async move {
+            store
+                .state_get("olga", "olga/statuses", "last")
+                .ok()
+                .flatten()
+        }
+    })
+    .await;
+    assert_eq!(last, json!("read"));
+    tg.shutdown().await;
+}
