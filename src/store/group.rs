@@ -142,11 +142,11 @@ fn checkpointer(
     let spawned = std::thread::Builder::new()
         .name("wagate-checkpoint".into())
         .spawn(move || {
-            loop {
-                match rx.recv_timeout(Duration::from_secs(5)) {
-                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                }
+            // Woken by a commit, or every few seconds (writes of other connections); ends
+            // with the writer.
+            while let Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) =
+                rx.recv_timeout(Duration::from_secs(5))
+            {
                 if let Err(e) = own.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
                     tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
                 }
