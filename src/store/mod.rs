@@ -318,6 +318,9 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
+        // A burst may grow the WAL; once it starts over it is cut back to this size.
+        conn.pragma_update(None, "journal_size_limit", 64i64 << 20)
+            .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
         migrate(&mut conn).map_err(open_err)?;
