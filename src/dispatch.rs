@@ -8,7 +8,7 @@ use crate::runner::{self, StoreHost};
 use crate::script::ScriptEngine;
 use crate::store::{Effects, NewOutbound, Store, StoredEvent};
 use crate::users::Users;
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -46,18 +46,59 @@ fn lane_of(ev: &StoredEvent) -> String {
     }
 }
 
-/// Lanes running now and the events they hold; shared by the loop and its lane tasks.
+/// The events the dispatcher holds: read from the store and not yet done. Reading goes on
+/// from the last event id read (events are committed in id order), so each new event is read
+/// and decoded once.
 #[derive(Default)]
 struct Lanes {
+    /// Events not started yet, per lane, in arrival order.
+    waiting: HashMap<String, VecDeque<StoredEvent>>,
+    /// Lanes with waiting events and no task, oldest first: the next to start.
+    ready: VecDeque<String>,
+    /// Lanes with a task running.
     busy: HashSet<String>,
-    in_flight: HashSet<i64>,
-    /// Events whose lane finished since the last look at the store began: that look may
-    /// still list them as pending, and must not start them again.
-    finished: HashSet<i64>,
+    /// Events held (waiting or running).
+    held: usize,
+    /// The last event id read.
+    cursor: i64,
 }
 
-/// How many pending events one look at the store takes.
-const BATCH: usize = 1000;
+impl Lanes {
+    /// Takes in events read from the store.
+    fn add(&mut self, events: Vec<StoredEvent>) {
+        for ev in events {
+            self.cursor = self.cursor.max(ev.id);
+            self.held += 1;
+            self.queue(lane_of(&ev), [ev]);
+        }
+    }
+
+    /// Queues events at the end of `lane` (or, coming back from a failed commit, in front of
+    /// what waits there).
+    fn queue(&mut self, lane: String, events: impl IntoIterator<Item = StoredEvent>) {
+        let q = self.waiting.entry(lane.clone()).or_default();
+        let fresh = q.is_empty();
+        q.extend(events);
+        if fresh && !self.busy.contains(&lane) {
+            self.ready.push_back(lane);
+        }
+    }
+
+    /// A lane's task ended, leaving `unfinished` (in order) when a commit failed.
+    fn finished(&mut self, lane: String, done: usize, unfinished: Vec<StoredEvent>) {
+        self.busy.remove(&lane);
+        self.held -= done;
+        let rest = self.waiting.remove(&lane).unwrap_or_default();
+        if !unfinished.is_empty() || !rest.is_empty() {
+            self.waiting
+                .insert(lane.clone(), unfinished.into_iter().chain(rest).collect());
+            self.ready.push_back(lane);
+        }
+    }
+}
+
+/// Most events held at once (read ahead of the lanes).
+const HOLD: usize = 4096;
 
 impl Dispatcher {
     /// Dispatches until `cancel` fires. Each lane handles its events one after the other, in
@@ -69,12 +110,8 @@ impl Dispatcher {
         let lane_done = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
         while !cancel.is_cancelled() {
-            let started = self
-                .start_lanes(&lanes, &permits, &lane_done, &tasks, &cancel)
-                .await;
-            if started {
-                continue;
-            }
+            self.read_more(&lanes).await;
+            self.start_lanes(&lanes, &permits, &lane_done, &tasks, &cancel);
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = lane_done.notified() => {}
@@ -87,122 +124,113 @@ impl Dispatcher {
         tasks.wait().await;
     }
 
-    /// Looks at the pending events and starts a task for each free lane that has work.
-    /// Returns whether any task was started.
-    async fn start_lanes(
+    /// Reads the events committed since the last look, while fewer than [`HOLD`] are held.
+    async fn read_more(&self, lanes: &Arc<Mutex<Lanes>>) {
+        let (after, room) = {
+            let l = lock(lanes);
+            (l.cursor, HOLD.saturating_sub(l.held))
+        };
+        if room == 0 {
+            return;
+        }
+        match self
+            .store
+            .call(move |s| s.pending_events_after(after, room))
+            .await
+        {
+            Ok(events) => lock(lanes).add(events),
+            Err(e) => tracing::error!(error = %e, "dispatcher cannot read pending events"),
+        }
+    }
+
+    /// Starts a task for each ready lane, while slots are free.
+    fn start_lanes(
         &self,
         lanes: &Arc<Mutex<Lanes>>,
         permits: &Arc<Semaphore>,
         lane_done: &Arc<Notify>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
-    ) -> bool {
-        // Every slot taken: a finishing lane wakes the loop.
-        let free = permits.available_permits();
-        if free == 0 {
-            return false;
-        }
-        let skip: HashSet<i64> = {
-            let mut l = lock(lanes);
-            l.finished.clear();
-            l.in_flight.clone()
-        };
-        // Enough to fill the free slots (events in flight are skipped before being decoded).
-        let limit = (free * 8).clamp(64, BATCH);
-        let pending = match self
-            .store
-            .call(move |s| s.pending_events_except(limit, &skip))
-            .await
-        {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::error!(error = %e, "dispatcher cannot read pending events");
-                return false;
-            }
-        };
-        // Group the free lanes' events, keeping arrival order within each lane.
-        let mut work: Vec<(String, Vec<StoredEvent>)> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
-        {
-            let l = lock(lanes);
-            for ev in pending {
-                if l.in_flight.contains(&ev.id) || l.finished.contains(&ev.id) {
-                    continue;
-                }
-                let lane = lane_of(&ev);
-                if l.busy.contains(&lane) {
-                    continue;
-                }
-                match index.get(&lane) {
-                    Some(&i) => work[i].1.push(ev),
-                    None => {
-                        index.insert(lane.clone(), work.len());
-                        work.push((lane, vec![ev]));
-                    }
-                }
-            }
-        }
-        let mut started = false;
-        for (lane, events) in work {
+    ) {
+        loop {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
-                break; // every slot is taken; a finishing lane wakes the loop
+                return; // every slot is taken; a finishing lane wakes the loop
             };
-            {
+            let (lane, events) = {
                 let mut l = lock(lanes);
+                let Some(lane) = l.ready.pop_front() else {
+                    return;
+                };
+                let events = l.waiting.remove(&lane).unwrap_or_default();
                 l.busy.insert(lane.clone());
-                l.in_flight.extend(events.iter().map(|e| e.id));
-            }
+                (lane, events)
+            };
             let this = self.clone();
             let (lanes, lane_done, cancel) = (lanes.clone(), lane_done.clone(), cancel.clone());
             tasks.spawn(async move {
-                let ids: Vec<i64> = events.iter().map(|e| e.id).collect();
-                this.run_lane(events, &cancel).await;
-                let mut l = lock(&lanes);
-                l.busy.remove(&lane);
-                for id in ids {
-                    l.in_flight.remove(&id);
-                    l.finished.insert(id);
-                }
-                drop(l);
+                let total = events.len();
+                let unfinished = this.run_lane(events, &cancel).await;
+                let done = total - unfinished.len();
+                lock(&lanes).finished(
+                    lane,
+                    done,
+                    if cancel.is_cancelled() {
+                        Vec::new()
+                    } else {
+                        unfinished
+                    },
+                );
                 drop(permit);
                 lane_done.notify_one();
             });
-            started = true;
         }
-        started
     }
 
     /// Handles one lane's events in order; stops at the first that cannot be committed, so
-    /// that no later event of the contact overtakes it.
-    async fn run_lane(&self, events: Vec<StoredEvent>, cancel: &CancellationToken) {
-        for ev in events {
+    /// that no later event of the contact overtakes it, and gives back those not done.
+    async fn run_lane(
+        &self,
+        events: VecDeque<StoredEvent>,
+        cancel: &CancellationToken,
+    ) -> Vec<StoredEvent> {
+        let mut events = events.into_iter();
+        while let Some(ev) = events.next() {
             if cancel.is_cancelled() {
-                return;
+                return std::iter::once(ev).chain(events).collect();
             }
             let this = self.clone();
-            let id = ev.id;
-            match tokio::task::spawn_blocking(move || this.dispatch_one(ev)).await {
-                Ok(Ok(queued)) => {
+            let (id, user) = (ev.id, ev.user.clone());
+            let ran = tokio::task::spawn_blocking(move || {
+                let out = this.run_rules(&ev);
+                (ev, out)
+            })
+            .await;
+            let (ev, (effects, runs)) = match ran {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(event_id = id, error = %e, "dispatch task failed; the event stays pending until the gate restarts");
+                    return events.collect();
+                }
+            };
+            match self.store.complete_event(id, user, effects, runs).await {
+                Ok(queued) => {
                     if queued > 0 {
                         self.sender_wake.notify_one();
                     }
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::error!(event_id = id, error = %e, "cannot commit a dispatch; will retry");
                     tokio::time::sleep(Duration::from_millis(200)).await;
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(event_id = id, error = %e, "dispatch task failed; will retry");
-                    return;
+                    return std::iter::once(ev).chain(events).collect();
                 }
             }
         }
+        Vec::new()
     }
 
-    /// Runs every matching rule for one event and commits everything they did in one
-    /// transaction. Returns how many outbox rows it queued.
-    fn dispatch_one(&self, ev: StoredEvent) -> Result<usize, crate::store::StoreError> {
+    /// Runs every matching rule for one event: what they did, to commit in one transaction,
+    /// and their traces.
+    fn run_rules(&self, ev: &StoredEvent) -> (Effects, Vec<crate::store::RunRecord>) {
         struct InFlight<'a>(&'a AtomicUsize);
         impl Drop for InFlight<'_> {
             fn drop(&mut self) {
@@ -218,6 +246,13 @@ impl Dispatcher {
         let mut effects = Effects::default();
         let mut runs = Vec::new();
         for project in rules.for_user(&ev.user) {
+            if !project
+                .rules
+                .iter()
+                .any(|r| r.trigger.matches_kind(&ev.kind))
+            {
+                continue;
+            }
             let host = Arc::new(StoreHost {
                 store: self.store.clone(),
                 user: ev.user.clone(),
@@ -250,10 +285,10 @@ impl Dispatcher {
                 runs.push(res.record);
             }
         }
-        if let Some(read) = self.read_receipt(&ev) {
+        if let Some(read) = self.read_receipt(ev) {
             effects.outbound.push(read);
         }
-        self.store.complete_event(ev.id, &ev.user, &effects, &runs)
+        (effects, runs)
     }
 
     /// With `mark_read: true` in the user's file, an incoming message is marked read (blue

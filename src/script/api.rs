@@ -142,6 +142,8 @@ fn window_open(to: &str) -> FnResult<bool> {
 }
 
 /// When `to` last wrote (unix s): the stored time, or the message this run answers if newer.
+/// Callers judge the window with it: when the message this run answers keeps the window open,
+/// that is the answer, and the store is not asked.
 fn last_inbound(cur: &super::Current, to: &str) -> FnResult<Option<i64>> {
     let key = window::contact_key(to);
     let own = cur
@@ -149,6 +151,9 @@ fn last_inbound(cur: &super::Current, to: &str) -> FnResult<Option<i64>> {
         .as_ref()
         .filter(|(c, _)| *c == key)
         .map(|(_, t)| *t);
+    if window::within_customer_window(own, cur.ctx.now.timestamp()) {
+        return Ok(own);
+    }
     let stored = cur
         .ctx
         .host

@@ -319,27 +319,36 @@ impl Sender {
                 crate::scheduler::humanize(self.limits.max_age)
             )));
         }
+        // One look at the store for both checks: the token, and the window if it matters.
         let (u, fp) = (
             row.user.clone(),
             fingerprint(user.creds().access_token.expose()),
         );
-        if let Ok(Some((why, _at))) = self.store.call(move |s| s.token_invalid(&u, &fp)).await {
+        let window = policy::needs_window(&row.msg_type).then(|| contact_key(&row.recipient));
+        let looked = self
+            .store
+            .call(move |s| {
+                let invalid = s.token_invalid(&u, &fp)?;
+                let last = match &window {
+                    Some(c) => Some(s.last_inbound(&u, c)?),
+                    None => None,
+                };
+                Ok((invalid, last))
+            })
+            .await;
+        // A store that cannot answer leaves the window unproven: closed.
+        let needs_window = policy::needs_window(&row.msg_type);
+        let (invalid, last) = looked.unwrap_or((None, needs_window.then_some(None)));
+        if let Some((why, _at)) = invalid {
             return Some(Refusal::Now(format!(
                 "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
                 row.user
             )));
         }
-        if policy::needs_window(&row.msg_type) {
-            let (u, c) = (row.user.clone(), contact_key(&row.recipient));
-            let last = self
-                .store
-                .call(move |s| s.last_inbound(&u, &c))
-                .await
-                .ok()
-                .flatten();
-            if !policy::within_customer_window(last, now_ms() / 1000) {
-                return Some(Refusal::Now(window_reason(&row.recipient, last)));
-            }
+        if let Some(last) = last
+            && !policy::within_customer_window(last, now_ms() / 1000)
+        {
+            return Some(Refusal::Now(window_reason(&row.recipient, last)));
         }
         None
     }

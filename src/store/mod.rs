@@ -329,6 +329,7 @@ impl Store {
         reader
             .pragma_update(None, "query_only", "ON")
             .map_err(open_err)?;
+        reader.set_prepared_statement_cache_capacity(64);
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
             path: path.to_path_buf(),
@@ -394,41 +395,19 @@ impl Store {
         self.grouped_async(ingest_job(user, body, events)).await
     }
 
-    /// Up to `limit` events waiting for dispatch, oldest first.
-    pub fn pending_events(&self, limit: usize) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT id, user, kind, contact, payload, created_at FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
-            )?;
-            let rows = st.query_map([limit as i64], |r| {
-                let payload: String = r.get(4)?;
-                Ok(StoredEvent {
-                    id: r.get(0)?,
-                    user: r.get(1)?,
-                    kind: r.get(2)?,
-                    contact: r.get(3)?,
-                    map: serde_json::from_str(&payload).unwrap_or(Value::Null),
-                    created_at_ms: r.get(5)?,
-                })
-            })?;
-            rows.collect()
-        })
-    }
-
     /// Commits everything one event's dispatch produced, in one transaction: its outbox rows
     /// (a key already present is skipped, so a re-run after a crash enqueues nothing twice),
     /// the run traces, and the event marked done.
-    pub fn complete_event(
+    pub async fn complete_event(
         &self,
         event_id: i64,
-        user: &str,
-        effects: &Effects,
-        runs: &[RunRecord],
+        user: String,
+        effects: Effects,
+        runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let (user, effects, runs) = (user.to_string(), effects.clone(), runs.to_vec());
         // Committed together with the other lanes' events finishing now (group commit).
-        self.grouped(move |tx| {
+        self.grouped_async(move |tx| {
             let (user, effects, runs) = (user.as_str(), &effects, &runs);
             // Only a pending event completes: should it ever be run twice, the second result
             // is dropped whole instead of applying its effects again.
@@ -441,6 +420,7 @@ impl Store {
             insert_runs(tx, user, Some(event_id), runs)?;
             Ok(queued)
         })
+        .await
     }
 
     /// Queues messages outside any event (the CLI's `send`). Returns how many were new.
@@ -498,11 +478,10 @@ impl Store {
             return self.group_last_inbound(user, g);
         }
         self.read(|conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
-                params![user, contact],
-                |r| r.get(0),
-            )
+            )?
+            .query_row(params![user, contact], |r| r.get(0))
             .optional()
             .map(Option::flatten)
         })
@@ -607,11 +586,10 @@ impl Store {
         fingerprint: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
         self.read(|conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT reason, at FROM token_status WHERE user = ?1 AND fingerprint = ?2",
-                params![user, fingerprint],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            )?
+            .query_row(params![user, fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()
         })
     }
@@ -668,11 +646,8 @@ impl Store {
     /// The earliest `next_attempt_at` of a queued row, if any (the sender sleeps until then).
     pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
-            conn.query_row(
-                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'",
-                [],
-                |r| r.get(0),
-            )
+            conn.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'")?
+                .query_row([], |r| r.get(0))
         })
     }
 
@@ -777,11 +752,10 @@ impl Store {
         key: &str,
     ) -> Result<Option<Value>, StoreError> {
         self.read(|conn| {
-            conn.query_row(
+            conn.prepare_cached(
                 "SELECT value FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
-                params![user, project, key],
-                |r| r.get::<_, String>(0),
-            )
+            )?
+            .query_row(params![user, project, key], |r| r.get::<_, String>(0))
             .optional()
             .map(|v| v.and_then(|s| serde_json::from_str(&s).ok()))
         })

@@ -1,43 +1,34 @@
-//! The dispatcher's look at pending events, without decoding what it will not start.
+//! The dispatcher's look at pending events: those committed after the last one it read.
 
 use super::{Store, StoreError, StoredEvent};
 use serde_json::Value;
-use std::collections::HashSet;
 
 impl Store {
-    /// Up to `limit` events waiting for dispatch, oldest first, leaving out those in `skip`
-    /// (already being run) before their payload is decoded. Reads at most `limit + skip.len()`
-    /// rows.
-    pub fn pending_events_except(
+    /// Up to `limit` events waiting for dispatch whose id is above `after`, oldest first.
+    /// Events are committed in the order of their ids (one writer at a time), so reading on
+    /// from the last id read finds each new event once.
+    pub fn pending_events_after(
         &self,
+        after: i64,
         limit: usize,
-        skip: &HashSet<i64>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|conn| {
             let mut st = conn.prepare_cached(
-                "SELECT id, user, kind, contact, payload, created_at FROM events WHERE state = 'pending' ORDER BY id LIMIT ?1",
+                "SELECT id, user, kind, contact, payload, created_at FROM events
+                 WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
             )?;
-            let mut rows = st.query([(limit + skip.len()) as i64])?;
-            let mut out = Vec::new();
-            while let Some(r) = rows.next()? {
-                if out.len() >= limit {
-                    break;
-                }
-                let id: i64 = r.get(0)?;
-                if skip.contains(&id) {
-                    continue;
-                }
+            let rows = st.query_map(rusqlite::params![after, limit as i64], |r| {
                 let payload = r.get_ref(4)?.as_str().unwrap_or("null");
-                out.push(StoredEvent {
-                    id,
+                Ok(StoredEvent {
+                    id: r.get(0)?,
                     user: r.get(1)?,
                     kind: r.get(2)?,
                     contact: r.get(3)?,
                     map: serde_json::from_str(payload).unwrap_or(Value::Null),
                     created_at_ms: r.get(5)?,
-                });
-            }
-            Ok(out)
+                })
+            })?;
+            rows.collect()
         })
     }
 }

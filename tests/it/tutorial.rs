@@ -71,9 +71,12 @@ fn demo_copy(dir: &Path) -> String {
 }
 
 /// `cargo run [-q] -- ARGS` runs the built binary with ARGS.
+/// `block` with `cargo run -q -- ARGS` running the binary under test. With `WAGATE_EXEC` set
+/// (the block that starts the gate) the shell becomes the gate, so that ending the child
+/// ends the gate: a gate under a shell would outlive the test.
 fn script(block: &str) -> String {
     format!(
-        "cargo() {{ while [ \"$1\" != -- ]; do shift; done; shift; \"$WAGATE\" \"$@\"; }}\n{block}"
+        "cargo() {{ while [ \"$1\" != -- ]; do shift; done; shift; if [ -n \"${{WAGATE_EXEC:-}}\" ]; then exec \"$WAGATE\" \"$@\"; fi; \"$WAGATE\" \"$@\"; }}\n{block}"
     )
 }
 
@@ -163,6 +166,7 @@ fn the_readme_tutorial_runs_as_written() {
         match info.as_str() {
             "sh" if body.trim_end().ends_with(" serve") => {
                 let child = bash(dir.path(), body)
+                    .env("WAGATE_EXEC", "1")
                     .stdout(std::fs::File::create(dir.path().join("serve.out")).unwrap())
                     .stderr(std::fs::File::create(&log).unwrap())
                     .spawn()
