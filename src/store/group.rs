@@ -17,17 +17,39 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::Duration;
 
-/// Group commits made and writes they held, since the process started (the bench shows
-/// writes per commit).
+/// Group commits made, writes they held, and the time the writer spent on them (ns), since
+/// the process started: the bench shows writes per commit and how busy the writer was.
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 static WRITES: AtomicU64 = AtomicU64::new(0);
+static BUSY_NS: AtomicU64 = AtomicU64::new(0);
 
-/// (commits, writes) of grouped writes so far in this process.
-pub fn group_commit_counts() -> (u64, u64) {
-    (
-        COMMITS.load(Ordering::Relaxed),
-        WRITES.load(Ordering::Relaxed),
-    )
+/// What grouped writes did so far in this process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GroupCounts {
+    pub commits: u64,
+    pub writes: u64,
+    /// Time spent running and committing batches.
+    pub busy: Duration,
+}
+
+impl std::ops::Sub for GroupCounts {
+    type Output = GroupCounts;
+    fn sub(self, o: GroupCounts) -> GroupCounts {
+        GroupCounts {
+            commits: self.commits - o.commits,
+            writes: self.writes - o.writes,
+            busy: self.busy.saturating_sub(o.busy),
+        }
+    }
+}
+
+/// Grouped writes so far in this process.
+pub fn group_commit_counts() -> GroupCounts {
+    GroupCounts {
+        commits: COMMITS.load(Ordering::Relaxed),
+        writes: WRITES.load(Ordering::Relaxed),
+        busy: Duration::from_nanos(BUSY_NS.load(Ordering::Relaxed)),
+    }
 }
 
 /// A queued write. A batch runs each write straight in its transaction; should one fail, the
@@ -286,6 +308,7 @@ fn in_savepoint<R>(
 
 /// Commits `jobs` in one transaction and answers each.
 fn run_batch(conn: &mut rusqlite::Connection, mut jobs: Vec<Job>) {
+    let t0 = std::time::Instant::now();
     COMMITS.fetch_add(1, Ordering::Relaxed);
     WRITES.fetch_add(jobs.len() as u64, Ordering::Relaxed);
     let mut outcome = attempt(conn, &mut jobs, false);
@@ -293,6 +316,7 @@ fn run_batch(conn: &mut rusqlite::Connection, mut jobs: Vec<Job>) {
         outcome = attempt(conn, &mut jobs, true);
     }
     let why = outcome.err();
+    BUSY_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
     for job in jobs {
         job.finish(why.as_deref());
     }

@@ -18,7 +18,7 @@ mod status;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
 pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
-pub use group::group_commit_counts;
+pub use group::{GroupCounts, group_commit_counts};
 pub use groups::GroupRow;
 
 pub use config_history::{ConfigItem, ConfigVersion};
@@ -1212,12 +1212,29 @@ fn ingest_job(
 ) -> impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<IngestOutcome> + Send + 'static {
     let sha = hex::encode(Sha256::digest(&body));
     let now = now_ms();
+    // What needs no transaction is made here, on the caller's thread, not the writer's.
+    let events: Vec<(Event, Fate, String, Option<String>)> = events
+        .into_iter()
+        .map(|(ev, fate)| {
+            let mut map = ev.map.clone();
+            if let Some(m) = map.as_object_mut() {
+                m.insert("user".into(), user.as_str().into());
+            }
+            let raw = ev.map.get("raw").map(Value::to_string);
+            (ev, fate, map.to_string(), raw)
+        })
+        .collect();
     move |tx| {
         let (user, body) = (&user, &body[..]);
-        let new_body = tx.prepare_cached("INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)")?.execute(params![user.as_str(), now, sha, body])? == 1;
-        let inbox_id: i64 = tx
-            .prepare_cached("SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2")?
-            .query_row(params![user.as_str(), sha], |r| r.get(0))?;
+        let inserted = tx.prepare_cached("INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)")?.execute(params![user.as_str(), now, sha, body])? == 1;
+        let (new_body, inbox_id) = if inserted {
+            (true, tx.last_insert_rowid())
+        } else {
+            let id = tx
+                .prepare_cached("SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2")?
+                .query_row(params![user.as_str(), sha], |r| r.get(0))?;
+            (false, id)
+        };
         let mut out = IngestOutcome {
             new_body,
             new_events: 0,
@@ -1226,20 +1243,16 @@ fn ingest_job(
             foreign: 0,
             new_media: 0,
         };
-        for (ev, fate) in &events {
+        for (ev, fate, payload, raw) in &events {
             let state = match fate {
                 Fate::Dispatch => "pending",
                 Fate::Keep => "done",
                 Fate::Foreign => "foreign",
             };
-            let mut map = ev.map.clone();
-            if let Some(m) = map.as_object_mut() {
-                m.insert("user".into(), user.as_str().into());
-            }
             let done_at = (*fate == Fate::Keep).then_some(now);
             let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at, done_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
-                            ev.phone_number_id, map.to_string(), state, now, done_at])? == 1;
+                            ev.phone_number_id, payload, state, now, done_at])? == 1;
             if !inserted {
                 out.duplicates += 1;
                 continue;
@@ -1250,7 +1263,7 @@ fn ingest_job(
             }
             out.new_events += 1;
             out.to_dispatch += usize::from(*fate == Fate::Dispatch);
-            out.new_media += record_effects(tx, user, ev, now)?;
+            out.new_media += record_effects(tx, user, ev, raw.as_deref(), now)?;
         }
         audit::append(
             tx,
@@ -1269,14 +1282,15 @@ fn mark_sent_job(
     wamid: String,
 ) -> impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
     let now = now_ms();
+    // Made before the writer's turn.
+    let (text, body) = (outbound_text(&row.body), row.body.to_string());
     move |tx| {
         let (row, wamid) = (&row, wamid.as_str());
         tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
-        audit_send(tx, row.id, "send.sent", serde_json::json!({"wamid": wamid}))?;
-        let text = outbound_text(&row.body);
+        audit_send_row(tx, row, "send.sent", serde_json::json!({"wamid": wamid}))?;
         tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
              VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
-                    row.idem_key, row.body.to_string()])?;
+                    row.idem_key, body])?;
         Ok(())
     }
 }
@@ -1289,18 +1303,51 @@ fn audit_send(
     tx: &rusqlite::Transaction<'_>,
     id: i64,
     action: &str,
-    mut details: Value,
+    details: Value,
 ) -> rusqlite::Result<()> {
     let (user, to, msg_type, attempts): (String, String, String, i64) = tx
         .prepare_cached("SELECT user, recipient, type, attempts FROM outbox WHERE id = ?1")?
         .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+    send_details(tx, id, &user, &to, &msg_type, attempts, action, details)
+}
+
+/// As [`audit_send`], for a row in hand (as claimed: its attempts count the one that ended).
+fn audit_send_row(
+    tx: &rusqlite::Transaction<'_>,
+    row: &OutboxRow,
+    action: &str,
+    details: Value,
+) -> rusqlite::Result<()> {
+    send_details(
+        tx,
+        row.id,
+        &row.user,
+        &row.recipient,
+        &row.msg_type,
+        row.attempts,
+        action,
+        details,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_details(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    user: &str,
+    to: &str,
+    msg_type: &str,
+    attempts: i64,
+    action: &str,
+    mut details: Value,
+) -> rusqlite::Result<()> {
     if let Some(m) = details.as_object_mut() {
         m.insert("outbox_id".into(), id.into());
         m.insert("to".into(), to.into());
         m.insert("type".into(), msg_type.into());
         m.insert("attempt".into(), attempts.into());
     }
-    audit::append(tx, &user, action, &details)
+    audit::append(tx, user, action, &details)
 }
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
@@ -1421,12 +1468,13 @@ fn status_rank(s: &str) -> i32 {
     }
 }
 
-/// The side effects of a newly stored event on messages, contacts and media; returns how many
-/// media downloads it queued.
+/// The side effects of a newly stored event (`raw`: its `raw` as JSON) on messages, contacts
+/// and media; returns how many media downloads it queued.
 fn record_effects(
     tx: &rusqlite::Transaction<'_>,
     user: &UserId,
     ev: &Event,
+    raw: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<usize> {
     let m = &ev.map;
@@ -1440,7 +1488,7 @@ fn record_effects(
             tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw)
                  VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7)")?.execute(params![user.as_str(), ev.wamid, contact,
                         m.get("type").and_then(Value::as_str).unwrap_or("unknown"),
-                        ev.text(), ts, m.get("raw").map(Value::to_string)])?;
+                        ev.text(), ts, raw])?;
             let name = m
                 .get("name")
                 .and_then(Value::as_str)

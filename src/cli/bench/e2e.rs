@@ -8,28 +8,41 @@ use std::time::{Duration, Instant};
 
 impl Bench {
     /// Waits until Graph has accepted `want` replies to contacts of `run` (or time is up);
-    /// returns each message's event-to-send latency and the last arrival.
+    /// returns each message's event-to-send latency and the last arrival. While it waits it
+    /// only counts arrivals, so that the bench takes no CPU from the gate it measures.
     async fn replies(
         &self,
         run: u32,
         want: usize,
         sent: &load::LoadResult,
+        from: usize,
     ) -> (Vec<Duration>, Option<Instant>) {
         let deadline = Instant::now() + self.deadline();
         loop {
-            let got = self.collect(run, sent);
-            if got.0.len() >= want || Instant::now() > deadline {
-                return got;
+            let arrived = self.arrived().saturating_sub(from);
+            if arrived >= want || Instant::now() > deadline {
+                return self.collect(run, sent, from);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    fn collect(&self, run: u32, sent: &load::LoadResult) -> (Vec<Duration>, Option<Instant>) {
+    /// How many replies Graph has accepted so far.
+    fn arrived(&self) -> usize {
+        self.arrivals.lock().map_or(0, |a| a.len())
+    }
+
+    /// The latencies of the replies to `run` among the arrivals after the first `from`.
+    fn collect(
+        &self,
+        run: u32,
+        sent: &load::LoadResult,
+        from: usize,
+    ) -> (Vec<Duration>, Option<Instant>) {
         let arrivals = self.arrivals.lock().unwrap_or_else(|p| p.into_inner());
         let mut lat = Vec::new();
         let mut last = None;
-        for a in arrivals.iter() {
+        for a in arrivals.iter().skip(from) {
             let Some(i) = home::index_of(run, &a.to) else {
                 continue;
             };
@@ -56,6 +69,7 @@ impl Bench {
             let cancel = self.cancel.child_token();
             let addr =
                 load::serve_bare(&self.users, Some(self.graph_url.clone()), cancel.clone()).await?;
+            let cpu0 = load::cpu_time();
             let r = load::drive(
                 &self.client,
                 addr,
@@ -64,6 +78,8 @@ impl Bench {
                 self.deadline(),
             )
             .await;
+            let (bare_cpu_row, bare_cpu) =
+                super::cpu_row("bare.replies.cpu", load::cpu_time() - cpu0, r.ok, None);
             cancel.cancel();
             let bare_replies = r.rate();
             self.rows.push(row(
@@ -74,7 +90,9 @@ impl Bench {
                 None,
             ));
             // Saturated: as fast as the gate takes them.
-            let (c0, w0) = crate::store::group_commit_counts();
+            let g0 = crate::store::group_commit_counts();
+            let cpu0 = load::cpu_time();
+            let from = self.arrived();
             let r = load::drive(
                 &self.client,
                 gate.addr,
@@ -87,12 +105,18 @@ impl Bench {
             eprintln!(
                 "bench: e2e: {:.0} webhooks/s acked; {pending} events of user0 still pending, {} replies sent, when the last was acked",
                 r.rate(),
-                self.collect(4, &r).0.len()
+                self.collect(4, &r, from).0.len()
             );
-            let (lat, last) = self.replies(4, r.ok, &r).await;
-            let (c1, w1) = crate::store::group_commit_counts();
-            eprintln!("bench: e2e: {} writes in {} commits", w1 - w0, c1 - c0);
+            let (lat, last) = self.replies(4, r.ok, &r, from).await;
+            let e2e_cpu = super::cpu_row(
+                "e2e.cpu",
+                load::cpu_time() - cpu0,
+                lat.len(),
+                Some(bare_cpu),
+            )
+            .0;
             let span = last.map_or(r.elapsed, |l| l.saturating_duration_since(r.base));
+            super::writer_line("e2e", crate::store::group_commit_counts() - g0, span);
             let rate = lat.len() as f64 / span.as_secs_f64().max(1e-9);
             self.rows.push(row(
                 "e2e.rate",
@@ -106,6 +130,8 @@ impl Bench {
                 format!("{:.2}", rate / bare_replies.max(1e-9)),
                 Some(rate >= 5000.0 && lat.len() == self.args.n),
             ));
+            self.rows.push(bare_cpu_row);
+            self.rows.push(e2e_cpu);
             // Paced: the latency at the target's load, and at WhatsApp's cap for one number.
             for (key, paced, target) in [
                 ("e2e.latency", self.args.paced_rate, true),
@@ -113,6 +139,7 @@ impl Bench {
             ] {
                 let n = self.args.n.min((paced * 10.0) as usize).max(1);
                 let run = if target { 5 } else { 8 };
+                let from = self.arrived();
                 let r = load::drive_paced(
                     &self.client,
                     gate.addr,
@@ -122,7 +149,7 @@ impl Bench {
                     self.deadline(),
                 )
                 .await;
-                let (lat, _) = self.replies(run, r.ok, &r).await;
+                let (lat, _) = self.replies(run, r.ok, &r, from).await;
                 let p99 = load::pct(&lat, 0.99);
                 self.rows.push(row(
                     key,

@@ -55,6 +55,23 @@ pub fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// CPU time this process has used so far (user and system, all threads), from
+/// /proc/self/stat; zero where there is no /proc.
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which may hold spaces) closed by `)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let field = |i: usize| -> u64 {
+        rest.split_whitespace()
+            .nth(i)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; in ticks
+    // of 1/100 s on Linux.
+    Duration::from_millis((field(11) + field(12)) * 10)
+}
+
 /// A client for loopback only (no proxy), keeping `concurrency` connections.
 pub fn client(concurrency: usize) -> reqwest::Client {
     reqwest::Client::builder()

@@ -79,6 +79,37 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// Prints what the store's writer did during a load run of `span`.
+/// A row of CPU time per request (the whole process: load, gate and fake Graph alike).
+fn cpu_row(key: &'static str, cpu: Duration, n: usize, reference: Option<f64>) -> (Row, f64) {
+    let per = cpu.as_secs_f64() * 1e6 / n.max(1) as f64;
+    let ratio = reference.map_or("1.00".to_string(), |r| format!("{:.2}", per / r.max(1e-9)));
+    let what = if reference.is_some() {
+        "(no target)"
+    } else {
+        "reference"
+    };
+    (
+        row(
+            key,
+            format!("{per:.0} µs of CPU per message"),
+            what,
+            ratio,
+            None,
+        ),
+        per,
+    )
+}
+
+fn writer_line(step: &str, g: crate::store::GroupCounts, span: Duration) {
+    eprintln!(
+        "bench: {step}: {} writes in {} commits; the writer was busy {:.0}% of the run",
+        g.writes,
+        g.commits,
+        100.0 * g.busy.as_secs_f64() / span.as_secs_f64().max(1e-9)
+    );
+}
+
 /// Runs `wagate bench`.
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -123,6 +154,8 @@ struct Bench {
     rows: Vec<Row>,
     bare_rate: f64,
     bare_p99: Duration,
+    /// CPU per request of the bare reference (µs).
+    bare_cpu: f64,
 }
 
 async fn main(args: BenchArgs) -> anyhow::Result<()> {
@@ -154,6 +187,7 @@ async fn main(args: BenchArgs) -> anyhow::Result<()> {
         rows: Vec::new(),
         bare_rate: 0.0,
         bare_p99: Duration::ZERO,
+        bare_cpu: 0.0,
         args,
     };
     let result = b.steps().await;
@@ -220,6 +254,7 @@ impl Bench {
         let cancel = self.cancel.child_token();
         let addr = load::serve_bare(&self.users, None, cancel.clone()).await?;
         let shots = self.shots(1, self.args.n);
+        let cpu0 = load::cpu_time();
         let r = load::drive(
             &self.client,
             addr,
@@ -228,6 +263,7 @@ impl Bench {
             self.deadline(),
         )
         .await;
+        let cpu = cpu_row("bare.cpu", load::cpu_time() - cpu0, r.ok, None);
         cancel.cancel();
         self.bare_rate = r.rate();
         self.bare_p99 = r.pct(0.99);
@@ -250,6 +286,8 @@ impl Bench {
             "1.00".into(),
             None,
         ));
+        self.bare_cpu = cpu.1;
+        self.rows.push(cpu.0);
         Ok(())
     }
 
@@ -271,7 +309,8 @@ impl Bench {
     async fn ingest(&mut self) -> anyhow::Result<()> {
         let (_home, gate) = self.gate("ingest", 0).await?;
         let shots = self.shots(2, self.args.n);
-        let (c0, w0) = crate::store::group_commit_counts();
+        let g0 = crate::store::group_commit_counts();
+        let cpu0 = load::cpu_time();
         let r = load::drive(
             &self.client,
             gate.addr,
@@ -281,8 +320,18 @@ impl Bench {
         )
         .await;
         let (stored, _, _) = gate.store.counts("user0")?;
-        let (c1, w1) = crate::store::group_commit_counts();
-        eprintln!("bench: ingest: {} writes in {} commits", w1 - w0, c1 - c0);
+        let cpu = cpu_row(
+            "ingest.cpu",
+            load::cpu_time() - cpu0,
+            r.ok,
+            Some(self.bare_cpu),
+        )
+        .0;
+        writer_line(
+            "ingest",
+            crate::store::group_commit_counts() - g0,
+            r.elapsed,
+        );
         gate.shutdown(Duration::from_secs(30)).await;
         let ratio = r.rate() / self.bare_rate.max(1e-9);
         self.rows.push(row(
@@ -309,6 +358,7 @@ impl Bench {
             format!("p99 {:.2}", ms(r.pct(0.99)) / ms(self.bare_p99).max(1e-9)),
             Some(r.pct(0.99) < Duration::from_millis(20)),
         ));
+        self.rows.push(cpu);
         Ok(())
     }
 
