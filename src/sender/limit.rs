@@ -78,6 +78,8 @@ impl Default for Rates {
 pub struct Limiter {
     numbers: HashMap<String, Bucket>,
     recipients: HashMap<(String, String), Bucket>,
+    /// When recipients were last pruned: a prune walks them all, so it runs once a second.
+    pruned: Option<Instant>,
 }
 
 impl Limiter {
@@ -111,8 +113,16 @@ impl Limiter {
         Ok(())
     }
 
-    /// Forgets recipients idle long enough to have a full bucket again (bounded memory).
+    /// Forgets recipients idle long enough to have a full bucket again (bounded memory), at
+    /// most once a second.
     pub fn prune(&mut self, now: Instant) {
+        if self
+            .pruned
+            .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.pruned = Some(now);
         self.recipients.retain(|_, b| {
             b.refill(now);
             b.tokens < b.capacity

@@ -86,9 +86,12 @@ impl Sender {
         let done = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
         while !cancel.is_cancelled() {
+            // Enough to fill the free slots, with room for rows whose recipient is busy: a
+            // look at more would be read again at the next turn.
+            let limit = (permits.available_permits() * 4 + 32).min(256);
             let due = self
                 .store
-                .call(|s| s.due_outbox(now_ms(), 256))
+                .call(move |s| s.due_outbox(now_ms(), limit))
                 .await
                 .unwrap_or_else(|e| {
                     tracing::error!(error = %e, "sender cannot read the outbox");

@@ -11,10 +11,16 @@ impl Store {
         let now = now_ms() / 1000;
         self.with(|conn| {
             let tx = conn.transaction()?;
+            // Change numbers for all of them at once.
+            let base: i64 = tx.query_row(
+                "UPDATE change_seq SET n = n + ?1 RETURNING n - ?1",
+                [n as i64],
+                |r| r.get(0),
+            )?;
             {
                 let mut st = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status)
-                     VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?7)",
+                    "INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, rev)
+                     VALUES (?1, ?2, ?3, ?4, 'text', ?5, ?6, ?7, ?8)",
                 )?;
                 for i in 0..n {
                     let inbound = i % 2 == 0;
@@ -27,6 +33,7 @@ impl Store {
                         format!("Message {i}: hello, is the PARIS-2026 tour still open for two people?"),
                         now - (n - i) as i64,
                         if inbound { "received" } else { "delivered" },
+                        base + 1 + i as i64,
                     ])?;
                 }
             }

@@ -65,15 +65,16 @@ fn ensure_contact(
     name: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<bool> {
+    let rev = super::next_rev(tx)?;
     let added = tx.execute(
-        "INSERT OR IGNORE INTO contacts (user, contact, name, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, NULL, ?4)",
-        params![user, contact, name, now],
+        "INSERT OR IGNORE INTO contacts (user, contact, name, last_inbound_at, updated_at, rev) VALUES (?1, ?2, ?3, NULL, ?4, ?5)",
+        params![user, contact, name, now, rev],
     )? == 1;
     if !added && name.is_some() {
         // A profile name from WhatsApp wins over an imported one.
         tx.execute(
-            "UPDATE contacts SET name = ?3, updated_at = ?4 WHERE user = ?1 AND contact = ?2 AND name IS NULL",
-            params![user, contact, name, now],
+            "UPDATE contacts SET name = ?3, updated_at = ?4, rev = ?5 WHERE user = ?1 AND contact = ?2 AND name IS NULL",
+            params![user, contact, name, now, rev],
         )?;
     }
     Ok(added)

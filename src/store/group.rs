@@ -476,7 +476,9 @@ mod tests {
             t.join().unwrap();
         }
         assert!(
-            largest < 48 << 20,
+            // Never starting over, it would end near 150 MB (each 8 KB row takes three
+            // pages); one start-over is enough to prove the point on a loaded machine.
+            largest < 100 << 20,
             "the WAL grew to {largest} bytes for 96 MB written: it did not start over"
         );
     }

@@ -674,7 +674,8 @@ impl Store {
             let tx = conn.transaction()?;
             tx.prepare_cached("UPDATE outbox SET state = 'sent', error = NULL, updated_at = ?2 WHERE id = ?1")?.execute(params![row.id, now])?;
             audit_send(&tx, row.id, "send.sent", serde_json::json!({"read": message_id}))?;
-            tx.prepare_cached("UPDATE messages SET status = 'read' WHERE user = ?1 AND wamid = ?2 AND direction = 'in'")?.execute(params![row.user, message_id])?;
+            let rev = next_rev(&tx)?;
+            tx.prepare_cached("UPDATE messages SET status = 'read', rev = ?3 WHERE user = ?1 AND wamid = ?2 AND direction = 'in'")?.execute(params![row.user, message_id, rev])?;
             tx.commit()
         })
     }
@@ -1288,9 +1289,10 @@ fn mark_sent_job(
         let (row, wamid) = (&row, wamid.as_str());
         tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
         audit_send_row(tx, row, "send.sent", serde_json::json!({"wamid": wamid}))?;
-        tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw)
-             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
-                    row.idem_key, body])?;
+        let rev = next_rev(tx)?;
+        tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw, rev)
+             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8, ?9)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
+                    row.idem_key, body, rev])?;
         Ok(())
     }
 }
@@ -1455,6 +1457,13 @@ fn insert_runs(
     Ok(())
 }
 
+/// The next change number, for a message or contact row about to be written (incremental
+/// exports take the rows whose `rev` is above their watermark).
+pub(super) fn next_rev(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.prepare_cached("UPDATE change_seq SET n = n + 1 RETURNING n")?
+        .query_row([], |r| r.get(0))
+}
+
 /// The rank of a delivery status: a status only ever moves to a higher rank.
 fn status_rank(s: &str) -> i32 {
     match s {
@@ -1485,19 +1494,22 @@ fn record_effects(
                 .get("timestamp")
                 .and_then(Value::as_i64)
                 .unwrap_or(now / 1000);
-            tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw)
-                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7)")?.execute(params![user.as_str(), ev.wamid, contact,
+            let rev = next_rev(tx)?;
+            tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw, rev)
+                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7, ?8)")?.execute(params![user.as_str(), ev.wamid, contact,
                         m.get("type").and_then(Value::as_str).unwrap_or("unknown"),
-                        ev.text(), ts, raw])?;
+                        ev.text(), ts, raw, rev])?;
             let name = m
                 .get("name")
                 .and_then(Value::as_str)
                 .filter(|n| !n.is_empty());
-            tx.prepare_cached("INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+            let rev = next_rev(tx)?;
+            tx.prepare_cached("INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at, rev) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (user, contact) DO UPDATE SET
                    name = COALESCE(excluded.name, contacts.name),
                    last_inbound_at = MAX(COALESCE(contacts.last_inbound_at, 0), excluded.last_inbound_at),
-                   updated_at = excluded.updated_at")?.execute(params![user.as_str(), contact, name, ts, now])?;
+                   updated_at = excluded.updated_at,
+                   rev = excluded.rev")?.execute(params![user.as_str(), contact, name, ts, now, rev])?;
             if let Some(g) = m.pointer("/raw/group_id").and_then(Value::as_str) {
                 groups::inbound(tx, user.as_str(), g, ts, now)?;
             }
@@ -1530,11 +1542,12 @@ fn record_effects(
                     .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
                     .map(Value::to_string);
                 let at = m.get("timestamp").and_then(Value::as_i64);
+                let rev = next_rev(tx)?;
                 tx.prepare_cached(
-                    "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5
+                    "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5, rev = ?6
                      WHERE user = ?1 AND wamid = ?2",
                 )?
-                .execute(params![user.as_str(), wamid, status, errors, at])?;
+                .execute(params![user.as_str(), wamid, status, errors, at, rev])?;
             }
         }
         Some(field) if field.starts_with("group_") => {
