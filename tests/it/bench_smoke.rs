@@ -5,13 +5,17 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// Every figure the bench prints, by the key that starts its line.
-const FIGURES: [&str; 15] = [
+const FIGURES: [&str; 19] = [
     "bare.rate",
     "bare.ack",
+    "bare.cpu",
     "ingest.rate",
     "ingest.ack",
+    "ingest.cpu",
     "bare.replies",
     "e2e.rate",
+    "bare.replies.cpu",
+    "e2e.cpu",
     "e2e.latency",
     "e2e.lat1000",
     "reload",
@@ -75,4 +79,14 @@ async fn bench_prints_every_figure_at_a_tiny_size() {
         stdout.contains("200 of 200 answered"),
         "every message was answered end to end:\n{stdout}"
     );
+    // The writer's share of each load run is reported beside the figures.
+    for step in ["ingest", "e2e"] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("bench: {step}: "))
+                    && l.contains("the writer was busy")),
+            "no writer line for {step}:\n{stderr}"
+        );
+    }
 }
