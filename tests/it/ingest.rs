@@ -513,3 +513,52 @@ async fn events_no_live_rule_wants_are_stored_done_and_a_new_rule_gets_the_next_
     assert_eq!(last, json!("read"));
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_dispatch_that_cannot_commit_is_run_again_and_the_contacts_order_holds() {
+    // `spin` runs until the 3 s wall clock cuts it off, for messages saying "hold": the commit
+    // of that event comes late enough for the test to hold the database's lock by then.
+    let spin = (
+        "olga/spin/project.yaml",
+        "rules:\n  - name: spin\n    on: message\n    if: 'event.text == \"hold\"'\n    script: spin.rhai\n",
+    );
+    let spin_script = ("olga/spin/spin.rhai", "loop { }\n");
+    let scripts = "{ timeout_ms: 3000, max_operations: 0 }";
+    let tg = TestGate::start_opts(&[ECHO_PROJECT, ECHO_SCRIPT, spin, spin_script], scripts).await;
+    let from = "33611111111";
+    let post = |wamid: &'static str, text: &'static str| {
+        let body = text_webhook(OLGA, from, "A", wamid, text);
+        let tg = &tg;
+        async move { assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200) }
+    };
+    post("wamid.HOLD", "hold").await;
+    let inflight = tg.gate().runs_in_flight.clone();
+    eventually("the spinning run to start", T, || {
+        let n = inflight.load(std::sync::atomic::Ordering::SeqCst);
+        async move { (n >= 1).then_some(()) }
+    })
+    .await;
+    post("wamid.B", "b").await;
+    post("wamid.C", "c").await;
+    {
+        // Another process holds the write lock past the run's end (3 s) and the gate's wait
+        // for it (300 ms): the event's commit fails, and its contact's later events wait.
+        let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+        conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        assert!(
+            tg.fake.requests().is_empty(),
+            "nothing was sent while the store could not commit"
+        );
+        conn.execute_batch("ROLLBACK").unwrap();
+    }
+    // The event is run again (the spin with it), then b and c: each answered once, in order.
+    let reqs = tg.fake.wait_for(3, Duration::from_secs(30)).await;
+    let texts: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.body["text"]["body"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(texts, ["You said: hold", "You said: b", "You said: c"]);
+    assert_eq!(settled(&tg, "olga").await.len(), 3);
+    tg.shutdown().await;
+}
