@@ -60,7 +60,8 @@ pub enum StoreError {
 /// What a webhook body added to the store.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngestOutcome {
-    /// False when the very same body had been stored before.
+    /// False for a redelivery: the very body that brought its events was stored before, so it
+    /// is not kept again (a different body repeating known events is kept).
     pub new_body: bool,
     /// Events stored (this user's, new).
     pub new_events: usize,
@@ -330,8 +331,7 @@ impl Store {
         // A burst may grow the WAL; once it starts over it is cut back to this size.
         conn.pragma_update(None, "journal_size_limit", 64i64 << 20)
             .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
+        // Foreign keys are on once migrated.
         migrate(&mut conn).map_err(open_err)?;
         let reader = Connection::open(path).map_err(open_err)?;
         reader.busy_timeout(busy_timeout).map_err(open_err)?;
@@ -1237,17 +1237,13 @@ fn ingest_job(
         .collect();
     move |tx| {
         let (user, body) = (&user, &body[..]);
-        let inserted = tx.prepare_cached("INSERT OR IGNORE INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)")?.execute(params![user.as_str(), now, sha, body])? == 1;
-        let (new_body, inbox_id) = if inserted {
-            (true, tx.last_insert_rowid())
-        } else {
-            let id = tx
-                .prepare_cached("SELECT id FROM inbox WHERE user = ?1 AND sha256 = ?2")?
-                .query_row(params![user.as_str(), sha], |r| r.get(0))?;
-            (false, id)
-        };
+        tx.prepare_cached(
+            "INSERT INTO inbox (user, received_at, sha256, body) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![user.as_str(), now, sha, body])?;
+        let inbox_id = tx.last_insert_rowid();
         let mut out = IngestOutcome {
-            new_body,
+            new_body: true,
             new_events: 0,
             to_dispatch: 0,
             duplicates: 0,
@@ -1276,6 +1272,15 @@ fn ingest_job(
             out.to_dispatch += usize::from(*fate == Fate::Dispatch);
             out.new_media += record_effects(tx, user, ev, raw.as_deref(), now)?;
         }
+        if !events.is_empty()
+            && out.duplicates == events.len()
+            && redelivered(tx, user, &events, &sha)?
+        {
+            // The very body that brought these events before: it is kept once.
+            tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
+                .execute([inbox_id])?;
+            out.new_body = false;
+        }
         audit::append(
             tx,
             user.as_str(),
@@ -1285,6 +1290,29 @@ fn ingest_job(
         )?;
         Ok(out)
     }
+}
+
+/// Whether a body whose events are all stored already is the very body (`sha`) that brought
+/// one of them: a redelivery. A different body repeating known events is kept.
+fn redelivered<T>(
+    tx: &rusqlite::Transaction<'_>,
+    user: &UserId,
+    events: &[(Event, T, String, Option<String>)],
+    sha: &str,
+) -> rusqlite::Result<bool> {
+    let mut st = tx.prepare_cached(
+        "SELECT i.sha256 FROM events e JOIN inbox i ON i.id = e.inbox_id
+         WHERE e.user = ?1 AND e.dedupe_key = ?2",
+    )?;
+    for (ev, ..) in events {
+        let first: Option<String> = st
+            .query_row(params![user.as_str(), ev.dedupe_key], |r| r.get(0))
+            .optional()?;
+        if first.as_deref() == Some(sha) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The writes of a send Graph accepted (see [`Store::mark_sent`]), to run in a group commit.
@@ -1702,8 +1730,12 @@ fn outbound_text(body: &Value) -> String {
     .unwrap_or_default()
 }
 
+/// Applies the migrations not applied yet, each in a transaction of its own, with foreign
+/// keys off (a table rebuilt as SQLite's ALTER TABLE instructions say would otherwise lose its
+/// children); each must leave every reference whole, which is checked before it commits.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    conn.pragma_update(None, "foreign_keys", "OFF")?;
     for (i, sql) in schema::MIGRATIONS
         .iter()
         .enumerate()
@@ -1711,8 +1743,20 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
+        let broken: Option<String> = tx
+            .query_row("PRAGMA foreign_key_check", [], |r| r.get(0))
+            .optional()?;
+        if let Some(table) = broken {
+            return Err(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT),
+                Some(format!(
+                    "migration {} would leave rows of {table} referring to nothing",
+                    i + 1
+                )),
+            ));
+        }
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         tx.commit()?;
     }
-    Ok(())
+    conn.pragma_update(None, "foreign_keys", "ON")
 }

@@ -308,4 +308,73 @@ DROP TRIGGER contacts_rev_insert;
 DROP TRIGGER contacts_rev_update;
 DROP INDEX audit_by_time;
 "#,
+    // 13: the inbox without its unique index on (user, sha256): a redelivered body is known by
+    // its events (each unique per user), and that index took a page at a random place of the
+    // file at every webhook. Rebuilt as SQLite's ALTER TABLE instructions say (foreign keys are
+    // off while migrations run).
+    r#"
+CREATE TABLE inbox_new (
+    id          INTEGER PRIMARY KEY,
+    user        TEXT    NOT NULL,
+    received_at INTEGER NOT NULL,          -- unix ms
+    sha256      TEXT    NOT NULL,          -- of the raw body
+    body        BLOB    NOT NULL           -- exactly the bytes Meta signed
+);
+INSERT INTO inbox_new (id, user, received_at, sha256, body)
+    SELECT id, user, received_at, sha256, body FROM inbox;
+DROP TABLE inbox;
+ALTER TABLE inbox_new RENAME TO inbox;
+"#,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::MIGRATIONS;
+    use crate::store::Store;
+    use rusqlite::Connection;
+
+    /// A database as the gate left it at migration `n`.
+    fn at_version(path: &std::path::Path, n: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        for sql in &MIGRATIONS[..n] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", n as i64).unwrap();
+        conn
+    }
+
+    #[test]
+    fn the_inbox_rebuilt_without_its_unique_index_keeps_every_body_and_reference() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = at_version(&path, 12);
+        old.execute_batch(
+            "INSERT INTO inbox (id, user, received_at, sha256, body) VALUES (7, 'olga', 1, 'abc', x'7b7d');
+             INSERT INTO events (user, inbox_id, kind, dedupe_key, payload, state, created_at)
+                 VALUES ('olga', 7, 'message', 'wamid.A', '{}', 'done', 1);",
+        )
+        .unwrap();
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let (version, body, refs, broken, uniques): (i64, Vec<u8>, i64, i64, i64) = store
+            .with(|c| {
+                Ok((
+                    c.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                    c.query_row("SELECT body FROM inbox WHERE id = 7 AND sha256 = 'abc'", [], |r| r.get(0))?,
+                    c.query_row("SELECT COUNT(*) FROM events e JOIN inbox i ON i.id = e.inbox_id", [], |r| r.get(0))?,
+                    c.prepare("PRAGMA foreign_key_check")?.query_map([], |_| Ok(()))?.count() as i64,
+                    c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE tbl_name = 'inbox' AND type = 'index'", [], |r| r.get(0))?,
+                ))
+            })
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        assert_eq!(body, b"{}");
+        assert_eq!((refs, broken, uniques), (1, 0, 0));
+        // Foreign keys are on again for the gate's own writes.
+        let fk: i64 = store
+            .with(|c| c.query_row("PRAGMA foreign_keys", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+}

@@ -562,3 +562,27 @@ async fn a_dispatch_that_cannot_commit_is_run_again_and_the_contacts_order_holds
     assert_eq!(settled(&tg, "olga").await.len(), 3);
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_redelivered_body_is_kept_once_and_a_different_body_repeating_an_event_is_kept() {
+    let tg = TestGate::start().await;
+    let body = text_webhook(OLGA, "33611111111", "A", "wamid.ONCE", "hello");
+    for _ in 0..3 {
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    let (bodies, events, _) = tg.store().counts("olga").unwrap();
+    assert_eq!((bodies, events), (1, 1), "Meta's redeliveries add nothing");
+    // The same message in another envelope (a new name): its bytes are kept, its event is not
+    // stored twice.
+    let other = text_webhook(OLGA, "33611111111", "Another name", "wamid.ONCE", "hello");
+    let resp = tg.post_signed(OLGA, &other).await;
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(
+        (v["stored"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let (bodies, events, _) = tg.store().counts("olga").unwrap();
+    assert_eq!((bodies, events), (2, 1));
+    assert_eq!(settled(&tg, "olga").await.len(), 1, "answered once");
+    tg.shutdown().await;
+}
