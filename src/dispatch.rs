@@ -109,15 +109,20 @@ impl Dispatcher {
         let permits = Arc::new(Semaphore::new(self.max_parallel));
         let lane_done = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
+        // Whether the store may hold events not read yet: a commit of new ones woke the
+        // loop, the last look stopped short (its room was full), or a second went by.
+        let mut look = true;
         while !cancel.is_cancelled() {
-            self.read_more(&lanes).await;
+            if look {
+                look = self.read_more(&lanes).await;
+            }
             self.start_lanes(&lanes, &permits, &lane_done, &tasks, &cancel);
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => look = true,
                 _ = lane_done.notified() => {}
                 _ = cancel.cancelled() => break,
                 // A safety net: events committed by another process are found too.
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => look = true,
             }
         }
         tasks.close();
@@ -125,21 +130,29 @@ impl Dispatcher {
     }
 
     /// Reads the events committed since the last look, while fewer than [`HOLD`] are held.
-    async fn read_more(&self, lanes: &Arc<Mutex<Lanes>>) {
+    /// Returns whether more may be waiting (the look stopped at the room it had, or failed).
+    async fn read_more(&self, lanes: &Arc<Mutex<Lanes>>) -> bool {
         let (after, room) = {
             let l = lock(lanes);
             (l.cursor, HOLD.saturating_sub(l.held))
         };
         if room == 0 {
-            return;
+            return true;
         }
         match self
             .store
             .call(move |s| s.pending_events_after(after, room))
             .await
         {
-            Ok(events) => lock(lanes).add(events),
-            Err(e) => tracing::error!(error = %e, "dispatcher cannot read pending events"),
+            Ok(events) => {
+                let full = events.len() >= room;
+                lock(lanes).add(events);
+                full
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "dispatcher cannot read pending events");
+                true
+            }
         }
     }
 

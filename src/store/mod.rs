@@ -285,10 +285,10 @@ fn read_only_connection(path: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
-/// The page cache and memory map of a gate's connections.
+/// The page cache of a gate's connections. (No memory map: the file grows with every
+/// commit, and remapping it costs every core a TLB flush.)
 fn tune_cache(conn: &Connection) -> rusqlite::Result<()> {
-    conn.pragma_update(None, "cache_size", -16384i64)?;
-    conn.pragma_update(None, "mmap_size", 256i64 << 20)
+    conn.pragma_update(None, "cache_size", -16384i64)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -325,8 +325,7 @@ impl Store {
             .map_err(open_err)?;
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
-        // Hot index pages stay in memory (16 MB of cache instead of 2 MB), and pages are read
-        // through a memory map rather than copied by a read call each.
+        // Hot index pages stay in memory (16 MB of cache instead of 2 MB).
         tune_cache(&conn).map_err(open_err)?;
         // A burst may grow the WAL; once it starts over it is cut back to this size.
         conn.pragma_update(None, "journal_size_limit", 64i64 << 20)
