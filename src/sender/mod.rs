@@ -85,114 +85,146 @@ impl Sender {
         let permits = Arc::new(Semaphore::new(self.max_in_flight.max(1)));
         let done = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
+        // Whether the outbox may hold rows to start: new rows were committed (a wake), rows
+        // were left at the last look (a busy recipient, no free slot, a full look), or the
+        // time to the next due row is up. A send that ends frees a slot: only then does it
+        // call for a look.
+        let mut look = true;
+        let mut wait = Duration::ZERO;
         while !cancel.is_cancelled() {
-            // Enough to fill the free slots, with room for rows whose recipient is busy: a
-            // look at more would be read again at the next turn.
-            let limit = (permits.available_permits() * 4 + 32).min(256);
-            let due = self
-                .store
-                .call(move |s| s.due_outbox(now_ms(), limit))
-                .await
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "sender cannot read the outbox");
-                    Vec::new()
-                });
-            let mut started = 0;
-            let mut hold: Option<Duration> = None;
-            // Rows to claim together (one transaction), each with its recipient and permit.
-            let mut batch = Vec::new();
-            for (id, user, recipient) in due {
-                if cancel.is_cancelled() {
-                    break;
-                }
-                let key = (user.clone(), recipient.clone());
-                if lock(&busy).contains(&key) {
-                    continue; // one at a time per recipient, in order
-                }
-                if let Some(u) = self.users.get(&user) {
-                    let rates = limit::Rates {
-                        per_second: u.config.rate_limit,
-                        recipient_burst: f64::from(u.config.recipient_burst),
-                        recipient_every: u.config.recipient_every,
-                    };
-                    let taken = lock(&limiter).take(
-                        &u.config.phone_number_id,
-                        &recipient,
-                        &rates,
-                        tokio::time::Instant::now(),
-                    );
-                    match taken {
-                        Ok(()) => {}
-                        Err(Held::Number(d)) => {
-                            hold = Some(d);
-                            break;
-                        }
-                        Err(Held::Recipient(d)) => {
-                            let at = now_ms() + d.as_millis() as i64;
-                            let _ = self.store.call(move |s| s.defer_outbox(id, at)).await;
-                            continue;
-                        }
-                    }
-                }
-                // Every slot taken: send what is claimed so far, or wait for a slot.
-                let permit = match permits.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(_) if !batch.is_empty() => break,
-                    Err(_) => match permits.clone().acquire_owned().await {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                };
-                lock(&busy).insert(key.clone());
-                batch.push((id, key, permit));
-            }
-            let ids: Vec<i64> = batch.iter().map(|(id, _, _)| *id).collect();
-            let claimed = match self
-                .store
-                .call(move |s| s.claim_outbox_many(&ids, now_ms()))
-                .await
-            {
-                Ok(rows) => rows,
-                Err(e) => {
-                    tracing::error!(error = %e, rows = batch.len(), "sender cannot claim rows");
-                    Vec::new()
-                }
-            };
-            let mut claimed: HashMap<i64, OutboxRow> =
-                claimed.into_iter().map(|r| (r.id, r)).collect();
-            for (id, key, permit) in batch {
-                let Some(row) = claimed.remove(&id) else {
-                    lock(&busy).remove(&key);
+            if look {
+                let (started, left, hold) = self
+                    .start_due(&limiter, &busy, &permits, &done, &tasks, &cancel)
+                    .await;
+                look = left;
+                if started > 0 && look {
                     continue;
-                };
-                let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
-                tasks.spawn(async move {
-                    this.send_one(row).await;
-                    lock(&busy).remove(&key);
-                    drop(permit);
-                    done.notify_one();
-                });
-                started += 1;
+                }
+                lock(&limiter).prune(tokio::time::Instant::now());
+                let next = self.store.call(|s| s.next_due()).await.ok().flatten();
+                wait = hold
+                    .or_else(|| {
+                        next.map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
+                    })
+                    .unwrap_or(Duration::from_secs(1));
             }
-            if started > 0 {
-                continue;
-            }
-            lock(&limiter).prune(tokio::time::Instant::now());
-            let next = self.store.call(|s| s.next_due()).await.ok().flatten();
-            let wait = hold
-                .or_else(|| {
-                    next.map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
-                })
-                .unwrap_or(Duration::from_secs(1));
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => look = true,
                 _ = done.notified() => {}
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(wait) => look = true,
             }
         }
         tasks.close();
         tasks.wait().await;
+    }
+
+    /// Claims and starts the due rows it can (one at a time per recipient, within the rate
+    /// limits and the free slots). Returns how many it started, whether rows were left for a
+    /// later look, and how long the number's rate limit holds the rest.
+    async fn start_due(
+        &self,
+        limiter: &Arc<Mutex<Limiter>>,
+        busy: &Arc<Mutex<HashSet<(String, String)>>>,
+        permits: &Arc<Semaphore>,
+        done: &Arc<Notify>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) -> (usize, bool, Option<Duration>) {
+        // Enough to fill the free slots, with room for rows whose recipient is busy: a look
+        // at more would be read again at the next turn.
+        let limit = (permits.available_permits() * 4 + 32).min(256);
+        let due = self
+            .store
+            .call(move |s| s.due_outbox(now_ms(), limit))
+            .await
+            .unwrap_or_else(|e| {
+                tracing::error!(error = %e, "sender cannot read the outbox");
+                Vec::new()
+            });
+        let mut left = due.len() >= limit;
+        let mut started = 0;
+        let mut hold: Option<Duration> = None;
+        // Rows to claim together (one transaction), each with its recipient and permit.
+        let mut batch = Vec::new();
+        for (id, user, recipient) in due {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let key = (user.clone(), recipient.clone());
+            if lock(busy).contains(&key) {
+                left = true;
+                continue; // one at a time per recipient, in order
+            }
+            if let Some(u) = self.users.get(&user) {
+                let rates = limit::Rates {
+                    per_second: u.config.rate_limit,
+                    recipient_burst: f64::from(u.config.recipient_burst),
+                    recipient_every: u.config.recipient_every,
+                };
+                let taken = lock(limiter).take(
+                    &u.config.phone_number_id,
+                    &recipient,
+                    &rates,
+                    tokio::time::Instant::now(),
+                );
+                match taken {
+                    Ok(()) => {}
+                    Err(Held::Number(d)) => {
+                        hold = Some(d);
+                        break;
+                    }
+                    Err(Held::Recipient(d)) => {
+                        let at = now_ms() + d.as_millis() as i64;
+                        let _ = self.store.call(move |s| s.defer_outbox(id, at)).await;
+                        continue;
+                    }
+                }
+            }
+            // Every slot taken: send what is claimed so far, or wait for a slot.
+            let permit = match permits.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) if !batch.is_empty() => {
+                    left = true;
+                    break;
+                }
+                Err(_) => match permits.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            lock(busy).insert(key.clone());
+            batch.push((id, key, permit));
+        }
+        let ids: Vec<i64> = batch.iter().map(|(id, _, _)| *id).collect();
+        let claimed = match self
+            .store
+            .call(move |s| s.claim_outbox_many(&ids, now_ms()))
+            .await
+        {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::error!(error = %e, rows = batch.len(), "sender cannot claim rows");
+                left = true;
+                Vec::new()
+            }
+        };
+        let mut claimed: HashMap<i64, OutboxRow> = claimed.into_iter().map(|r| (r.id, r)).collect();
+        for (id, key, permit) in batch {
+            let Some(row) = claimed.remove(&id) else {
+                lock(busy).remove(&key);
+                continue;
+            };
+            let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
+            tasks.spawn(async move {
+                this.send_one(row).await;
+                lock(&busy).remove(&key);
+                drop(permit);
+                done.notify_one();
+            });
+            started += 1;
+        }
+        (started, left, hold)
     }
 
     /// Sends one claimed row and records the outcome (sent, retry, failed).
@@ -389,9 +421,13 @@ impl Sender {
                 crate::metrics::send(&row.user, "retry", code);
                 tracing::warn!(user = %row.user, rule, outbox_id = id, attempt = row.attempts, error = %reason, retry_in_ms = delay.as_millis() as u64, "send failed; will retry");
                 let at = now_ms() + delay.as_millis() as i64;
-                self.store
+                let recorded = self
+                    .store
                     .call(move |s| s.mark_retry(id, at, &reason))
-                    .await
+                    .await;
+                // The loop learns of the new due time.
+                self.wake.notify_one();
+                recorded
             }
             Verdict::TokenInvalid => {
                 crate::metrics::send(&row.user, "token_invalid", code);
