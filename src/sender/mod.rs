@@ -12,7 +12,7 @@ mod once;
 pub mod policy;
 
 use crate::graph::{GraphClient, GraphError};
-use crate::store::{OutboxRow, Store, StoreError, now_ms};
+use crate::store::{OutboxRow, SendCheck, Store, StoreError, now_ms};
 use crate::users::{UserRuntime, Users};
 use limit::{Held, Limiter};
 use policy::{Limits, Verdict};
@@ -197,9 +197,17 @@ impl Sender {
             batch.push((id, key, permit));
         }
         let ids: Vec<i64> = batch.iter().map(|(id, _, _)| *id).collect();
+        // Each user's token, by fingerprint: the claim reads what the store says of it.
+        let fingerprints: HashMap<String, String> = batch
+            .iter()
+            .filter_map(|(_, (user, _), _)| {
+                let u = self.users.get(user)?;
+                Some((user.clone(), fingerprint(u.creds().access_token.expose())))
+            })
+            .collect();
         let claimed = match self
             .store
-            .call(move |s| s.claim_outbox_many(&ids, now_ms()))
+            .call(move |s| s.claim_outbox_many(&ids, now_ms(), fingerprints, policy::needs_window))
             .await
         {
             Ok(rows) => rows,
@@ -209,15 +217,16 @@ impl Sender {
                 Vec::new()
             }
         };
-        let mut claimed: HashMap<i64, OutboxRow> = claimed.into_iter().map(|r| (r.id, r)).collect();
+        let mut claimed: HashMap<i64, (OutboxRow, SendCheck)> =
+            claimed.into_iter().map(|r| (r.0.id, r)).collect();
         for (id, key, permit) in batch {
-            let Some(row) = claimed.remove(&id) else {
+            let Some((row, check)) = claimed.remove(&id) else {
                 lock(busy).remove(&key);
                 continue;
             };
             let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
             tasks.spawn(async move {
-                this.send_one(row).await;
+                this.send_checked(row, Some(check)).await;
                 lock(&busy).remove(&key);
                 drop(permit);
                 done.notify_one();
@@ -229,6 +238,12 @@ impl Sender {
 
     /// Sends one claimed row and records the outcome (sent, retry, failed).
     pub async fn send_one(&self, row: OutboxRow) {
+        self.send_checked(row, None).await
+    }
+
+    /// As [`Sender::send_one`], with what the store said of the row when it was claimed (or
+    /// `None`: it is asked now).
+    async fn send_checked(&self, row: OutboxRow, check: Option<SendCheck>) {
         let id = row.id;
         let Some(user) = self.users.get(&row.user).cloned() else {
             let reason = format!(
@@ -238,7 +253,7 @@ impl Sender {
             let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
             return;
         };
-        if let Some(Refusal::Now(reason)) = self.refusal(&user, &row).await {
+        if let Some(Refusal::Now(reason)) = self.refusal(&user, &row, check).await {
             tracing::warn!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, to = %row.recipient, reason = %reason, "not sent");
             crate::metrics::send(&row.user, "refused", None);
             let _ = self.store.call(move |s| s.mark_failed(id, &reason)).await;
@@ -345,7 +360,12 @@ impl Sender {
     }
 
     /// Why a row must not be sent now, if it must not: checked before every call.
-    async fn refusal(&self, user: &UserRuntime, row: &OutboxRow) -> Option<Refusal> {
+    async fn refusal(
+        &self,
+        user: &UserRuntime,
+        row: &OutboxRow,
+        check: Option<SendCheck>,
+    ) -> Option<Refusal> {
         let age = Duration::from_millis((now_ms() - row.created_at).max(0) as u64);
         if age > self.limits.max_age {
             return Some(Refusal::Now(format!(
@@ -354,7 +374,31 @@ impl Sender {
                 crate::scheduler::humanize(self.limits.max_age)
             )));
         }
-        // One look at the store for both checks: the token, and the window if it matters.
+        let (invalid, last) = match check {
+            Some(c) => (c.token_invalid, c.last_inbound),
+            None => self.look_before_sending(user, row).await,
+        };
+        if let Some(why) = invalid {
+            return Some(Refusal::Now(format!(
+                "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
+                row.user
+            )));
+        }
+        if let Some(last) = last
+            && !policy::within_customer_window(last, now_ms() / 1000)
+        {
+            return Some(Refusal::Now(window_reason(&row.recipient, last)));
+        }
+        None
+    }
+
+    /// What the store says of a row's token and, if it needs the window, its recipient's last
+    /// message: one look for both.
+    async fn look_before_sending(
+        &self,
+        user: &UserRuntime,
+        row: &OutboxRow,
+    ) -> (Option<String>, Option<Option<i64>>) {
         let (u, fp) = (
             row.user.clone(),
             fingerprint(user.creds().access_token.expose()),
@@ -374,18 +418,7 @@ impl Sender {
         // A store that cannot answer leaves the window unproven: closed.
         let needs_window = policy::needs_window(&row.msg_type);
         let (invalid, last) = looked.unwrap_or((None, needs_window.then_some(None)));
-        if let Some((why, _at)) = invalid {
-            return Some(Refusal::Now(format!(
-                "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
-                row.user
-            )));
-        }
-        if let Some(last) = last
-            && !policy::within_customer_window(last, now_ms() / 1000)
-        {
-            return Some(Refusal::Now(window_reason(&row.recipient, last)));
-        }
-        None
+        (invalid.map(|(why, _at)| why), last)
     }
 
     async fn failed(

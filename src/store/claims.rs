@@ -1,14 +1,36 @@
 //! Batched outbox claims: the sender claims every row it is about to send in one
 //! transaction (one fsync) instead of one transaction per row.
 
-use super::{OUTBOX_COLS, OutboxRow, Store, StoreError, outbox_row};
+use super::{
+    OUTBOX_COLS, OutboxRow, Store, StoreError, last_inbound_in, outbox_row, token_invalid_in,
+};
 use rusqlite::{OptionalExtension, params};
+use std::collections::HashMap;
+
+/// What the store said of a claimed row, read in the claim's transaction: all the sender
+/// needs to know before its call.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SendCheck {
+    /// Graph rejected the token the row would be sent with: why.
+    pub token_invalid: Option<String>,
+    /// For a row that needs the 24-hour window: when its recipient last wrote (unix s).
+    pub last_inbound: Option<Option<i64>>,
+}
 
 impl Store {
     /// Claims the rows `ids` right before their HTTP calls, as [`Store::claim_outbox`] does
     /// for one: each still queued and due is marked `sending` with one more attempt. Returns
     /// the rows claimed, in the order of `ids`; a row no longer queued is left out.
-    pub fn claim_outbox_many(&self, ids: &[i64], now: i64) -> Result<Vec<OutboxRow>, StoreError> {
+    ///
+    /// With each row comes its [`SendCheck`]: `fingerprints` gives the fingerprint of each
+    /// user's token, and `needs_window` says which types need the 24-hour window.
+    pub fn claim_outbox_many(
+        &self,
+        ids: &[i64],
+        now: i64,
+        fingerprints: HashMap<String, String>,
+        needs_window: fn(&str) -> bool,
+    ) -> Result<Vec<(OutboxRow, SendCheck)>, StoreError> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -25,7 +47,21 @@ impl Store {
                 if claim.execute(params![id, now])? == 1
                     && let Some(row) = read.query_row([id], outbox_row).optional()?
                 {
-                    rows.push(row);
+                    let token_invalid = match fingerprints.get(&row.user) {
+                        Some(fp) => token_invalid_in(tx, &row.user, fp)?.map(|(why, _)| why),
+                        None => None,
+                    };
+                    let last_inbound = if needs_window(&row.msg_type) {
+                        let contact = crate::domain::window::contact_key(&row.recipient);
+                        Some(last_inbound_in(tx, &row.user, &contact)?)
+                    } else {
+                        None
+                    };
+                    let check = SendCheck {
+                        token_invalid,
+                        last_inbound,
+                    };
+                    rows.push((row, check));
                 }
             }
             Ok(rows)

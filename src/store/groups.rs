@@ -391,21 +391,4 @@ impl Store {
             tx.commit()
         })
     }
-
-    /// WhatsApp's timestamp of the last message a participant wrote in the group.
-    pub fn group_last_inbound(
-        &self,
-        user: &str,
-        group_id: &str,
-    ) -> Result<Option<i64>, StoreError> {
-        self.with(|conn| {
-            conn.query_row(
-                "SELECT last_inbound_at FROM groups WHERE user = ?1 AND group_id = ?2",
-                params![user, group_id],
-                |r| r.get(0),
-            )
-            .optional()
-            .map(Option::flatten)
-        })
-    }
 }

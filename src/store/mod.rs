@@ -17,6 +17,7 @@ mod schema;
 mod status;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
+pub use claims::SendCheck;
 pub use contacts::{ContactEntry, ImportOutcome, LabelWrite};
 pub use group::{GroupCounts, group_commit_counts};
 pub use groups::GroupRow;
@@ -483,17 +484,7 @@ impl Store {
 
     /// The WhatsApp timestamp (unix s) of a contact's last inbound message, if they ever wrote.
     pub fn last_inbound(&self, user: &str, contact: &str) -> Result<Option<i64>, StoreError> {
-        if let Some(g) = crate::domain::groups::group_of(contact) {
-            return self.group_last_inbound(user, g);
-        }
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
-            )?
-            .query_row(params![user, contact], |r| r.get(0))
-            .optional()
-            .map(Option::flatten)
-        })
+        self.read(|conn| last_inbound_in(conn, user, contact))
     }
 
     /// Records that Graph rejected the token with this fingerprint.
@@ -594,13 +585,7 @@ impl Store {
         user: &str,
         fingerprint: &str,
     ) -> Result<Option<(String, i64)>, StoreError> {
-        self.read(|conn| {
-            conn.prepare_cached(
-                "SELECT reason, at FROM token_status WHERE user = ?1 AND fingerprint = ?2",
-            )?
-            .query_row(params![user, fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()
-        })
+        self.read(|conn| token_invalid_in(conn, user, fingerprint))
     }
 
     /// Claims one row right before its HTTP call: `sending` marks exactly the rows whose
@@ -1492,6 +1477,39 @@ fn insert_runs(
         }
     }
     Ok(())
+}
+
+/// When `contact` (or the group `g:<id>`) last wrote to `user` (unix s), on `conn`.
+pub(super) fn last_inbound_in(
+    conn: &Connection,
+    user: &str,
+    contact: &str,
+) -> rusqlite::Result<Option<i64>> {
+    let (sql, key) = match crate::domain::groups::group_of(contact) {
+        Some(g) => (
+            "SELECT last_inbound_at FROM groups WHERE user = ?1 AND group_id = ?2",
+            g,
+        ),
+        None => (
+            "SELECT last_inbound_at FROM contacts WHERE user = ?1 AND contact = ?2",
+            contact,
+        ),
+    };
+    conn.prepare_cached(sql)?
+        .query_row(params![user, key], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
+}
+
+/// Why Graph rejected `user`'s token of this fingerprint, and since when, on `conn`.
+pub(super) fn token_invalid_in(
+    conn: &Connection,
+    user: &str,
+    fingerprint: &str,
+) -> rusqlite::Result<Option<(String, i64)>> {
+    conn.prepare_cached("SELECT reason, at FROM token_status WHERE user = ?1 AND fingerprint = ?2")?
+        .query_row(params![user, fingerprint], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
 }
 
 /// The next change number, for a message or contact row about to be written (incremental
