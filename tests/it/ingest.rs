@@ -42,17 +42,25 @@ async fn one_contacts_events_are_handled_in_arrival_order() {
     tg.shutdown().await;
 }
 
+/// A gate with the echo rule and `spin`, a rule that loops until its 3 s wall-clock limit
+/// cuts it off, for messages saying `word`.
+async fn spin_gate(word: &str) -> TestGate {
+    let spin = format!(
+        "rules:\n  - name: spin\n    on: message\n    if: 'event.text == \"{word}\"'\n    script: spin.rhai\n"
+    );
+    let rules = [
+        ECHO_PROJECT,
+        ECHO_SCRIPT,
+        ("olga/spin/project.yaml", spin.as_str()),
+        ("olga/spin/spin.rhai", "loop { }\n"),
+    ];
+    // No operation limit here, so that only the wall clock stops the loop.
+    TestGate::start_opts(&rules, "{ timeout_ms: 3000, max_operations: 0 }").await
+}
+
 #[tokio::test]
 async fn a_slow_rule_holds_up_neither_other_contacts_nor_the_200s() {
-    // `spin` loops until its 3 s wall-clock limit cuts it off, for messages saying "slow".
-    let spin = (
-        "olga/spin/project.yaml",
-        "rules:\n  - name: spin\n    on: message\n    if: 'event.text == \"slow\"'\n    script: spin.rhai\n",
-    );
-    let spin_script = ("olga/spin/spin.rhai", "loop { }\n");
-    // No operation limit here, so that only the wall clock stops the loop.
-    let scripts = "{ timeout_ms: 3000, max_operations: 0 }";
-    let tg = TestGate::start_opts(&[ECHO_PROJECT, ECHO_SCRIPT, spin, spin_script], scripts).await;
+    let tg = spin_gate("slow").await;
     let slow = text_webhook(OLGA, "33611111111", "A", "wamid.SLOW", "slow");
     assert_eq!(tg.post_signed(OLGA, &slow).await.status(), 200);
     // While A's event is still being dispatched, B's webhook is acked and answered.
@@ -516,15 +524,9 @@ async fn events_no_live_rule_wants_are_stored_done_and_a_new_rule_gets_the_next_
 
 #[tokio::test]
 async fn a_dispatch_that_cannot_commit_is_run_again_and_the_contacts_order_holds() {
-    // `spin` runs until the 3 s wall clock cuts it off, for messages saying "hold": the commit
-    // of that event comes late enough for the test to hold the database's lock by then.
-    let spin = (
-        "olga/spin/project.yaml",
-        "rules:\n  - name: spin\n    on: message\n    if: 'event.text == \"hold\"'\n    script: spin.rhai\n",
-    );
-    let spin_script = ("olga/spin/spin.rhai", "loop { }\n");
-    let scripts = "{ timeout_ms: 3000, max_operations: 0 }";
-    let tg = TestGate::start_opts(&[ECHO_PROJECT, ECHO_SCRIPT, spin, spin_script], scripts).await;
+    // The commit of a "hold" event comes after the 3 s spin: late enough for the test to
+    // hold the database's lock by then.
+    let tg = spin_gate("hold").await;
     let from = "33611111111";
     let post = |wamid: &'static str, text: &'static str| {
         let body = text_webhook(OLGA, from, "A", wamid, text);
@@ -541,11 +543,17 @@ async fn a_dispatch_that_cannot_commit_is_run_again_and_the_contacts_order_holds
     post("wamid.B", "b").await;
     post("wamid.C", "c").await;
     {
-        // Another process holds the write lock past the run's end (3 s) and the gate's wait
-        // for it (300 ms): the event's commit fails, and its contact's later events wait.
+        // Another process holds the write lock past the run's end and the gate's wait for it
+        // (300 ms): the event's commit fails, and it is run again, its contact's later events
+        // waiting behind it. The lock goes once the second run has started.
         let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
         conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
-        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let running = |want: bool| {
+            let n = inflight.load(std::sync::atomic::Ordering::SeqCst);
+            async move { ((n >= 1) == want).then_some(()) }
+        };
+        eventually("the first run to end", T, || running(false)).await;
+        eventually("the event to be run again", T, || running(true)).await;
         assert!(
             tg.fake.requests().is_empty(),
             "nothing was sent while the store could not commit"
