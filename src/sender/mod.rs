@@ -374,10 +374,11 @@ impl Sender {
                 crate::scheduler::humanize(self.limits.max_age)
             )));
         }
-        let (invalid, last) = match check {
-            Some(c) => (c.token_invalid, c.last_inbound),
+        let check = match check {
+            Some(c) => c,
             None => self.look_before_sending(user, row).await,
         };
+        let (invalid, last) = (check.token_invalid, check.last_inbound);
         if let Some(why) = invalid {
             return Some(Refusal::Now(format!(
                 "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
@@ -394,31 +395,18 @@ impl Sender {
 
     /// What the store says of a row's token and, if it needs the window, its recipient's last
     /// message: one look for both.
-    async fn look_before_sending(
-        &self,
-        user: &UserRuntime,
-        row: &OutboxRow,
-    ) -> (Option<String>, Option<Option<i64>>) {
-        let (u, fp) = (
-            row.user.clone(),
-            fingerprint(user.creds().access_token.expose()),
-        );
-        let window = policy::needs_window(&row.msg_type).then(|| contact_key(&row.recipient));
+    async fn look_before_sending(&self, user: &UserRuntime, row: &OutboxRow) -> SendCheck {
+        let fp = fingerprint(user.creds().access_token.expose());
+        let r = row.clone();
         let looked = self
             .store
-            .call(move |s| {
-                let invalid = s.token_invalid(&u, &fp)?;
-                let last = match &window {
-                    Some(c) => Some(s.last_inbound(&u, c)?),
-                    None => None,
-                };
-                Ok((invalid, last))
-            })
+            .call(move |s| s.send_check(&r, &fp, policy::needs_window))
             .await;
         // A store that cannot answer leaves the window unproven: closed.
-        let needs_window = policy::needs_window(&row.msg_type);
-        let (invalid, last) = looked.unwrap_or((None, needs_window.then_some(None)));
-        (invalid.map(|(why, _at)| why), last)
+        looked.unwrap_or_else(|_| SendCheck {
+            token_invalid: None,
+            last_inbound: policy::needs_window(&row.msg_type).then_some(None),
+        })
     }
 
     async fn failed(

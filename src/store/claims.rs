@@ -17,7 +17,41 @@ pub struct SendCheck {
     pub last_inbound: Option<Option<i64>>,
 }
 
+/// What the store says of `row` before its call, on `conn`: whether Graph rejected the token
+/// of fingerprint `fp`, and, if its type needs the 24-hour window, when its recipient last
+/// wrote.
+fn send_check_in(
+    conn: &rusqlite::Connection,
+    row: &OutboxRow,
+    fp: Option<&str>,
+    needs_window: fn(&str) -> bool,
+) -> rusqlite::Result<SendCheck> {
+    let token_invalid = match fp {
+        Some(fp) => token_invalid_in(conn, &row.user, fp)?.map(|(why, _)| why),
+        None => None,
+    };
+    let last_inbound = if needs_window(&row.msg_type) {
+        let contact = crate::domain::window::contact_key(&row.recipient);
+        Some(last_inbound_in(conn, &row.user, &contact)?)
+    } else {
+        None
+    };
+    Ok(SendCheck {
+        token_invalid,
+        last_inbound,
+    })
+}
+
 impl Store {
+    /// [`SendCheck`] of a row not claimed here (the CLI's sends), on the read connection.
+    pub fn send_check(
+        &self,
+        row: &OutboxRow,
+        fingerprint: &str,
+        needs_window: fn(&str) -> bool,
+    ) -> Result<SendCheck, StoreError> {
+        self.read(|conn| send_check_in(conn, row, Some(fingerprint), needs_window))
+    }
     /// Claims the rows `ids` right before their HTTP calls, as [`Store::claim_outbox`] does
     /// for one: each still queued and due is marked `sending` with one more attempt. Returns
     /// the rows claimed, in the order of `ids`; a row no longer queued is left out.
@@ -47,20 +81,8 @@ impl Store {
                 if claim.execute(params![id, now])? == 1
                     && let Some(row) = read.query_row([id], outbox_row).optional()?
                 {
-                    let token_invalid = match fingerprints.get(&row.user) {
-                        Some(fp) => token_invalid_in(tx, &row.user, fp)?.map(|(why, _)| why),
-                        None => None,
-                    };
-                    let last_inbound = if needs_window(&row.msg_type) {
-                        let contact = crate::domain::window::contact_key(&row.recipient);
-                        Some(last_inbound_in(tx, &row.user, &contact)?)
-                    } else {
-                        None
-                    };
-                    let check = SendCheck {
-                        token_invalid,
-                        last_inbound,
-                    };
+                    let fp = fingerprints.get(&row.user).map(String::as_str);
+                    let check = send_check_in(tx, &row, fp, needs_window)?;
                     rows.push((row, check));
                 }
             }
