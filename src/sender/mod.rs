@@ -64,6 +64,30 @@ enum Upload {
     Graph(GraphError),
 }
 
+/// Rows claimed at once (in `sending`, each waiting for or making its call), per call at once:
+/// the claim of the next rows is under way while the claimed ones are sent.
+const CLAIMED_PER_CALL: usize = 4;
+
+/// The sender's two bounds: Graph calls at once, and rows claimed at once.
+struct Slots {
+    calls: Arc<Semaphore>,
+    claims: Arc<Semaphore>,
+}
+
+/// One of the `max_in_flight` Graph calls at once. It is given back as soon as Graph has
+/// answered, before the answer is recorded: the recipient stays busy until then, so the
+/// contact's order holds, while the slot already serves another contact.
+struct Slot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    done: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.done.notify_one();
+    }
+}
+
 /// The row must not be sent: why.
 enum Refusal {
     Now(String),
@@ -82,7 +106,10 @@ impl Sender {
         }
         let limiter = Arc::new(Mutex::new(Limiter::default()));
         let busy: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
-        let permits = Arc::new(Semaphore::new(self.max_in_flight.max(1)));
+        let permits = Slots {
+            calls: Arc::new(Semaphore::new(self.max_in_flight.max(1))),
+            claims: Arc::new(Semaphore::new(self.max_in_flight.max(1) * CLAIMED_PER_CALL)),
+        };
         let done = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
         // Whether the outbox may hold rows to start: new rows were committed (a wake), rows
@@ -126,14 +153,14 @@ impl Sender {
         &self,
         limiter: &Arc<Mutex<Limiter>>,
         busy: &Arc<Mutex<HashSet<(String, String)>>>,
-        permits: &Arc<Semaphore>,
+        permits: &Slots,
         done: &Arc<Notify>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> (usize, bool, Option<Duration>) {
         // Enough to fill the free slots, with room for rows whose recipient is busy: a look
         // at more would be read again at the next turn.
-        let limit = (permits.available_permits() * 4 + 32).min(256);
+        let limit = (permits.claims.available_permits() * 2 + 32).min(512);
         let due = self
             .store
             .call(move |s| s.due_outbox(now_ms(), limit))
@@ -181,14 +208,15 @@ impl Sender {
                     }
                 }
             }
-            // Every slot taken: send what is claimed so far, or wait for a slot.
-            let permit = match permits.clone().try_acquire_owned() {
+            // As many claimed at once as may wait for a call: send what is claimed so far, or
+            // wait for a claim to end.
+            let permit = match permits.claims.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) if !batch.is_empty() => {
                     left = true;
                     break;
                 }
-                Err(_) => match permits.clone().acquire_owned().await {
+                Err(_) => match permits.claims.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -225,8 +253,25 @@ impl Sender {
                 continue;
             };
             let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
+            let (calls, cancel) = (permits.calls.clone(), cancel.clone());
             tasks.spawn(async move {
-                this.send_checked(row, Some(check)).await;
+                // A claimed row waits here for one of the calls at once; if the gate stops
+                // first, it goes back to the queue unsent.
+                let call = tokio::select! {
+                    call = calls.acquire_owned() => call.ok(),
+                    _ = cancel.cancelled() => None,
+                };
+                match call {
+                    Some(call) => {
+                        let slot = Slot { _permit: call, done: done.clone() };
+                        this.send_checked(row, Some(check), Some(slot)).await;
+                    }
+                    None => {
+                        if let Err(e) = this.store.call(move |s| s.unclaim_outbox(id)).await {
+                            tracing::error!(outbox_id = id, error = %e, "cannot give back a claimed row; it is queued again at the next start");
+                        }
+                    }
+                }
                 lock(&busy).remove(&key);
                 drop(permit);
                 done.notify_one();
@@ -238,12 +283,12 @@ impl Sender {
 
     /// Sends one claimed row and records the outcome (sent, retry, failed).
     pub async fn send_one(&self, row: OutboxRow) {
-        self.send_checked(row, None).await
+        self.send_checked(row, None, None).await
     }
 
     /// As [`Sender::send_one`], with what the store said of the row when it was claimed (or
     /// `None`: it is asked now).
-    async fn send_checked(&self, row: OutboxRow, check: Option<SendCheck>) {
+    async fn send_checked(&self, row: OutboxRow, check: Option<SendCheck>, mut slot: Option<Slot>) {
         let id = row.id;
         let Some(user) = self.users.get(&row.user).cloned() else {
             let reason = format!(
@@ -285,6 +330,7 @@ impl Sender {
                     &row.body,
                 )
                 .await;
+            drop(slot.take());
             let recorded = match result {
                 Ok(()) => self.store.call(move |s| s.mark_read_sent(&row)).await,
                 Err(e) => self.failed(&user, row, e).await,
@@ -302,6 +348,7 @@ impl Sender {
                 &row.body,
             )
             .await;
+        drop(slot.take());
         let recorded = match result {
             Ok(acc) => {
                 tracing::info!(user = %row.user, rule = rule_of_key(&row.idem_key), outbox_id = id, message_id = %acc.wamid, to = %row.recipient, "sent");

@@ -455,6 +455,19 @@ impl Store {
         })
     }
 
+    /// Gives back a row claimed but not sent (the gate is stopping): queued again, its attempt
+    /// not counted.
+    pub fn unclaim_outbox(&self, id: i64) -> Result<(), StoreError> {
+        self.with(|conn| {
+            conn.execute(
+                "UPDATE outbox SET state = 'queued', attempts = MAX(attempts - 1, 0), updated_at = ?2
+                 WHERE id = ?1 AND state = 'sending'",
+                params![id, now_ms()],
+            )
+            .map(drop)
+        })
+    }
+
     /// Up to `limit` due rows, soonest first (not yet claimed): (id, user, recipient).
     pub fn due_outbox(
         &self,

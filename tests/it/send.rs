@@ -4,6 +4,7 @@
 
 use crate::common::*;
 use serde_json::Value;
+use std::time::Duration;
 use wagate::graph::simulator::Fault;
 
 async fn message(tg: &TestGate, wamid: &str) -> Vec<wagate::store::OutboxRow> {
@@ -111,5 +112,90 @@ async fn free_form_to_a_contact_outside_the_window_is_refused_before_any_call() 
         "{reason}"
     );
     assert!(tg.fake.requests().is_empty(), "no call was made");
+    tg.shutdown().await;
+}
+
+/// More replies than Graph calls at once (64): the sender claims rows ahead of its calls, but
+/// never has more than 64 calls on the wire. A stop gives the claimed rows still waiting for a
+/// call back to the queue, unsent and with no attempt counted; the next start sends them, and
+/// every contact gets exactly one reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claims_run_ahead_of_calls_which_stay_bounded_and_a_stop_gives_waiting_rows_back() {
+    const N: usize = 90;
+    const CALLS: usize = 64;
+    const HELD: Duration = Duration::from_secs(4);
+    let mut tg = TestGate::start().await;
+    for _ in 0..N {
+        tg.fake.push_fault(Fault::delay(HELD));
+    }
+    for i in 0..N {
+        let body = text_webhook(
+            OLGA,
+            &format!("3361{i:07}"),
+            "C",
+            &format!("wamid.SLOT{i:03}"),
+            "hi",
+        );
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    let first = tg.fake.wait_for(1, Duration::from_secs(20)).await;
+    assert!(!first.is_empty(), "no call reached Graph");
+    let first_at = std::time::Instant::now();
+    // Every row gets claimed while the first calls are held.
+    let store = tg.store().clone();
+    let claimed = eventually("every row claimed", Duration::from_secs(20), || {
+        let store = store.clone();
+        async move {
+            let rows = store.outbox("olga").ok()?;
+            (rows.len() == N && rows.iter().all(|r| r.state == "sending")).then_some(rows)
+        }
+    })
+    .await;
+    assert!(claimed.iter().all(|r| r.attempts == 1), "{claimed:?}");
+    let on_wire = tg.fake.requests().len();
+    if first_at.elapsed() < HELD - Duration::from_millis(500) {
+        // No call has been answered yet, so none has been started beyond the bound.
+        assert_eq!(
+            on_wire, CALLS,
+            "calls on the wire while all {N} rows are claimed"
+        );
+    } else {
+        eprintln!(
+            "the machine took {:?} to claim; the bound is not checked",
+            first_at.elapsed()
+        );
+    }
+    tg.restart().await;
+    let rows = store.outbox("olga").unwrap();
+    let sent: Vec<_> = rows.iter().filter(|r| r.state == "sent").collect();
+    let queued: Vec<_> = rows.iter().filter(|r| r.state == "queued").collect();
+    assert_eq!(
+        sent.len() + queued.len(),
+        N,
+        "nothing left half-done: {rows:?}"
+    );
+    assert!(
+        sent.len() >= CALLS,
+        "the calls on the wire were finished: {}",
+        sent.len()
+    );
+    assert!(
+        !queued.is_empty(),
+        "rows waiting for a call at the stop went back to the queue"
+    );
+    assert!(queued.iter().all(|r| r.attempts == 0), "{queued:?}");
+    let rows = settled(&tg, "olga").await;
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    let mut to: Vec<String> = tg
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.body["to"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(to.len(), N, "one call per reply");
+    to.sort();
+    to.dedup();
+    assert_eq!(to.len(), N, "every contact answered once");
     tg.shutdown().await;
 }
