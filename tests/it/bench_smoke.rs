@@ -5,13 +5,16 @@ use std::process::Stdio;
 use std::time::Duration;
 
 /// Every figure the bench prints, by the key that starts its line.
-const FIGURES: [&str; 19] = [
+const FIGURES: [&str; 22] = [
     "bare.rate",
     "bare.ack",
     "bare.cpu",
+    "floor.rate",
+    "floor.cpu",
     "ingest.rate",
     "ingest.ack",
     "ingest.cpu",
+    "ingest.floor",
     "bare.replies",
     "e2e.rate",
     "bare.replies.cpu",
@@ -68,7 +71,7 @@ async fn bench_prints_every_figure_at_a_tiny_size() {
         assert!(!value.is_empty(), "`{key}` has no value: {line}");
     }
     // Every load was answered in full: a run that lost requests would be a broken bench.
-    for key in ["ingest.rate", "bare.rate", "e2e.rate"] {
+    for key in ["ingest.rate", "bare.rate", "floor.rate", "e2e.rate"] {
         let line = stdout.lines().find(|l| l.starts_with(key)).unwrap();
         assert!(
             line.contains("(0 errors") || line.contains(", 0 errors)"),

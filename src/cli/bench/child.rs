@@ -42,7 +42,7 @@ pub async fn rest(home: &Path) -> anyhow::Result<String> {
 pub async fn bare_rest() -> anyhow::Result<String> {
     let cancel = tokio_util::sync::CancellationToken::new();
     let user = super::home::BenchUser::numbered(0);
-    let addr = super::load::serve_bare(&[user], None, cancel.clone()).await?;
+    let addr = super::load::serve_bare(&[user], None, None, cancel.clone()).await?;
     // One request, as the gate gets its /healthz.
     let mut s = tokio::net::TcpStream::connect(addr).await?;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

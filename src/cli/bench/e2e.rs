@@ -67,8 +67,13 @@ impl Bench {
         if self.wants("e2e") {
             // The bare reference for replies: HMAC check, one POST to Graph, 200.
             let cancel = self.cancel.child_token();
-            let addr =
-                load::serve_bare(&self.users, Some(self.graph_url.clone()), cancel.clone()).await?;
+            let addr = load::serve_bare(
+                &self.users,
+                Some(self.graph_url.clone()),
+                None,
+                cancel.clone(),
+            )
+            .await?;
             let cpu0 = load::cpu_time();
             let r = load::drive(
                 &self.client,

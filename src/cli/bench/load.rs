@@ -178,11 +178,78 @@ async fn drive_at(
 }
 
 /// The bare reference: checks the HMAC like the gate and answers 200; with `reply`, first
-/// POSTs one reply per request to Graph (reqwest), as a gate without a store would.
+/// POSTs one reply per request to Graph (reqwest), as a gate without a store would; with
+/// `durable`, first puts the body on disk (the durable floor).
 #[derive(Clone)]
 struct Bare {
     secrets: Arc<HashMap<String, (String, String, String)>>,
     reply: Option<(reqwest::Client, String)>,
+    durable: Option<Arc<DurableLog>>,
+}
+
+/// The durable floor's store: bodies appended to one file, each request answered once an
+/// `fdatasync` covers its body. A thread of its own syncs whatever was written since its last
+/// sync, so concurrent requests share one sync, as the gate's group commits do.
+pub struct DurableLog {
+    file: Mutex<std::fs::File>,
+    written: AtomicU64,
+    synced: tokio::sync::watch::Sender<u64>,
+    kick: std::sync::mpsc::SyncSender<()>,
+}
+
+impl DurableLog {
+    /// Creates (or appends to) `path`; its sync thread ends with the log.
+    pub fn open(path: &std::path::Path) -> std::io::Result<Arc<Self>> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let sync = file.try_clone()?;
+        let (kick, asked) = std::sync::mpsc::sync_channel::<()>(1);
+        let (synced, _) = tokio::sync::watch::channel(0u64);
+        let log = Arc::new(DurableLog {
+            file: Mutex::new(file),
+            written: AtomicU64::new(0),
+            synced,
+            kick,
+        });
+        let weak = Arc::downgrade(&log);
+        std::thread::Builder::new()
+            .name("bench-fsync".into())
+            .spawn(move || {
+                while asked.recv().is_ok() {
+                    let Some(log) = weak.upgrade() else { break };
+                    // Every body counted here was written before the sync starts.
+                    let upto = log.written.load(Ordering::Acquire);
+                    if sync.sync_data().is_err() {
+                        break;
+                    }
+                    log.synced.send_replace(upto);
+                }
+            })?;
+        Ok(log)
+    }
+
+    /// Appends `body` (length-prefixed) and returns once it is on disk.
+    pub async fn append(&self, body: &[u8]) -> std::io::Result<()> {
+        use std::io::Write;
+        let mine = {
+            let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+            let mut rec = Vec::with_capacity(body.len() + 4);
+            rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            rec.extend_from_slice(body);
+            f.write_all(&rec)?;
+            self.written.fetch_add(1, Ordering::AcqRel) + 1
+        };
+        let mut synced = self.synced.subscribe();
+        // A kick already queued starts a sync that will count this body too.
+        let _ = self.kick.try_send(());
+        synced
+            .wait_for(|s| *s >= mine)
+            .await
+            .map(drop)
+            .map_err(|_| std::io::Error::other("the sync thread stopped"))
+    }
 }
 
 async fn bare_webhook(
@@ -199,6 +266,11 @@ async fn bare_webhook(
         .and_then(|v| v.to_str().ok());
     if crate::whatsapp::verify_signature(secret.as_bytes(), &body, sig).is_err() {
         return StatusCode::UNAUTHORIZED;
+    }
+    if let Some(log) = &b.durable
+        && log.append(&body).await.is_err()
+    {
+        return StatusCode::SERVICE_UNAVAILABLE;
     }
     if let Some((client, graph)) = &b.reply {
         // The least a replying gate does: read who wrote, answer them.
@@ -230,6 +302,7 @@ async fn bare_webhook(
 pub async fn serve_bare(
     users: &[super::home::BenchUser],
     reply_to: Option<String>,
+    durable: Option<Arc<DurableLog>>,
     cancel: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     let secrets = users
@@ -244,6 +317,7 @@ pub async fn serve_bare(
     let bare = Bare {
         secrets: Arc::new(secrets),
         reply: reply_to.map(|g| (client(256), g)),
+        durable,
     };
     let app = Router::new()
         .route("/webhook/whatsapp/{user}", post(bare_webhook))
@@ -307,4 +381,38 @@ async fn stamp(State(arrivals): State<Arrivals>, req: Request, next: Next) -> Re
         arrivals.lock().unwrap_or_else(|p| p.into_inner()).push(a);
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DurableLog;
+
+    /// The floor really keeps what it acks: every appended body is in the file, whole.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_durable_floor_keeps_every_body_it_acks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bodies.log");
+        let log = DurableLog::open(&path).unwrap();
+        let bodies: Vec<Vec<u8>> = (0..50).map(|i| format!("body {i}").into_bytes()).collect();
+        let mut acks = Vec::new();
+        for b in bodies.clone() {
+            let log = log.clone();
+            acks.push(tokio::spawn(async move { log.append(&b).await }));
+        }
+        for a in acks {
+            a.await.unwrap().unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let mut found = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            found.push(bytes[at + 4..at + 4 + len].to_vec());
+            at += 4 + len;
+        }
+        found.sort();
+        let mut want = bodies;
+        want.sort();
+        assert_eq!(found, want);
+    }
 }

@@ -156,6 +156,8 @@ struct Bench {
     bare_p99: Duration,
     /// CPU per request of the bare reference (µs).
     bare_cpu: f64,
+    /// The durable floor's requests per second.
+    floor_rate: f64,
 }
 
 async fn main(args: BenchArgs) -> anyhow::Result<()> {
@@ -188,6 +190,7 @@ async fn main(args: BenchArgs) -> anyhow::Result<()> {
         bare_rate: 0.0,
         bare_p99: Duration::ZERO,
         bare_cpu: 0.0,
+        floor_rate: 0.0,
         args,
     };
     let result = b.steps().await;
@@ -208,6 +211,7 @@ impl Bench {
     async fn steps(&mut self) -> anyhow::Result<()> {
         self.bare().await?;
         if self.wants("ingest") {
+            self.durable_floor().await?;
             self.ingest().await?;
         }
         if self.wants("e2e") || self.wants("reload") || self.wants("rule") {
@@ -252,7 +256,7 @@ impl Bench {
     /// The bare reference: HMAC check and 200, on the same stack, same load.
     async fn bare(&mut self) -> anyhow::Result<()> {
         let cancel = self.cancel.child_token();
-        let addr = load::serve_bare(&self.users, None, cancel.clone()).await?;
+        let addr = load::serve_bare(&self.users, None, None, cancel.clone()).await?;
         let shots = self.shots(1, self.args.n);
         let cpu0 = load::cpu_time();
         let r = load::drive(
@@ -287,6 +291,49 @@ impl Bench {
             None,
         ));
         self.bare_cpu = cpu.1;
+        self.rows.push(cpu.0);
+        Ok(())
+    }
+
+    /// The durable floor: the bare reference that also appends each body to a file and answers
+    /// once an fdatasync (shared by the requests waiting, like a group commit) covers it. No
+    /// gate that keeps what it acks can do less on this machine; it has no tables, no dedupe,
+    /// no events.
+    async fn durable_floor(&mut self) -> anyhow::Result<()> {
+        let dir = TempHome::new("floor")?;
+        let log = load::DurableLog::open(&dir.dir.join("bodies.log"))?;
+        let cancel = self.cancel.child_token();
+        let addr = load::serve_bare(&self.users, None, Some(log), cancel.clone()).await?;
+        let shots = self.shots(9, self.args.n);
+        let cpu0 = load::cpu_time();
+        let r = load::drive(
+            &self.client,
+            addr,
+            shots,
+            self.args.concurrency,
+            self.deadline(),
+        )
+        .await;
+        let cpu = cpu_row(
+            "floor.cpu",
+            load::cpu_time() - cpu0,
+            r.ok,
+            Some(self.bare_cpu),
+        );
+        cancel.cancel();
+        self.floor_rate = r.rate();
+        self.rows.push(row(
+            "floor.rate",
+            format!(
+                "{:.0} req/s ({} errors); p99 {:.2} ms",
+                r.rate(),
+                r.errors,
+                ms(r.pct(0.99))
+            ),
+            "reference",
+            format!("{:.2}", r.rate() / self.bare_rate.max(1e-9)),
+            None,
+        ));
         self.rows.push(cpu.0);
         Ok(())
     }
@@ -359,6 +406,18 @@ impl Bench {
             Some(r.pct(0.99) < Duration::from_millis(20)),
         ));
         self.rows.push(cpu);
+        if self.floor_rate > 0.0 {
+            self.rows.push(row(
+                "ingest.floor",
+                format!(
+                    "{:.2} x the durable floor's rate",
+                    r.rate() / self.floor_rate
+                ),
+                "(no target)",
+                format!("{ratio:.2}"),
+                None,
+            ));
+        }
         Ok(())
     }
 
