@@ -51,10 +51,7 @@ pub(super) fn append(
     action: &str,
     details: &Value,
 ) -> rusqlite::Result<()> {
-    let last: Option<(i64, String)> = conn
-        .prepare_cached("SELECT seq, hash FROM audit_head WHERE user = ?1")?
-        .query_row([user], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let last = super::tx_cache::audit_head(conn, user)?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
@@ -66,12 +63,7 @@ pub(super) fn append(
         "INSERT INTO audit (user, seq, at, action, details, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![user, seq, at, action, details, prev, hash])?;
-    conn.prepare_cached(
-        "INSERT INTO audit_head (user, seq, hash) VALUES (?1, ?2, ?3)
-         ON CONFLICT (user) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
-    )?
-    .execute(params![user, seq, hash])?;
-    Ok(())
+    super::tx_cache::set_audit_head(conn, user, seq, &hash)
 }
 
 impl Store {

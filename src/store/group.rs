@@ -340,12 +340,20 @@ fn attempt(
             return Err(why);
         }
     };
+    // The change number and audit heads are moved in memory and written once, below.
+    let _counters = super::tx_cache::begin();
     for job in jobs.iter_mut() {
-        if !job.run(&tx, isolated) && !isolated {
-            // Dropping the transaction rolls it back.
-            return Ok(false);
+        let before = isolated.then(super::tx_cache::snapshot).flatten();
+        if !job.run(&tx, isolated) {
+            if !isolated {
+                // Dropping the transaction rolls it back.
+                return Ok(false);
+            }
+            // Its savepoint is rolled back: so is what it took of the counters.
+            super::tx_cache::restore(before);
         }
     }
+    super::tx_cache::flush(&tx).map_err(|e| e.to_string())?;
     tx.commit().map_err(|e| e.to_string())?;
     Ok(true)
 }
@@ -400,6 +408,61 @@ mod tests {
         assert_eq!(rd.recv().unwrap().unwrap(), 1);
         // Run twice, committed once each.
         assert_eq!(values(&store), vec![1, 2, 3]);
+    }
+
+    /// A write that takes a change number and appends an audit entry for `u`, then inserts `v`
+    /// (which fails on a duplicate, after the counters moved).
+    fn counted(v: i64) -> (Job, Receiver<Result<i64, StoreError>>) {
+        let (send, recv) = mpsc::channel();
+        let j = job(
+            move |tx| {
+                let rev = super::super::next_rev(tx)?;
+                super::super::audit::append(tx, "u", "test", &serde_json::json!({"v": v}))?;
+                tx.execute("INSERT INTO t (v) VALUES (?1)", [v])?;
+                Ok(rev)
+            },
+            move |r| send.send(r).unwrap(),
+        );
+        (j, recv)
+    }
+
+    #[test]
+    fn counters_moved_in_memory_are_written_once_and_a_failed_write_gives_its_share_back() {
+        let (_dir, store) = store();
+        let (a, ra) = counted(1);
+        let (b, rb) = counted(1); // fails: its rev and audit entry are given back
+        let (c, rc) = counted(2);
+        run_batch(&mut store.conn.lock().unwrap(), vec![a, b, c]);
+        let (ra, rc) = (ra.recv().unwrap().unwrap(), rc.recv().unwrap().unwrap());
+        assert!(rb.recv().unwrap().is_err());
+        assert_eq!(
+            rc,
+            ra + 1,
+            "the failed write's change number was given back"
+        );
+        let n: i64 = store
+            .with(|c| c.query_row("SELECT n FROM change_seq", [], |r| r.get(0)))
+            .unwrap();
+        assert_eq!(n, rc, "the last change number is in the table");
+        let report = store.audit_verify(Some("u")).unwrap();
+        assert_eq!(report[0].entries, 2, "{report:?}");
+        assert!(report[0].problems.is_empty(), "{report:?}");
+        // A later write, outside any batch, goes on from the table.
+        let (d, rd) = counted(3);
+        run_batch(&mut store.conn.lock().unwrap(), vec![d]);
+        assert_eq!(rd.recv().unwrap().unwrap(), rc + 1);
+        let rev = store.with(|c| super::super::next_rev(c)).unwrap();
+        assert_eq!(
+            rev,
+            rc + 2,
+            "outside a transaction of the writer, the table moves at once"
+        );
+        let report = store.audit_verify(Some("u")).unwrap();
+        assert_eq!(
+            (report[0].entries, report[0].problems.len()),
+            (3, 0),
+            "{report:?}"
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod groups;
 mod pending;
 mod schema;
 mod status;
+mod tx_cache;
 
 pub use audit::{AuditEntry, ChainReport, GATE};
 pub use claims::SendCheck;
@@ -1528,8 +1529,7 @@ pub(super) fn token_invalid_in(
 /// The next change number, for a message or contact row about to be written (incremental
 /// exports take the rows whose `rev` is above their watermark).
 pub(super) fn next_rev(conn: &Connection) -> rusqlite::Result<i64> {
-    conn.prepare_cached("UPDATE change_seq SET n = n + 1 RETURNING n")?
-        .query_row([], |r| r.get(0))
+    tx_cache::next_rev(conn)
 }
 
 /// The rank of a delivery status: a status only ever moves to a higher rank.
