@@ -1,5 +1,6 @@
-//! `wagate bench` at a tiny size: every figure is printed and the command succeeds. A smoke
-//! test of the bench code only; no speed is asserted (CI machines are not benchmarks).
+//! `wagate bench` at a tiny size, twice (`--repeat 2`): every figure is printed, with the range
+//! of its runs, and the command succeeds. A smoke test of the bench code only; no speed is
+//! asserted (CI machines are not benchmarks).
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -47,6 +48,8 @@ async fn bench_prints_every_figure_at_a_tiny_size() {
         "400",
         "--max-secs",
         "30",
+        "--repeat",
+        "2",
     ])
     .env_remove("WAGATE_CONFIG")
     .stdin(Stdio::null())
@@ -69,6 +72,10 @@ async fn bench_prints_every_figure_at_a_tiny_size() {
             .unwrap_or_else(|| panic!("no `{key}` line in:\n{stdout}"));
         let value = line[key.len()..].trim();
         assert!(!value.is_empty(), "`{key}` has no value: {line}");
+        assert!(
+            value.contains("[2 runs: "),
+            "`{key}` gives the range of its two runs: {line}"
+        );
     }
     // Every load was answered in full: a run that lost requests would be a broken bench.
     for key in ["ingest.rate", "bare.rate", "floor.rate", "e2e.rate"] {

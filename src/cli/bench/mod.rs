@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// The paced load of the end-to-end latency figure (messages/s).
     #[arg(long, default_value_t = 5000.0)]
     paced_rate: f64,
+    /// Runs of every step: each figure printed is the median run's (by the figure's main
+    /// number), with the range over all runs beside it.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=20))]
+    repeat: u16,
     /// Longest any one load run may take (seconds).
     #[arg(long, default_value_t = 120)]
     max_secs: u64,
@@ -193,10 +197,65 @@ async fn main(args: BenchArgs) -> anyhow::Result<()> {
         floor_rate: 0.0,
         args,
     };
-    let result = b.steps().await;
-    print_table(&b.rows);
+    let mut runs = Vec::new();
+    let mut result = Ok(());
+    for i in 0..b.args.repeat {
+        if b.args.repeat > 1 {
+            eprintln!("bench: run {} of {}", i + 1, b.args.repeat);
+        }
+        result = b.steps().await;
+        runs.push(std::mem::take(&mut b.rows));
+        if result.is_err() {
+            break;
+        }
+    }
+    print_table(&medians(runs));
     cancel.cancel();
     result
+}
+
+/// The main number of a figure: the p99 of a latency (a value starting with its p50), else
+/// the first number of its value.
+fn main_number(value: &str) -> Option<f64> {
+    let from = match value.find("p99 ") {
+        Some(i) if value.starts_with("p50 ") => &value[i + 4..],
+        _ => value,
+    };
+    from.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .find(|s| !s.is_empty())
+        .and_then(|s| s.parse().ok())
+}
+
+/// One row per figure: with one run, its rows; with several, the median run's row of each
+/// figure (by [`main_number`]), its value followed by the range over the runs.
+fn medians(mut runs: Vec<Vec<Row>>) -> Vec<Row> {
+    if runs.len() < 2 {
+        return runs.pop().unwrap_or_default();
+    }
+    let n = runs.len();
+    let keys: Vec<&'static str> = runs[0].iter().map(|r| r.key).collect();
+    let mut out = Vec::new();
+    for key in keys {
+        let mut rows: Vec<Row> = runs
+            .iter_mut()
+            .filter_map(|run| {
+                let i = run.iter().position(|r| r.key == key)?;
+                Some(run.remove(i))
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            let (a, b) = (main_number(&a.value), main_number(&b.value));
+            a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal)
+        });
+        let numbers: Vec<f64> = rows.iter().filter_map(|r| main_number(&r.value)).collect();
+        let mid = rows.len() / 2;
+        let mut median = rows.swap_remove(mid);
+        if let (Some(lo), Some(hi)) = (numbers.first(), numbers.last()) {
+            median.value = format!("{} [{n} runs: {lo}-{hi}]", median.value);
+        }
+        out.push(median);
+    }
+    out
 }
 
 impl Bench {
@@ -569,5 +628,43 @@ fn print_table(rows: &[Row]) {
             "{:<14} {:<62} {:<22} {:<10} {met}",
             r.key, r.value, r.target, r.ratio
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(key: &'static str, value: &str) -> Row {
+        row(key, value.to_string(), "t", "1.00".into(), None)
+    }
+
+    #[test]
+    fn several_runs_print_each_figure_of_the_median_run_with_the_range() {
+        let runs = vec![
+            vec![
+                r("a.rate", "300 req/s"),
+                r("a.ack", "p50 1.0 p90 2 p99 9.5 ms"),
+            ],
+            vec![
+                r("a.rate", "100 req/s"),
+                r("a.ack", "p50 3.0 p90 4 p99 3.5 ms"),
+            ],
+            vec![
+                r("a.rate", "200 req/s"),
+                r("a.ack", "p50 2.0 p90 3 p99 5.5 ms"),
+            ],
+        ];
+        let rows = medians(runs);
+        let values: Vec<&str> = rows.iter().map(|r| r.value.as_str()).collect();
+        assert_eq!(
+            values,
+            [
+                "200 req/s [3 runs: 100-300]",
+                "p50 2.0 p90 3 p99 5.5 ms [3 runs: 3.5-9.5]"
+            ]
+        );
+        let one = medians(vec![vec![r("a.rate", "7 req/s")]]);
+        assert_eq!(one[0].value, "7 req/s", "one run is printed as it is");
     }
 }
