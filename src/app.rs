@@ -352,6 +352,7 @@ pub async fn start(
         },
         max_in_flight: 64,
         uploads: Default::default(),
+        rejected: Default::default(),
     };
     tracker.spawn(sender.run(cancel.clone()));
     if let Some(section) = &home.gate.file.backup {

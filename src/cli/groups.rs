@@ -401,6 +401,7 @@ async fn send(
         limits: Limits::default(),
         max_in_flight: 1,
         uploads: Default::default(),
+        rejected: Default::default(),
     };
     let mut row = sender.send_now(user, id).await?;
     // A running gate may have claimed it first: its outcome shows in the store.

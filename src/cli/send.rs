@@ -121,6 +121,7 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
         limits: Limits::default(),
         max_in_flight: 1,
         uploads: Default::default(),
+        rejected: Default::default(),
     };
     let deadline = Instant::now() + Duration::from_secs(a.wait);
     loop {

@@ -33,6 +33,8 @@ pub struct SimRequest {
     pub status: u16,
     /// The wamid given to an accepted message.
     pub wamid: Option<String>,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// A planned answer for the next request, instead of the normal one.
@@ -269,6 +271,7 @@ async fn messages(
         body: parsed,
         status,
         wamid,
+        at: std::time::Instant::now(),
     });
     sim.inner.received.notify_waiters();
     if !delay.is_zero() {
@@ -512,6 +515,7 @@ fn record_call(sim: &Simulator, version: String, what: Value, status: u16) {
         body: what,
         status,
         wamid: None,
+        at: std::time::Instant::now(),
     });
     sim.inner.received.notify_waiters();
 }
@@ -687,6 +691,7 @@ async fn upload_media(
         body: record,
         status,
         wamid: None,
+        at: std::time::Instant::now(),
     });
     sim.inner.received.notify_waiters();
     if let Some(r) = refused {

@@ -92,6 +92,29 @@ impl Limiter {
         rates: &Rates,
         now: Instant,
     ) -> Result<(), Held> {
+        self.ready(number, recipient, rates, now, true)
+    }
+
+    /// As [`Limiter::take`], taking nothing even when a token is there: whether a message
+    /// could go now.
+    pub fn check(
+        &mut self,
+        number: &str,
+        recipient: &str,
+        rates: &Rates,
+        now: Instant,
+    ) -> Result<(), Held> {
+        self.ready(number, recipient, rates, now, false)
+    }
+
+    fn ready(
+        &mut self,
+        number: &str,
+        recipient: &str,
+        rates: &Rates,
+        now: Instant,
+        take: bool,
+    ) -> Result<(), Held> {
         let nb = self.numbers.entry(number.to_string()).or_insert_with(|| {
             Bucket::new(rates.per_second.max(1.0), rates.per_second.max(0.001), now)
         });
@@ -108,8 +131,10 @@ impl Limiter {
         if !wait.is_zero() {
             return Err(Held::Recipient(wait));
         }
-        nb.tokens -= 1.0;
-        rb.tokens -= 1.0;
+        if take {
+            nb.tokens -= 1.0;
+            rb.tokens -= 1.0;
+        }
         Ok(())
     }
 
@@ -181,6 +206,22 @@ mod tests {
             t >= Duration::from_secs(18) && t < Duration::from_millis(18_100),
             "{t:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_check_takes_nothing() {
+        let mut l = Limiter::default();
+        let r = Rates {
+            per_second: 2.0,
+            ..Rates::default()
+        };
+        let now = Instant::now();
+        for _ in 0..5 {
+            assert_eq!(l.check("111", "a", &r, now), Ok(()));
+        }
+        assert_eq!(l.take("111", "a", &r, now), Ok(()));
+        assert_eq!(l.take("111", "b", &r, now), Ok(()));
+        assert!(matches!(l.check("111", "c", &r, now), Err(Held::Number(_))));
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,7 +36,13 @@ pub struct Sender {
     pub max_in_flight: usize,
     /// Local files already uploaded: media ids by (user, sha256 of the content).
     pub uploads: Uploads,
+    /// Tokens Graph rejected while this sender ran: by user, (fingerprint, why). Rows claimed
+    /// before the rejection was recorded are refused without a call.
+    pub rejected: Rejected,
 }
+
+/// See [`Sender::rejected`].
+pub type Rejected = Arc<Mutex<HashMap<String, (String, String)>>>;
 
 /// Media ids of uploaded files by (user, sha256), with when they were uploaded. Uploads hold
 /// the lock, so a bulk send of one file uploads it once.
@@ -189,13 +195,14 @@ impl Sender {
                     recipient_burst: f64::from(u.config.recipient_burst),
                     recipient_every: u.config.recipient_every,
                 };
-                let taken = lock(limiter).take(
+                // Whether it could go now; the tokens are taken at its call (see `paced`).
+                let ready = lock(limiter).check(
                     &u.config.phone_number_id,
                     &recipient,
                     &rates,
                     tokio::time::Instant::now(),
                 );
-                match taken {
+                match ready {
                     Ok(()) => {}
                     Err(Held::Number(d)) => {
                         hold = Some(d);
@@ -253,13 +260,19 @@ impl Sender {
                 continue;
             };
             let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
-            let (calls, cancel) = (permits.calls.clone(), cancel.clone());
+            let (calls, cancel, limiter) = (permits.calls.clone(), cancel.clone(), limiter.clone());
             tasks.spawn(async move {
-                // A claimed row waits here for one of the calls at once; if the gate stops
-                // first, it goes back to the queue unsent.
+                // A claimed row waits here for one of the calls at once, then for its number's
+                // and recipient's rate; if the gate stops first, it goes back to the queue
+                // unsent.
                 let call = tokio::select! {
-                    call = calls.acquire_owned() => call.ok(),
+                    biased;
                     _ = cancel.cancelled() => None,
+                    call = calls.acquire_owned() => call.ok(),
+                };
+                let call = match call {
+                    Some(call) => this.paced(&limiter, &row, &cancel).await.then_some(call),
+                    None => None,
                 };
                 match call {
                     Some(call) => {
@@ -279,6 +292,55 @@ impl Sender {
             started += 1;
         }
         (started, left, hold)
+    }
+
+    /// Waits until the row's number and recipient may take one more message, and takes it:
+    /// the rate limits are charged at the call, not at the claim, so rows that waited for a
+    /// call slot (Graph was slow) do not then go out above the number's rate. False if the
+    /// gate stopped first.
+    async fn paced(
+        &self,
+        limiter: &Arc<Mutex<Limiter>>,
+        row: &OutboxRow,
+        cancel: &CancellationToken,
+    ) -> bool {
+        let Some(u) = self.users.get(&row.user) else {
+            return true; // not sent: `send_checked` says why
+        };
+        let rates = limit::Rates {
+            per_second: u.config.rate_limit,
+            recipient_burst: f64::from(u.config.recipient_burst),
+            recipient_every: u.config.recipient_every,
+        };
+        // Each wait ends when a token has come back, so a handful of turns is the most a row
+        // takes; the bound only keeps the loop finite.
+        for _ in 0..10_000 {
+            let taken = lock(limiter).take(
+                &u.config.phone_number_id,
+                &row.recipient,
+                &rates,
+                tokio::time::Instant::now(),
+            );
+            let wait = match taken {
+                Ok(()) => return true,
+                Err(Held::Number(d)) | Err(Held::Recipient(d)) => d,
+            };
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        true
+    }
+
+    /// Remembers a token Graph rejected, before the call's slot serves another row: rows
+    /// claimed before the rejection reached the store are then refused without a call.
+    fn note_rejected(&self, user: &UserRuntime, row: &OutboxRow, e: &GraphError) {
+        if matches!(policy::classify(e), Verdict::TokenInvalid) {
+            let fp = fingerprint(user.creds().access_token.expose());
+            lock(&self.rejected).insert(row.user.clone(), (fp, policy::reason(e)));
+        }
     }
 
     /// Sends one claimed row and records the outcome (sent, retry, failed).
@@ -330,6 +392,9 @@ impl Sender {
                     &row.body,
                 )
                 .await;
+            if let Err(e) = &result {
+                self.note_rejected(&user, &row, e);
+            }
             drop(slot.take());
             let recorded = match result {
                 Ok(()) => self.store.call(move |s| s.mark_read_sent(&row)).await,
@@ -348,6 +413,9 @@ impl Sender {
                 &row.body,
             )
             .await;
+        if let Err(e) = &result {
+            self.note_rejected(&user, &row, e);
+        }
         drop(slot.take());
         let recorded = match result {
             Ok(acc) => {
@@ -425,7 +493,16 @@ impl Sender {
             Some(c) => c,
             None => self.look_before_sending(user, row).await,
         };
-        let (invalid, last) = (check.token_invalid, check.last_inbound);
+        let (mut invalid, last) = (check.token_invalid, check.last_inbound);
+        if invalid.is_none() {
+            // Rejected since this row's claim read the store.
+            let rejected = lock(&self.rejected).get(&row.user).cloned();
+            if let Some((fp, why)) = rejected
+                && fp == fingerprint(user.creds().access_token.expose())
+            {
+                invalid = Some(why);
+            }
+        }
         if let Some(why) = invalid {
             return Some(Refusal::Now(format!(
                 "not sent: Graph rejected this user's access token ({why}); set new credentials with `wagate creds set {}`",
@@ -505,6 +582,7 @@ impl Sender {
                     fingerprint(user.creds().access_token.expose()),
                     reason.clone(),
                 );
+
                 self.store
                     .call(move |s| s.mark_token_invalid(&u, &fp, &why))
                     .await?;

@@ -199,3 +199,91 @@ async fn claims_run_ahead_of_calls_which_stay_bounded_and_a_stop_gives_waiting_r
     assert_eq!(to.len(), N, "every contact answered once");
     tg.shutdown().await;
 }
+
+/// The number's rate is charged at each call, not at the claim: while Graph holds every call
+/// slot, the rows claimed meanwhile do not go out in a burst above the rate once it answers.
+/// With `rate_limit: 100` (a bucket of 100), no half second holds more than 100 + 50 calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_that_waited_for_a_call_slot_still_go_out_at_the_numbers_rate() {
+    const N: usize = 256;
+    const RATE: usize = 100;
+    let mut tg = TestGate::start().await;
+    let olga = tg.dir.path().join("users/olga.yaml");
+    let yaml = std::fs::read_to_string(&olga).unwrap();
+    std::fs::write(&olga, format!("{yaml}rate_limit: {RATE}\n")).unwrap();
+    tg.restart().await;
+    // Graph holds the first 64 calls (every call slot) for 2 s.
+    for _ in 0..64 {
+        tg.fake.push_fault(Fault::delay(Duration::from_secs(2)));
+    }
+    for i in 0..N {
+        let body = text_webhook(
+            OLGA,
+            &format!("3362{i:07}"),
+            "C",
+            &format!("wamid.RATE{i:03}"),
+            "hi",
+        );
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    let rows = settled(&tg, "olga").await;
+    assert_eq!(rows.len(), N);
+    assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
+    let mut at: Vec<std::time::Instant> = tg.fake.requests().iter().map(|r| r.at).collect();
+    assert_eq!(at.len(), N, "one call per row");
+    at.sort();
+    let window = Duration::from_millis(500);
+    let most = (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < window).count())
+        .max()
+        .unwrap_or(0);
+    // A token is taken right before each call; 10 more for the time a call takes to arrive.
+    assert!(
+        most <= RATE + RATE / 2 + 10,
+        "{most} calls in one half second, above the number's rate"
+    );
+    tg.shutdown().await;
+}
+
+/// A token Graph rejects (code 190) stops the rows already claimed with it: the row that
+/// waited for a call slot while the rejection came back is refused without a call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_claimed_before_a_token_rejection_are_refused_without_a_call() {
+    const CALLS: usize = 64;
+    let tg = TestGate::start().await;
+    // Every call slot is held; the first answers first, with 190.
+    let mut rejected = Fault::graph(401, 190, "Error validating access token");
+    rejected.delay = Duration::from_millis(500);
+    tg.fake.push_fault(rejected);
+    for _ in 1..CALLS {
+        tg.fake
+            .push_fault(Fault::delay(Duration::from_millis(1500)));
+    }
+    for i in 0..=CALLS {
+        let body = text_webhook(
+            OLGA,
+            &format!("3363{i:07}"),
+            "C",
+            &format!("wamid.TOK{i:03}"),
+            "hi",
+        );
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    let rows = settled(&tg, "olga").await;
+    assert_eq!(
+        tg.fake.requests().len(),
+        CALLS,
+        "no call after the rejection"
+    );
+    let refused: Vec<_> = rows
+        .iter()
+        .filter(|r| r.state == "failed" && r.attempts <= 1)
+        .filter(|r| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("rejected this user's access token"))
+        })
+        .collect();
+    assert_eq!(refused.len(), 1, "the waiting row is refused: {rows:?}");
+    tg.shutdown().await;
+}
