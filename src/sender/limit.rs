@@ -95,19 +95,10 @@ impl Limiter {
         self.ready(number, recipient, rates, now, true)
     }
 
-    /// As [`Limiter::take`], taking nothing even when a token is there: whether a message
-    /// could go now.
-    pub fn check(
-        &mut self,
-        number: &str,
-        recipient: &str,
-        rates: &Rates,
-        now: Instant,
-    ) -> Result<(), Held> {
-        self.ready(number, recipient, rates, now, false)
-    }
-
-    fn ready(
+    /// Whether one message from `number` to `recipient` could go at `now` (else how long to
+    /// wait and why); with `take`, it takes the tokens when it can ([`Limiter::take`]), and
+    /// without, it only looks.
+    pub fn ready(
         &mut self,
         number: &str,
         recipient: &str,
@@ -208,30 +199,34 @@ mod tests {
         );
     }
 
+    /// A new limiter, `rates`, and the (paused) time now.
+    fn fresh(rates: Rates) -> (Limiter, Rates, Instant) {
+        (Limiter::default(), rates, Instant::now())
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_check_takes_nothing() {
-        let mut l = Limiter::default();
-        let r = Rates {
+        let (mut l, r, now) = fresh(Rates {
             per_second: 2.0,
             ..Rates::default()
-        };
-        let now = Instant::now();
+        });
         for _ in 0..5 {
-            assert_eq!(l.check("111", "a", &r, now), Ok(()));
+            assert_eq!(l.ready("111", "a", &r, now, false), Ok(()));
         }
         assert_eq!(l.take("111", "a", &r, now), Ok(()));
         assert_eq!(l.take("111", "b", &r, now), Ok(()));
-        assert!(matches!(l.check("111", "c", &r, now), Err(Held::Number(_))));
+        assert!(matches!(
+            l.ready("111", "c", &r, now, false),
+            Err(Held::Number(_))
+        ));
     }
 
     #[tokio::test(start_paused = true)]
     async fn pacing_one_recipient_does_not_hold_others() {
-        let mut l = Limiter::default();
-        let r = Rates {
+        let (mut l, r, now) = fresh(Rates {
             recipient_burst: 1.0,
             ..Rates::default()
-        };
-        let now = Instant::now();
+        });
         assert_eq!(l.take("111", "a", &r, now), Ok(()));
         assert!(
             matches!(l.take("111", "a", &r, now), Err(Held::Recipient(d)) if d == Duration::from_secs(6))

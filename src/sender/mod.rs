@@ -196,11 +196,12 @@ impl Sender {
                     recipient_every: u.config.recipient_every,
                 };
                 // Whether it could go now; the tokens are taken at its call (see `paced`).
-                let ready = lock(limiter).check(
+                let ready = lock(limiter).ready(
                     &u.config.phone_number_id,
                     &recipient,
                     &rates,
                     tokio::time::Instant::now(),
+                    false,
                 );
                 match ready {
                     Ok(()) => {}

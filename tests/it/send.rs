@@ -115,6 +115,20 @@ async fn free_form_to_a_contact_outside_the_window_is_refused_before_any_call() 
     tg.shutdown().await;
 }
 
+/// `n` text messages to Olga, each from its own contact (`from` followed by its number).
+async fn post_texts(tg: &TestGate, n: usize, from: &str) {
+    for i in 0..n {
+        let body = text_webhook(
+            OLGA,
+            &format!("{from}{i:07}"),
+            "C",
+            &format!("wamid.{from}.{i}"),
+            "hi",
+        );
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+}
+
 /// More replies than Graph calls at once (64): the sender claims rows ahead of its calls, but
 /// never has more than 64 calls on the wire. A stop gives the claimed rows still waiting for a
 /// call back to the queue, unsent and with no attempt counted; the next start sends them, and
@@ -128,16 +142,7 @@ async fn claims_run_ahead_of_calls_which_stay_bounded_and_a_stop_gives_waiting_r
     for _ in 0..N {
         tg.fake.push_fault(Fault::delay(HELD));
     }
-    for i in 0..N {
-        let body = text_webhook(
-            OLGA,
-            &format!("3361{i:07}"),
-            "C",
-            &format!("wamid.SLOT{i:03}"),
-            "hi",
-        );
-        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
-    }
+    post_texts(&tg, N, "3361").await;
     let first = tg.fake.wait_for(1, Duration::from_secs(20)).await;
     assert!(!first.is_empty(), "no call reached Graph");
     let first_at = std::time::Instant::now();
@@ -216,16 +221,7 @@ async fn rows_that_waited_for_a_call_slot_still_go_out_at_the_numbers_rate() {
     for _ in 0..64 {
         tg.fake.push_fault(Fault::delay(Duration::from_secs(2)));
     }
-    for i in 0..N {
-        let body = text_webhook(
-            OLGA,
-            &format!("3362{i:07}"),
-            "C",
-            &format!("wamid.RATE{i:03}"),
-            "hi",
-        );
-        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
-    }
+    post_texts(&tg, N, "3362").await;
     let rows = settled(&tg, "olga").await;
     assert_eq!(rows.len(), N);
     assert!(rows.iter().all(|r| r.state == "sent"), "{rows:?}");
@@ -259,16 +255,7 @@ async fn rows_claimed_before_a_token_rejection_are_refused_without_a_call() {
         tg.fake
             .push_fault(Fault::delay(Duration::from_millis(1500)));
     }
-    for i in 0..=CALLS {
-        let body = text_webhook(
-            OLGA,
-            &format!("3363{i:07}"),
-            "C",
-            &format!("wamid.TOK{i:03}"),
-            "hi",
-        );
-        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
-    }
+    post_texts(&tg, CALLS + 1, "3363").await;
     let rows = settled(&tg, "olga").await;
     assert_eq!(
         tg.fake.requests().len(),

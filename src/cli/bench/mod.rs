@@ -312,11 +312,16 @@ impl Bench {
         )
     }
 
-    /// The bare reference: HMAC check and 200, on the same stack, same load.
-    async fn bare(&mut self) -> anyhow::Result<()> {
+    /// One load run (contacts tagged `run`) on a bare reference (`durable`: the floor's);
+    /// what it did and the CPU it took.
+    async fn reference(
+        &self,
+        durable: Option<Arc<load::DurableLog>>,
+        run: u32,
+    ) -> anyhow::Result<(load::LoadResult, Duration)> {
         let cancel = self.cancel.child_token();
-        let addr = load::serve_bare(&self.users, None, None, cancel.clone()).await?;
-        let shots = self.shots(1, self.args.n);
+        let addr = load::serve_bare(&self.users, None, durable, cancel.clone()).await?;
+        let shots = self.shots(run, self.args.n);
         let cpu0 = load::cpu_time();
         let r = load::drive(
             &self.client,
@@ -326,8 +331,15 @@ impl Bench {
             self.deadline(),
         )
         .await;
-        let cpu = cpu_row("bare.cpu", load::cpu_time() - cpu0, r.ok, None);
+        let cpu = load::cpu_time() - cpu0;
         cancel.cancel();
+        Ok((r, cpu))
+    }
+
+    /// The bare reference: HMAC check and 200, on the same stack, same load.
+    async fn bare(&mut self) -> anyhow::Result<()> {
+        let (r, cpu) = self.reference(None, 1).await?;
+        let cpu = cpu_row("bare.cpu", cpu, r.ok, None);
         self.bare_rate = r.rate();
         self.bare_p99 = r.pct(0.99);
         self.rows.push(row(
@@ -361,25 +373,8 @@ impl Bench {
     async fn durable_floor(&mut self) -> anyhow::Result<()> {
         let dir = TempHome::new("floor")?;
         let log = load::DurableLog::open(&dir.dir.join("bodies.log"))?;
-        let cancel = self.cancel.child_token();
-        let addr = load::serve_bare(&self.users, None, Some(log), cancel.clone()).await?;
-        let shots = self.shots(9, self.args.n);
-        let cpu0 = load::cpu_time();
-        let r = load::drive(
-            &self.client,
-            addr,
-            shots,
-            self.args.concurrency,
-            self.deadline(),
-        )
-        .await;
-        let cpu = cpu_row(
-            "floor.cpu",
-            load::cpu_time() - cpu0,
-            r.ok,
-            Some(self.bare_cpu),
-        );
-        cancel.cancel();
+        let (r, cpu) = self.reference(Some(log), 9).await?;
+        let cpu = cpu_row("floor.cpu", cpu, r.ok, Some(self.bare_cpu));
         self.floor_rate = r.rate();
         self.rows.push(row(
             "floor.rate",
