@@ -194,8 +194,11 @@ async fn metrics_count_webhooks_runs_sends_and_token_expiry_and_logs_are_json() 
         let (client, url) = (client.clone(), bin.url("/metrics"));
         async move {
             let m = scrape(&client, &url, true).await;
-            m.contains_key("wagate_sends_total{code=\"131026\",outcome=\"failed\",user=\"olga\"}")
-                .then_some(m)
+            // The counter moves as Graph answers, the outbox once the answer is recorded.
+            (m.contains_key("wagate_sends_total{code=\"131026\",outcome=\"failed\",user=\"olga\"}")
+                && m.get("wagate_outbox_depth{state=\"failed\",user=\"olga\"}") == Some(&1.0)
+                && m.get("wagate_outbox_depth{state=\"sent\",user=\"olga\"}") == Some(&2.0))
+            .then_some(m)
         }
     })
     .await;
