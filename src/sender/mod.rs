@@ -94,6 +94,15 @@ impl Drop for Slot {
     }
 }
 
+/// A user's rate limits, as its file sets them.
+fn rates_of(u: &UserRuntime) -> limit::Rates {
+    limit::Rates {
+        per_second: u.config.rate_limit,
+        recipient_burst: f64::from(u.config.recipient_burst),
+        recipient_every: u.config.recipient_every,
+    }
+}
+
 /// The row must not be sent: why.
 enum Refusal {
     Now(String),
@@ -112,7 +121,7 @@ impl Sender {
         }
         let limiter = Arc::new(Mutex::new(Limiter::default()));
         let busy: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
-        let permits = Slots {
+        let slots = Slots {
             calls: Arc::new(Semaphore::new(self.max_in_flight.max(1))),
             claims: Arc::new(Semaphore::new(self.max_in_flight.max(1) * CLAIMED_PER_CALL)),
         };
@@ -127,7 +136,7 @@ impl Sender {
         while !cancel.is_cancelled() {
             if look {
                 let (started, left, hold) = self
-                    .start_due(&limiter, &busy, &permits, &done, &tasks, &cancel)
+                    .start_due(&limiter, &busy, &slots, &done, &tasks, &cancel)
                     .await;
                 look = left;
                 if started > 0 && look {
@@ -159,14 +168,14 @@ impl Sender {
         &self,
         limiter: &Arc<Mutex<Limiter>>,
         busy: &Arc<Mutex<HashSet<(String, String)>>>,
-        permits: &Slots,
+        slots: &Slots,
         done: &Arc<Notify>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
     ) -> (usize, bool, Option<Duration>) {
         // Enough to fill the free slots, with room for rows whose recipient is busy: a look
         // at more would be read again at the next turn.
-        let limit = (permits.claims.available_permits() * 2 + 32).min(512);
+        let limit = (slots.claims.available_permits() * 2 + 32).min(512);
         let due = self
             .store
             .call(move |s| s.due_outbox(now_ms(), limit))
@@ -190,16 +199,11 @@ impl Sender {
                 continue; // one at a time per recipient, in order
             }
             if let Some(u) = self.users.get(&user) {
-                let rates = limit::Rates {
-                    per_second: u.config.rate_limit,
-                    recipient_burst: f64::from(u.config.recipient_burst),
-                    recipient_every: u.config.recipient_every,
-                };
                 // Whether it could go now; the tokens are taken at its call (see `paced`).
                 let ready = lock(limiter).ready(
                     &u.config.phone_number_id,
                     &recipient,
-                    &rates,
+                    &rates_of(u),
                     tokio::time::Instant::now(),
                     false,
                 );
@@ -218,13 +222,13 @@ impl Sender {
             }
             // As many claimed at once as may wait for a call: send what is claimed so far, or
             // wait for a claim to end.
-            let permit = match permits.claims.clone().try_acquire_owned() {
+            let permit = match slots.claims.clone().try_acquire_owned() {
                 Ok(p) => p,
                 Err(_) if !batch.is_empty() => {
                     left = true;
                     break;
                 }
-                Err(_) => match permits.claims.clone().acquire_owned().await {
+                Err(_) => match slots.claims.clone().acquire_owned().await {
                     Ok(p) => p,
                     Err(_) => break,
                 },
@@ -261,7 +265,7 @@ impl Sender {
                 continue;
             };
             let (this, busy, done) = (self.clone(), busy.clone(), done.clone());
-            let (calls, cancel, limiter) = (permits.calls.clone(), cancel.clone(), limiter.clone());
+            let (calls, cancel, limiter) = (slots.calls.clone(), cancel.clone(), limiter.clone());
             tasks.spawn(async move {
                 // A claimed row waits here for one of the calls at once, then for its number's
                 // and recipient's rate; if the gate stops first, it goes back to the queue
@@ -308,11 +312,7 @@ impl Sender {
         let Some(u) = self.users.get(&row.user) else {
             return true; // not sent: `send_checked` says why
         };
-        let rates = limit::Rates {
-            per_second: u.config.rate_limit,
-            recipient_burst: f64::from(u.config.recipient_burst),
-            recipient_every: u.config.recipient_every,
-        };
+        let rates = rates_of(u);
         // Each wait ends when a token has come back, so a handful of turns is the most a row
         // takes; the bound only keeps the loop finite.
         for _ in 0..10_000 {
@@ -583,7 +583,6 @@ impl Sender {
                     fingerprint(user.creds().access_token.expose()),
                     reason.clone(),
                 );
-
                 self.store
                     .call(move |s| s.mark_token_invalid(&u, &fp, &why))
                     .await?;

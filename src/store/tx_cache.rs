@@ -15,9 +15,8 @@ use std::collections::HashMap;
 /// The counters as this transaction has moved them.
 #[derive(Clone, Default)]
 pub(super) struct Counters {
-    /// The last change number handed out, once read.
+    /// The last change number handed out, once one was.
     rev: Option<i64>,
-    rev_moved: bool,
     /// Each user's (seq, hash) of the last audit entry, once read (`None`: no entry yet).
     heads: HashMap<String, Option<(i64, String)>>,
     heads_moved: Vec<String>,
@@ -56,10 +55,11 @@ pub(super) fn restore(snap: Option<Counters>) {
 
 /// Writes the moved counters, in the transaction, before its commit.
 pub(super) fn flush(conn: &Connection) -> rusqlite::Result<()> {
-    let Some(c) = ACTIVE.with(|a| a.borrow().clone()) else {
+    // Taken: the transaction ends right after (its scope would drop them anyway).
+    let Some(c) = ACTIVE.with(|a| a.borrow_mut().take()) else {
         return Ok(());
     };
-    if let (Some(n), true) = (c.rev, c.rev_moved) {
+    if let Some(n) = c.rev {
         // Never backwards: the trigger `outbox_rev_failed` (migration 10) still moves the
         // table itself, today only outside the writer, but a job may one day fire it.
         conn.prepare_cached("UPDATE change_seq SET n = MAX(n, ?1)")?
@@ -85,7 +85,6 @@ pub(super) fn next_rev(conn: &Connection) -> rusqlite::Result<i64> {
             None => conn.query_row("SELECT n FROM change_seq", [], |r| r.get(0))?,
         };
         c.rev = Some(last + 1);
-        c.rev_moved = true;
         Ok(Some(last + 1))
     })?;
     match cached {
