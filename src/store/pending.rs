@@ -3,6 +3,10 @@
 use super::{Store, StoreError, StoredEvent};
 use serde_json::Value;
 
+/// Pending events after an id, oldest first, up to a limit.
+const LOOK: &str = "SELECT id, user, kind, contact, payload, created_at FROM events
+     WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2";
+
 impl Store {
     /// Up to `limit` events waiting for dispatch whose id is above `after`, oldest first.
     /// Events are committed in the order of their ids (one writer at a time), so reading on
@@ -13,10 +17,7 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(|conn| {
-            let mut st = conn.prepare_cached(
-                "SELECT id, user, kind, contact, payload, created_at FROM events
-                 WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2",
-            )?;
+            let mut st = conn.prepare_cached(LOOK)?;
             let rows = st.query_map(rusqlite::params![after, limit as i64], |r| {
                 let payload = r.get_ref(4)?.as_str().unwrap_or("null");
                 Ok(StoredEvent {
@@ -30,5 +31,29 @@ impl Store {
             })?;
             rows.collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::store::Store;
+    use rusqlite::StatementStatus;
+
+    /// The dispatcher looks with a new limit each time (the room it has left). Each look must
+    /// run the statement prepared once, not plan it again for the value bound to `LIMIT ?`.
+    #[test]
+    fn a_look_with_another_limit_is_not_prepared_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        for (after, limit) in [(0, 4096), (0, 17), (5, 4000), (9, 1)] {
+            store.pending_events_after(after, limit).unwrap();
+        }
+        let again = store
+            .read(|c| {
+                let st = c.prepare_cached(super::LOOK)?;
+                Ok(st.get_status(StatementStatus::RePrepare))
+            })
+            .unwrap();
+        assert_eq!(again, 0, "the look was prepared again {again} times");
     }
 }

@@ -82,7 +82,9 @@ pub(super) fn next_rev(conn: &Connection) -> rusqlite::Result<i64> {
         };
         let last = match c.rev {
             Some(n) => n,
-            None => conn.query_row("SELECT n FROM change_seq", [], |r| r.get(0))?,
+            None => conn
+                .prepare_cached("SELECT n FROM change_seq")?
+                .query_row([], |r| r.get(0))?,
         };
         c.rev = Some(last + 1);
         Ok(Some(last + 1))
