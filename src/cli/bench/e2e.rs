@@ -145,6 +145,7 @@ impl Bench {
                 let n = self.args.n.min((paced * 10.0) as usize).max(1);
                 let run = if target { 5 } else { 8 };
                 let from = self.arrived();
+                let (g0, cpu0) = (crate::store::group_commit_counts(), load::cpu_time());
                 let r = load::drive_paced(
                     &self.client,
                     gate.addr,
@@ -154,7 +155,15 @@ impl Bench {
                     self.deadline(),
                 )
                 .await;
-                let (lat, _) = self.replies(run, r.ok, &r, from).await;
+                let (lat, last) = self.replies(run, r.ok, &r, from).await;
+                let span = last.map_or(r.elapsed, |l| l.saturating_duration_since(r.base));
+                super::writer_line(key, crate::store::group_commit_counts() - g0, span);
+                eprintln!(
+                    "bench: {key}: {:.0}% of the cores busy",
+                    100.0 * (load::cpu_time() - cpu0).as_secs_f64()
+                        / span.as_secs_f64().max(1e-9)
+                        / std::thread::available_parallelism().map_or(1, |n| n.get()) as f64
+                );
                 let p99 = load::pct(&lat, 0.99);
                 self.rows.push(row(
                     key,
