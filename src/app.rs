@@ -320,6 +320,7 @@ pub async fn start(
         wake: dispatch_wake,
         sender_wake: sender_wake.clone(),
         max_parallel: home.gate.file.dispatch.max_parallel.max(1),
+        placement: Default::default(),
     };
     tracker.spawn(dispatcher.run(cancel.clone()));
     let media = MediaFetcher {

@@ -3,7 +3,7 @@
 //! idempotency keys), their traces and the event's completion in one transaction.
 //! A crash before that commit leaves the event pending; the re-run enqueues nothing twice.
 
-use crate::rules::RuleRegistry;
+use crate::rules::{RuleRegistry, RuleSet};
 use crate::runner::{self, StoreHost};
 use crate::script::ScriptEngine;
 use crate::store::{Effects, NewOutbound, Store, StoredEvent};
@@ -11,7 +11,7 @@ use crate::users::Users;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,6 +35,68 @@ pub struct Dispatcher {
     pub max_parallel: usize,
     /// Events being run right now (observable by status pages and tests).
     pub runs_in_flight: Arc<AtomicUsize>,
+    /// Whose rules run on the lane's own worker (see [`Placement`]).
+    pub placement: Arc<Placement>,
+}
+
+/// Where an event's rules run. Most rules take microseconds: run on the async worker that
+/// holds the lane, they spare the trip to the blocking pool and back, two thread switches that
+/// cost more CPU than the rules themselves (`wagate bench --only e2e`: a tenth to a fifth of
+/// the CPU of an event answered end to end). A rule can also take long (a loop, a lookup in a
+/// large history) and must then hold no worker, or webhooks would wait for it: each user's
+/// rules run on the blocking pool until [`PROVEN`] events in a row took under [`QUICK`] each,
+/// and go back there at the first event that does not. A new rule set (a reload) starts every
+/// user over, so a new version of a script is timed on the blocking pool before it is trusted.
+#[derive(Default)]
+pub struct Placement(Mutex<Streaks>);
+
+#[derive(Default)]
+struct Streaks {
+    /// The rule set the streaks were counted on (held, so that its address is not reused).
+    set: Option<Arc<RuleSet>>,
+    /// Each user's events in a row whose rules took under [`QUICK`].
+    quick: HashMap<String, u32>,
+}
+
+/// The longest an event's rules may take and still count as quick.
+const QUICK: Duration = Duration::from_millis(1);
+
+/// Quick events in a row before a user's rules run on the lane's worker.
+const PROVEN: u32 = 32;
+
+impl Placement {
+    /// Whether `user`'s rules of `set` may run on the lane's worker.
+    pub fn on_worker(&self, user: &str, set: &Arc<RuleSet>) -> bool {
+        let s = lock(&self.0);
+        s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set))
+            && s.quick.get(user).is_some_and(|n| *n >= PROVEN)
+    }
+
+    /// `user`'s rules of `set` took `took` for one event.
+    pub fn record(&self, user: &str, set: &Arc<RuleSet>, took: Duration) {
+        let mut s = lock(&self.0);
+        if !s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
+            s.set = Some(set.clone());
+            s.quick.clear();
+        }
+        let quick = took < QUICK;
+        match s.quick.get_mut(user) {
+            Some(n) if quick => *n = n.saturating_add(1),
+            Some(n) => {
+                if *n >= PROVEN {
+                    tracing::debug!(
+                        user,
+                        took_ms = took.as_millis() as u64,
+                        "rules were slow; they run on the blocking pool again"
+                    );
+                }
+                *n = 0;
+            }
+            None => {
+                s.quick.insert(user.to_string(), u32::from(quick));
+            }
+        }
+    }
 }
 
 /// Events that must stay in order share a lane: one per (user, contact); events without a
@@ -211,13 +273,22 @@ impl Dispatcher {
             if cancel.is_cancelled() {
                 return std::iter::once(ev).chain(events).collect();
             }
-            let this = self.clone();
             let (id, user) = (ev.id, ev.user.clone());
-            let ran = tokio::task::spawn_blocking(move || {
-                let out = this.run_rules(&ev);
-                (ev, out)
-            })
-            .await;
+            let set = self.registry.snapshot();
+            let ran = if self.placement.on_worker(&user, &set) {
+                let run = std::panic::AssertUnwindSafe(|| self.timed_run(&ev, &set));
+                std::panic::catch_unwind(run)
+                    .map(|out| (ev, out))
+                    .map_err(|p| panic_text(p.as_ref()))
+            } else {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || {
+                    let out = this.timed_run(&ev, &set);
+                    (ev, out)
+                })
+                .await
+                .map_err(|e| e.to_string())
+            };
             let (ev, (effects, runs)) = match ran {
                 Ok(r) => r,
                 Err(e) => {
@@ -241,9 +312,25 @@ impl Dispatcher {
         Vec::new()
     }
 
-    /// Runs every matching rule for one event: what they did, to commit in one transaction,
-    /// and their traces.
-    fn run_rules(&self, ev: &StoredEvent) -> (Effects, Vec<crate::store::RunRecord>) {
+    /// [`Dispatcher::run_rules`], timed for the [`Placement`] of the user's next events.
+    fn timed_run(
+        &self,
+        ev: &StoredEvent,
+        set: &Arc<RuleSet>,
+    ) -> (Effects, Vec<crate::store::RunRecord>) {
+        let t0 = Instant::now();
+        let out = self.run_rules(ev, set);
+        self.placement.record(&ev.user, set, t0.elapsed());
+        out
+    }
+
+    /// Runs every matching rule of `rules` for one event: what they did, to commit in one
+    /// transaction, and their traces.
+    fn run_rules(
+        &self,
+        ev: &StoredEvent,
+        rules: &RuleSet,
+    ) -> (Effects, Vec<crate::store::RunRecord>) {
         struct InFlight<'a>(&'a AtomicUsize);
         impl Drop for InFlight<'_> {
             fn drop(&mut self) {
@@ -253,7 +340,6 @@ impl Dispatcher {
         self.runs_in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&self.runs_in_flight);
         crate::metrics::dispatch_lag(crate::store::now_ms() - ev.created_at_ms);
-        let rules = self.registry.snapshot();
         let user = self.users.get(&ev.user).cloned();
         let permissions = user.as_ref().map(|u| &u.config.permissions);
         let mut effects = Effects::default();
@@ -319,5 +405,76 @@ impl Dispatcher {
             msg_type: "read".into(),
             body: crate::domain::outgoing::mark_read(wamid, false),
         })
+    }
+}
+
+/// What a panic said, as a blocking task's join error says it.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    let what = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into());
+    format!("panicked: {what}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PROVEN, Placement, QUICK};
+    use crate::rules::RuleSet;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn set() -> Arc<RuleSet> {
+        Arc::new(RuleSet {
+            projects: Vec::new(),
+        })
+    }
+
+    const FAST: Duration = Duration::from_micros(30);
+
+    #[test]
+    fn a_users_rules_go_to_the_worker_after_proven_quick_events_and_back_at_a_slow_one() {
+        let (p, s) = (Placement::default(), set());
+        for i in 0..PROVEN {
+            assert!(!p.on_worker("olga", &s), "not yet, after {i} quick events");
+            p.record("olga", &s, FAST);
+        }
+        assert!(p.on_worker("olga", &s));
+        assert!(
+            !p.on_worker("azarya", &s),
+            "each user proves their own rules"
+        );
+        p.record("olga", &s, QUICK);
+        assert!(
+            !p.on_worker("olga", &s),
+            "an event of {QUICK:?} is not quick"
+        );
+        for _ in 0..PROVEN - 1 {
+            p.record("olga", &s, FAST);
+        }
+        assert!(!p.on_worker("olga", &s), "the streak starts over");
+        p.record("olga", &s, FAST);
+        assert!(p.on_worker("olga", &s));
+    }
+
+    #[test]
+    fn a_new_rule_set_starts_every_user_over() {
+        let (p, old, new) = (Placement::default(), set(), set());
+        for _ in 0..PROVEN {
+            p.record("olga", &old, FAST);
+        }
+        assert!(p.on_worker("olga", &old));
+        assert!(
+            !p.on_worker("olga", &new),
+            "a reloaded script is timed again"
+        );
+        p.record("olga", &new, FAST);
+        assert!(!p.on_worker("olga", &old));
+        assert!(!p.on_worker("olga", &new));
+        for _ in 1..PROVEN {
+            p.record("olga", &new, FAST);
+        }
+        assert!(p.on_worker("olga", &new));
     }
 }

@@ -191,6 +191,57 @@ async fn schedules_are_persisted_and_survive_a_reload() {
     tg.shutdown().await;
 }
 
+/// A rule that runs long holds none of the gate's async workers: webhooks are answered and
+/// other contacts' events run while it goes on. (The test runtime has one thread: a rule run
+/// on it would stop the gate until the rule ended.)
+#[tokio::test]
+async fn a_rule_that_runs_long_holds_no_worker() {
+    let yaml = "rules:\n  - name: gate\n    on: message\n    script: g.rhai\n";
+    let files = [
+        project("olga/waits", yaml),
+        (
+            "olga/waits/g.rhai".into(),
+            "if event.text == \"wait\" { while state(\"release\") != true { } }\nreply(event, \"done \" + event.text);\n".into(),
+        ),
+    ];
+    let files: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let tg = TestGate::start_opts(&files, "{ timeout_ms: 15000, max_operations: 0 }").await;
+    post(&tg, OLGA, "33611111111", "wamid.W1", "wait").await;
+    let inflight = tg.gate().runs_in_flight.clone();
+    eventually("the waiting run to start", T, || {
+        let n = inflight.load(Ordering::SeqCst);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    // While it waits: a webhook is acked and another contact's event is answered.
+    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    post(&tg, OLGA, "33622222222", "wamid.Q1", "quick").await;
+    eventually("the quick event's reply", T, || {
+        let t = texts(&tg);
+        async move { t.contains(&"done quick".to_string()).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        inflight.load(Ordering::SeqCst),
+        1,
+        "the waiting run goes on"
+    );
+    assert!(!texts(&tg).contains(&"done wait".to_string()));
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    conn.execute(
+        "INSERT INTO state (user, project, key, value, updated_at) VALUES ('olga', 'olga/waits', 'release', 'true', 0)",
+        [],
+    )
+    .unwrap();
+    settled(&tg, "olga").await;
+    assert!(texts(&tg).contains(&"done wait".to_string()));
+    tg.shutdown().await;
+}
+
 async fn run_mode_case(mode: &str) -> (TestGate, Vec<wagate::store::RunTrace>) {
     let yaml =
         format!("rules:\n  - name: gate\n    on: message\n    script: g.rhai\n    mode: {mode}\n");
