@@ -247,7 +247,7 @@ impl Sender {
             .collect();
         let claimed = match self
             .store
-            .call(move |s| s.claim_outbox_many(&ids, now_ms(), fingerprints, policy::needs_window))
+            .claim_outbox_many(&ids, now_ms(), fingerprints, policy::needs_window)
             .await
         {
             Ok(rows) => rows,

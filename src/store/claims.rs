@@ -58,7 +58,7 @@ impl Store {
     ///
     /// With each row comes its [`SendCheck`]: `fingerprints` gives the fingerprint of each
     /// user's token, and `needs_window` says which types need the 24-hour window.
-    pub fn claim_outbox_many(
+    pub async fn claim_outbox_many(
         &self,
         ids: &[i64],
         now: i64,
@@ -69,7 +69,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.grouped(move |tx| {
+        self.grouped_async(move |tx| {
             let mut claim = tx.prepare_cached(
                 "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2
                  WHERE id = ?1 AND state = 'queued' AND next_attempt_at <= ?2",
@@ -88,5 +88,6 @@ impl Store {
             }
             Ok(rows)
         })
+        .await
     }
 }

@@ -16,21 +16,30 @@ impl Store {
         after: i64,
         limit: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        self.read(|conn| {
+        // The payloads are decoded after the read connection is given back: the rules'
+        // `state()` and the sender's looks wait for it meanwhile.
+        let rows = self.read(|conn| {
             let mut st = conn.prepare_cached(LOOK)?;
             let rows = st.query_map(rusqlite::params![after, limit as i64], |r| {
-                let payload = r.get_ref(4)?.as_str().unwrap_or("null");
-                Ok(StoredEvent {
+                let event = StoredEvent {
                     id: r.get(0)?,
                     user: r.get(1)?,
                     kind: r.get(2)?,
                     contact: r.get(3)?,
-                    map: serde_json::from_str(payload).unwrap_or(Value::Null),
+                    map: Value::Null,
                     created_at_ms: r.get(5)?,
-                })
+                };
+                Ok((event, r.get::<_, String>(4)?))
             })?;
-            rows.collect()
-        })
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+        })?;
+        Ok(rows
+            .into_iter()
+            .map(|(mut event, payload)| {
+                event.map = serde_json::from_str(&payload).unwrap_or(Value::Null);
+                event
+            })
+            .collect())
     }
 }
 
