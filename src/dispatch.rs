@@ -44,9 +44,12 @@ pub struct Dispatcher {
 /// cost more CPU than the rules themselves (`wagate bench --only e2e`: a tenth to a fifth of
 /// the CPU of an event answered end to end). A rule can also take long (a loop, a lookup in a
 /// large history) and must then hold no worker, or webhooks would wait for it: each user's
-/// rules run on the blocking pool until [`PROVEN`] events in a row took under [`QUICK`] each,
-/// and go back there at the first event that does not. A new rule set (a reload) starts every
-/// user over, so a new version of a script is timed on the blocking pool before it is trusted.
+/// rules run on the blocking pool until [`PROVEN`] events in a row were quick (under [`QUICK`]
+/// of CPU, and under [`WAITED`] from start to end), and go back there at the first event that
+/// is not. The time is the thread's CPU time, so that a run the system merely paused (two busy
+/// cores, more threads) still counts as quick; the bound on the whole time catches a rule that
+/// waits. A new rule set (a reload) starts every user over, so a new version of a script is
+/// timed on the blocking pool before it is trusted.
 #[derive(Default)]
 pub struct Placement(Mutex<Streaks>);
 
@@ -58,8 +61,36 @@ struct Streaks {
     quick: HashMap<String, u32>,
 }
 
-/// The longest an event's rules may take and still count as quick.
+/// The most CPU an event's rules may take and still count as quick.
 const QUICK: Duration = Duration::from_millis(1);
+
+/// The longest an event's rules may take from start to end (waits included) and still count as
+/// quick.
+const WAITED: Duration = Duration::from_millis(20);
+
+/// How long one event's rules took.
+#[derive(Clone, Copy, Debug)]
+pub struct Took {
+    /// CPU time of the thread that ran them.
+    pub cpu: Duration,
+    /// From start to end.
+    pub wall: Duration,
+}
+
+impl Took {
+    fn quick(self) -> bool {
+        self.cpu < QUICK && self.wall < WAITED
+    }
+}
+
+/// CPU time of the calling thread so far.
+fn thread_cpu() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(
+        ts.tv_sec.max(0) as u64,
+        ts.tv_nsec.clamp(0, 999_999_999) as u32,
+    )
+}
 
 /// Quick events in a row before a user's rules run on the lane's worker.
 const PROVEN: u32 = 32;
@@ -73,20 +104,21 @@ impl Placement {
     }
 
     /// `user`'s rules of `set` took `took` for one event.
-    pub fn record(&self, user: &str, set: &Arc<RuleSet>, took: Duration) {
+    pub fn record(&self, user: &str, set: &Arc<RuleSet>, took: Took) {
         let mut s = lock(&self.0);
         if !s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
             s.set = Some(set.clone());
             s.quick.clear();
         }
-        let quick = took < QUICK;
+        let quick = took.quick();
         match s.quick.get_mut(user) {
             Some(n) if quick => *n = n.saturating_add(1),
             Some(n) => {
                 if *n >= PROVEN {
                     tracing::debug!(
                         user,
-                        took_ms = took.as_millis() as u64,
+                        cpu_us = took.cpu.as_micros() as u64,
+                        wall_us = took.wall.as_micros() as u64,
                         "rules were slow; they run on the blocking pool again"
                     );
                 }
@@ -318,9 +350,13 @@ impl Dispatcher {
         ev: &StoredEvent,
         set: &Arc<RuleSet>,
     ) -> (Effects, Vec<crate::store::RunRecord>) {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), thread_cpu());
         let out = self.run_rules(ev, set);
-        self.placement.record(&ev.user, set, t0.elapsed());
+        let took = Took {
+            cpu: thread_cpu().saturating_sub(cpu0),
+            wall: t0.elapsed(),
+        };
+        self.placement.record(&ev.user, set, took);
         out
     }
 
@@ -420,7 +456,7 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{PROVEN, Placement, QUICK};
+    use super::{PROVEN, Placement, QUICK, Took, WAITED};
     use crate::rules::RuleSet;
     use std::sync::Arc;
     use std::time::Duration;
@@ -431,7 +467,10 @@ mod tests {
         })
     }
 
-    const FAST: Duration = Duration::from_micros(30);
+    const FAST: Took = Took {
+        cpu: Duration::from_micros(30),
+        wall: Duration::from_micros(40),
+    };
 
     #[test]
     fn a_users_rules_go_to_the_worker_after_proven_quick_events_and_back_at_a_slow_one() {
@@ -445,10 +484,14 @@ mod tests {
             !p.on_worker("azarya", &s),
             "each user proves their own rules"
         );
-        p.record("olga", &s, QUICK);
+        let busy = Took {
+            cpu: QUICK,
+            wall: QUICK,
+        };
+        p.record("olga", &s, busy);
         assert!(
             !p.on_worker("olga", &s),
-            "an event of {QUICK:?} is not quick"
+            "an event of {QUICK:?} of CPU is not quick"
         );
         for _ in 0..PROVEN - 1 {
             p.record("olga", &s, FAST);
@@ -456,6 +499,41 @@ mod tests {
         assert!(!p.on_worker("olga", &s), "the streak starts over");
         p.record("olga", &s, FAST);
         assert!(p.on_worker("olga", &s));
+        // Paused by the system, not busy: still quick. Waiting long: not.
+        let paused = Took {
+            cpu: FAST.cpu,
+            wall: Duration::from_millis(5),
+        };
+        p.record("olga", &s, paused);
+        assert!(p.on_worker("olga", &s));
+        let waited = Took {
+            cpu: FAST.cpu,
+            wall: WAITED,
+        };
+        p.record("olga", &s, waited);
+        assert!(!p.on_worker("olga", &s));
+    }
+
+    #[test]
+    fn the_cpu_time_of_a_thread_counts_its_work_not_its_sleep() {
+        let t0 = super::thread_cpu();
+        std::thread::sleep(Duration::from_millis(30));
+        let slept = super::thread_cpu() - t0;
+        let t1 = super::thread_cpu();
+        let until = std::time::Instant::now() + Duration::from_millis(30);
+        let mut spins = 0u64;
+        while std::time::Instant::now() < until {
+            spins = std::hint::black_box(spins + 1);
+        }
+        let worked = super::thread_cpu() - t1;
+        assert!(
+            slept < Duration::from_millis(10),
+            "asleep: {slept:?} of CPU"
+        );
+        assert!(
+            worked > slept,
+            "30 ms of work took {worked:?} of CPU, asleep {slept:?}"
+        );
     }
 
     #[test]
