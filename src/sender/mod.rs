@@ -132,7 +132,9 @@ impl Sender {
         // time to the next due row is up. A send that ends frees a slot: only then does it
         // call for a look.
         let mut look = true;
-        let mut wait = Duration::ZERO;
+        // When the next row comes due (or the number's rate lets more go): a fixed instant, so
+        // that sends ending meanwhile do not put it off.
+        let mut until = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
             if look {
                 let (started, left, hold) = self
@@ -143,18 +145,25 @@ impl Sender {
                     continue;
                 }
                 lock(&limiter).prune(tokio::time::Instant::now());
-                let next = self.store.call(|s| s.next_due()).await.ok().flatten();
-                wait = hold
+                let now = now_ms();
+                let next = self
+                    .store
+                    .call(move |s| s.next_due_after(now))
+                    .await
+                    .ok()
+                    .flatten();
+                let wait = hold
                     .or_else(|| {
                         next.map(|t| Duration::from_millis((t - now_ms()).clamp(0, 1000) as u64))
                     })
                     .unwrap_or(Duration::from_secs(1));
+                until = tokio::time::Instant::now() + wait;
             }
             tokio::select! {
                 _ = self.wake.notified() => look = true,
                 _ = done.notified() => {}
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(wait) => look = true,
+                _ = tokio::time::sleep_until(until) => look = true,
             }
         }
         tasks.close();

@@ -659,11 +659,15 @@ impl Store {
         })
     }
 
-    /// The earliest `next_attempt_at` of a queued row, if any (the sender sleeps until then).
-    pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+    /// The earliest `next_attempt_at` after `now` of a queued row, if any: the sender sleeps
+    /// until then. Rows due already wait for what held them back at the sender's last look (a
+    /// busy recipient, no free slot), whose end wakes the sender.
+    pub fn next_due_after(&self, now: i64) -> Result<Option<i64>, StoreError> {
         self.read(|conn| {
-            conn.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'")?
-                .query_row([], |r| r.get(0))
+            conn.prepare_cached(
+                "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued' AND next_attempt_at > ?1",
+            )?
+            .query_row([now], |r| r.get(0))
         })
     }
 

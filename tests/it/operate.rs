@@ -383,3 +383,41 @@ async fn status_and_metrics_need_the_admin_token_when_relayed() {
     assert!(!log.contains(token), "the admin token is never logged");
     fake_cancel.cancel();
 }
+
+/// Replies to a contact go one at a time: while the first is on the wire (Graph holds it 3 s),
+/// the others wait for it without the sender looking at the outbox again and again. The gate
+/// is then idle: it used a quarter of a core looking, now nothing.
+#[tokio::test]
+async fn replies_waiting_for_a_busy_recipient_take_no_cpu() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (fake, fake_url, fake_cancel) = serve_fake().await;
+    fake.push_fault(Fault::delay(std::time::Duration::from_secs(3)));
+    write_home(home, &fake_url, &[ECHO_PROJECT, ECHO_SCRIPT]);
+    let bin = Bin::start(home, "gate.log", &[]).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let status = post(&client, &bin, OLGA, "33611110001", &format!("wamid.B{i}")).await;
+        assert_eq!(status, 200);
+    }
+    let first = fake.wait_for(1, T).await;
+    assert_eq!(first.len(), 1, "the first reply is on the wire");
+    // Settled: the other two replies are queued behind it.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let (cpu0, t0) = (bin.cpu(), std::time::Instant::now());
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let (used, held) = (bin.cpu() - cpu0, t0.elapsed());
+    let on_wire = fake.requests().len();
+    if held < std::time::Duration::from_millis(2500) && on_wire == 1 {
+        assert!(
+            used < std::time::Duration::from_millis(100),
+            "the gate used {used:?} of CPU in {held:?} while a reply was on the wire"
+        );
+    } else {
+        eprintln!("the machine was too slow ({held:?}, {on_wire} calls); the CPU is not checked");
+    }
+    let all = fake.wait_for(3, T).await;
+    assert_eq!(all.len(), 3, "every reply went out, one after the other");
+    bin.terminate().await;
+    fake_cancel.cancel();
+}

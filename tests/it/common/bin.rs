@@ -93,6 +93,22 @@ impl Bin {
         format!("http://{}{path}", self.addr)
     }
 
+    /// CPU time the child has used so far (user and system, from /proc/<pid>/stat).
+    pub fn cpu(&self) -> Duration {
+        let pid = self.child.id().expect("running");
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/<pid>/stat");
+        // The fields after the command name (which may hold spaces) closed by `)`: utime and
+        // stime are the 12th and 13th, in clock ticks (100 a second on Linux).
+        let rest = stat.rsplit_once(')').expect("stat line").1;
+        let ticks: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|v| v.parse().expect("ticks"))
+            .collect();
+        Duration::from_millis((ticks[0] + ticks[1]) * 10)
+    }
+
     /// SIGTERM to this child, by its pid; waits for it to exit.
     pub async fn terminate(self) -> (ExitStatus, Vec<String>, String) {
         self.sigterm();
