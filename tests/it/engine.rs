@@ -191,24 +191,42 @@ async fn schedules_are_persisted_and_survive_a_reload() {
     tg.shutdown().await;
 }
 
-/// A rule that runs long holds none of the gate's async workers: webhooks are answered and
-/// other contacts' events run while it goes on. (The test runtime has one thread: a rule run
-/// on it would stop the gate until the rule ended.)
-#[tokio::test]
-async fn a_rule_that_runs_long_holds_no_worker() {
-    let yaml = "rules:\n  - name: gate\n    on: message\n    script: g.rhai\n";
+/// A gate whose project `dir` has `rules_yaml` and the script `g.rhai`, whose runs may go on for
+/// 15 s (those that wait for [`release`]).
+async fn gate_with_script(dir: &str, rules_yaml: &str, script: &str) -> TestGate {
     let files = [
-        project("olga/waits", yaml),
-        (
-            "olga/waits/g.rhai".into(),
-            "if event.text == \"wait\" { while state(\"release\") != true { } }\nreply(event, \"done \" + event.text);\n".into(),
-        ),
+        project(dir, rules_yaml),
+        (format!("{dir}/g.rhai"), script.to_string()),
     ];
     let files: Vec<(&str, &str)> = files
         .iter()
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
-    let tg = TestGate::start_opts(&files, "{ timeout_ms: 15000, max_operations: 0 }").await;
+    TestGate::start_opts(&files, "{ timeout_ms: 15000, max_operations: 0 }").await
+}
+
+/// Sets Olga's `release` state of `project` straight in the database: the runs waiting for it
+/// end.
+fn release(tg: &TestGate, project: &str) {
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    conn.execute(
+        "INSERT INTO state (user, project, key, value, updated_at) VALUES ('olga', ?1, 'release', 'true', 0)",
+        [project],
+    )
+    .unwrap();
+}
+
+/// A rule that runs long holds none of the gate's async workers: webhooks are answered and
+/// other contacts' events run while it goes on. (The test runtime has one thread: a rule run
+/// on it would stop the gate until the rule ended.)
+#[tokio::test]
+async fn a_rule_that_runs_long_holds_no_worker() {
+    let tg = gate_with_script(
+        "olga/waits",
+        "rules:\n  - name: gate\n    on: message\n    script: g.rhai\n",
+        "if event.text == \"wait\" { while state(\"release\") != true { } }\nreply(event, \"done \" + event.text);\n",
+    )
+    .await;
     post(&tg, OLGA, "33611111111", "wamid.W1", "wait").await;
     let inflight = tg.gate().runs_in_flight.clone();
     eventually("the waiting run to start", T, || {
@@ -231,12 +249,7 @@ async fn a_rule_that_runs_long_holds_no_worker() {
         "the waiting run goes on"
     );
     assert!(!texts(&tg).contains(&"done wait".to_string()));
-    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
-    conn.execute(
-        "INSERT INTO state (user, project, key, value, updated_at) VALUES ('olga', 'olga/waits', 'release', 'true', 0)",
-        [],
-    )
-    .unwrap();
+    release(&tg, "olga/waits");
     settled(&tg, "olga").await;
     assert!(texts(&tg).contains(&"done wait".to_string()));
     tg.shutdown().await;
@@ -245,18 +258,12 @@ async fn a_rule_that_runs_long_holds_no_worker() {
 async fn run_mode_case(mode: &str) -> (TestGate, Vec<wagate::store::RunTrace>) {
     let yaml =
         format!("rules:\n  - name: gate\n    on: message\n    script: g.rhai\n    mode: {mode}\n");
-    let files = [
-        project("olga/modes", &yaml),
-        (
-            "olga/modes/g.rhai".into(),
-            "while state(\"release\") != true { }\nreply(event, \"done \" + event.text);\n".into(),
-        ),
-    ];
-    let files: Vec<(&str, &str)> = files
-        .iter()
-        .map(|(a, b)| (a.as_str(), b.as_str()))
-        .collect();
-    let tg = TestGate::start_opts(&files, "{ timeout_ms: 15000, max_operations: 0 }").await;
+    let tg = gate_with_script(
+        "olga/modes",
+        &yaml,
+        "while state(\"release\") != true { }\nreply(event, \"done \" + event.text);\n",
+    )
+    .await;
     post(&tg, OLGA, "33611111111", "wamid.MA", "A").await;
     let inflight = tg.gate().runs_in_flight.clone();
     eventually("A's run to start", T, || {
@@ -280,12 +287,7 @@ async fn run_mode_case(mode: &str) -> (TestGate, Vec<wagate::store::RunTrace>) {
         })
         .await;
     }
-    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
-    conn.execute(
-        "INSERT INTO state (user, project, key, value, updated_at) VALUES ('olga', 'olga/modes', 'release', 'true', 0)",
-        [],
-    )
-    .unwrap();
+    release(&tg, "olga/modes");
     settled(&tg, "olga").await;
     let mut runs = tg.store().runs(Some("olga"), None, 10).unwrap();
     runs.reverse();
