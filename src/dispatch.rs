@@ -44,21 +44,47 @@ pub struct Dispatcher {
 /// cost more CPU than the rules themselves (`wagate bench --only e2e`: a tenth to a fifth of
 /// the CPU of an event answered end to end). A rule can also take long (a loop, a lookup in a
 /// large history) and must then hold no worker, or webhooks would wait for it: each user's
-/// rules run on the blocking pool until [`PROVEN`] events in a row were quick (under [`QUICK`]
+/// rules for each kind of event run on the blocking pool until [`PROVEN`] events in a row were quick (under [`QUICK`]
 /// of CPU, and under [`WAITED`] from start to end), and go back there at the first event that
 /// is not. The time is the thread's CPU time, so that a run the system merely paused (two busy
 /// cores, more threads) still counts as quick; the bound on the whole time catches a rule that
 /// waits. A new rule set (a reload) starts every user over, so a new version of a script is
-/// timed on the blocking pool before it is trusted.
-#[derive(Default)]
-pub struct Placement(Mutex<Streaks>);
+/// timed on the blocking pool before it is trusted. A project whose scripts name `lookup` or
+/// `export` always runs there. However quick, rules run on at most all the runtime's workers
+/// but one at once ([`Placement::take_worker`]; none on a runtime of one thread): should rules
+/// proven quick turn slow together, a worker is still free for webhooks.
+pub struct Placement {
+    streaks: Mutex<Streaks>,
+    /// Rules running on a worker right now.
+    seated: AtomicUsize,
+    /// The most that may.
+    seats: usize,
+}
+
+impl Default for Placement {
+    /// As many seats as the current runtime has workers, less one.
+    fn default() -> Self {
+        let workers =
+            tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
+        Placement::with_seats(workers.saturating_sub(1))
+    }
+}
+
+/// One event's rules running on the lane's worker: the seat is given back when it is dropped.
+pub struct Seat<'a>(&'a AtomicUsize);
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
 
 #[derive(Default)]
 struct Streaks {
     /// The rule set the streaks were counted on (held, so that its address is not reused).
     set: Option<Arc<RuleSet>>,
-    /// Each user's events in a row whose rules took under [`QUICK`].
-    quick: HashMap<String, u32>,
+    /// Each user's events in a row that were quick, by kind of event.
+    quick: HashMap<String, HashMap<String, u32>>,
 }
 
 /// The most CPU an event's rules may take and still count as quick.
@@ -78,6 +104,12 @@ pub struct Took {
 }
 
 impl Took {
+    /// What a run that panicked counts as.
+    const SLOW: Took = Took {
+        cpu: QUICK,
+        wall: WAITED,
+    };
+
     fn quick(self) -> bool {
         self.cpu < QUICK && self.wall < WAITED
     }
@@ -96,22 +128,56 @@ fn thread_cpu() -> Duration {
 const PROVEN: u32 = 32;
 
 impl Placement {
-    /// Whether `user`'s rules of `set` may run on the lane's worker.
-    pub fn on_worker(&self, user: &str, set: &Arc<RuleSet>) -> bool {
-        let s = lock(&self.0);
-        s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set))
-            && s.quick.get(user).is_some_and(|n| *n >= PROVEN)
+    /// A placement that lets rules run on `seats` workers at once.
+    pub fn with_seats(seats: usize) -> Placement {
+        Placement {
+            streaks: Mutex::default(),
+            seated: AtomicUsize::new(0),
+            seats,
+        }
     }
 
-    /// `user`'s rules of `set` took `took` for one event.
-    pub fn record(&self, user: &str, set: &Arc<RuleSet>, took: Took) {
-        let mut s = lock(&self.0);
+    /// A seat on the lane's worker for one event of `kind` of `user` under `set`, if those
+    /// rules are proven quick, none may block, and a seat is free; `None`: the blocking pool.
+    pub fn take_worker(&self, user: &str, kind: &str, set: &Arc<RuleSet>) -> Option<Seat<'_>> {
+        let blocks = set
+            .for_user(user)
+            .any(|p| p.may_block && p.rules.iter().any(|r| r.trigger.matches_kind(kind)));
+        if blocks || !self.on_worker(user, kind, set) {
+            return None;
+        }
+        let seated = self
+            .seated
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.seats).then_some(n + 1)
+            });
+        seated.ok().map(|_| Seat(&self.seated))
+    }
+
+    /// Whether `user`'s rules of `set` for events of `kind` are proven quick.
+    pub fn on_worker(&self, user: &str, kind: &str, set: &Arc<RuleSet>) -> bool {
+        let s = lock(&self.streaks);
+        s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set))
+            && s.quick
+                .get(user)
+                .and_then(|k| k.get(kind))
+                .is_some_and(|n| *n >= PROVEN)
+    }
+
+    /// `user`'s rules of `set` took `took` for one event of `kind`. `set` is the live one: a
+    /// run that began before a reload is not counted.
+    pub fn record(&self, user: &str, kind: &str, set: &Arc<RuleSet>, took: Took) {
+        let mut s = lock(&self.streaks);
         if !s.set.as_ref().is_some_and(|c| Arc::ptr_eq(c, set)) {
             s.set = Some(set.clone());
             s.quick.clear();
         }
         let quick = took.quick();
-        match s.quick.get_mut(user) {
+        if !s.quick.contains_key(user) {
+            s.quick.insert(user.to_string(), HashMap::new());
+        }
+        let kinds = s.quick.get_mut(user).expect("inserted above");
+        match kinds.get_mut(kind) {
             Some(n) if quick => *n = n.saturating_add(1),
             Some(n) => {
                 if *n >= PROVEN {
@@ -125,7 +191,7 @@ impl Placement {
                 *n = 0;
             }
             None => {
-                s.quick.insert(user.to_string(), u32::from(quick));
+                kinds.insert(kind.to_string(), u32::from(quick));
             }
         }
     }
@@ -307,11 +373,15 @@ impl Dispatcher {
             }
             let (id, user) = (ev.id, ev.user.clone());
             let set = self.registry.snapshot();
-            let ran = if self.placement.on_worker(&user, &set) {
+            let ran = if let Some(_seat) = self.placement.take_worker(&user, &ev.kind, &set) {
+                let kind = ev.kind.clone();
                 let run = std::panic::AssertUnwindSafe(|| self.timed_run(&ev, &set));
                 std::panic::catch_unwind(run)
                     .map(|out| (ev, out))
-                    .map_err(|p| panic_text(p.as_ref()))
+                    .map_err(|p| {
+                        self.placement.record(&user, &kind, &set, Took::SLOW);
+                        panic_text(p.as_ref())
+                    })
             } else {
                 let this = self.clone();
                 tokio::task::spawn_blocking(move || {
@@ -356,7 +426,9 @@ impl Dispatcher {
             cpu: thread_cpu().saturating_sub(cpu0),
             wall: t0.elapsed(),
         };
-        self.placement.record(&ev.user, set, took);
+        if Arc::ptr_eq(set, &self.registry.snapshot()) {
+            self.placement.record(&ev.user, &ev.kind, set, took);
+        }
         out
     }
 
@@ -476,42 +548,48 @@ mod tests {
     fn a_users_rules_go_to_the_worker_after_proven_quick_events_and_back_at_a_slow_one() {
         let (p, s) = (Placement::default(), set());
         for i in 0..PROVEN {
-            assert!(!p.on_worker("olga", &s), "not yet, after {i} quick events");
-            p.record("olga", &s, FAST);
+            assert!(
+                !p.on_worker("olga", "message", &s),
+                "not yet, after {i} quick events"
+            );
+            p.record("olga", "message", &s, FAST);
         }
-        assert!(p.on_worker("olga", &s));
+        assert!(p.on_worker("olga", "message", &s));
         assert!(
-            !p.on_worker("azarya", &s),
+            !p.on_worker("azarya", "message", &s),
             "each user proves their own rules"
         );
         let busy = Took {
             cpu: QUICK,
             wall: QUICK,
         };
-        p.record("olga", &s, busy);
+        p.record("olga", "message", &s, busy);
         assert!(
-            !p.on_worker("olga", &s),
+            !p.on_worker("olga", "message", &s),
             "an event of {QUICK:?} of CPU is not quick"
         );
         for _ in 0..PROVEN - 1 {
-            p.record("olga", &s, FAST);
+            p.record("olga", "message", &s, FAST);
         }
-        assert!(!p.on_worker("olga", &s), "the streak starts over");
-        p.record("olga", &s, FAST);
-        assert!(p.on_worker("olga", &s));
+        assert!(
+            !p.on_worker("olga", "message", &s),
+            "the streak starts over"
+        );
+        p.record("olga", "message", &s, FAST);
+        assert!(p.on_worker("olga", "message", &s));
         // Paused by the system, not busy: still quick. Waiting long: not.
         let paused = Took {
             cpu: FAST.cpu,
             wall: Duration::from_millis(5),
         };
-        p.record("olga", &s, paused);
-        assert!(p.on_worker("olga", &s));
+        p.record("olga", "message", &s, paused);
+        assert!(p.on_worker("olga", "message", &s));
         let waited = Took {
             cpu: FAST.cpu,
             wall: WAITED,
         };
-        p.record("olga", &s, waited);
-        assert!(!p.on_worker("olga", &s));
+        p.record("olga", "message", &s, waited);
+        assert!(!p.on_worker("olga", "message", &s));
     }
 
     #[test]
@@ -537,22 +615,60 @@ mod tests {
     }
 
     #[test]
+    fn each_kind_of_event_proves_itself() {
+        let (p, s) = (Placement::default(), set());
+        for _ in 0..PROVEN {
+            p.record("olga", "status", &s, FAST);
+        }
+        assert!(p.on_worker("olga", "status", &s));
+        assert!(
+            !p.on_worker("olga", "message", &s),
+            "statuses nobody handles say nothing of the message rules"
+        );
+    }
+
+    #[test]
+    fn rules_take_at_most_the_seats_on_workers_at_once() {
+        let (p, s) = (Placement::with_seats(1), set());
+        for _ in 0..PROVEN {
+            p.record("olga", "message", &s, FAST);
+            p.record("azarya", "message", &s, FAST);
+        }
+        let first = p.take_worker("olga", "message", &s);
+        assert!(first.is_some());
+        assert!(
+            p.take_worker("azarya", "message", &s).is_none(),
+            "one seat, taken"
+        );
+        assert!(p.take_worker("olga", "message", &s).is_none());
+        drop(first);
+        assert!(
+            p.take_worker("azarya", "message", &s).is_some(),
+            "given back"
+        );
+        assert!(
+            p.take_worker("nobody", "message", &s).is_none(),
+            "not proven quick"
+        );
+    }
+
+    #[test]
     fn a_new_rule_set_starts_every_user_over() {
         let (p, old, new) = (Placement::default(), set(), set());
         for _ in 0..PROVEN {
-            p.record("olga", &old, FAST);
+            p.record("olga", "message", &old, FAST);
         }
-        assert!(p.on_worker("olga", &old));
+        assert!(p.on_worker("olga", "message", &old));
         assert!(
-            !p.on_worker("olga", &new),
+            !p.on_worker("olga", "message", &new),
             "a reloaded script is timed again"
         );
-        p.record("olga", &new, FAST);
-        assert!(!p.on_worker("olga", &old));
-        assert!(!p.on_worker("olga", &new));
+        p.record("olga", "message", &new, FAST);
+        assert!(!p.on_worker("olga", "message", &old));
+        assert!(!p.on_worker("olga", "message", &new));
         for _ in 1..PROVEN {
-            p.record("olga", &new, FAST);
+            p.record("olga", "message", &new, FAST);
         }
-        assert!(p.on_worker("olga", &new));
+        assert!(p.on_worker("olga", "message", &new));
     }
 }

@@ -102,6 +102,10 @@ pub struct Project {
     pub rules: Vec<Rule>,
     /// sha256 of project.yaml and its scripts, as they went live.
     pub hash: String,
+    /// Whether a script of the project may call a function that reads at length or writes
+    /// files (`lookup`, `export`): its rules always run on the blocking pool (see
+    /// [`crate::dispatch::Placement`]).
+    pub may_block: bool,
 }
 
 /// Every project of the gate, compiled.
@@ -148,7 +152,14 @@ impl RuleSet {
             }
             // Modules a script imports are part of the project's content too: without them an
             // edit of only a module would compile to the same hash and never go live.
-            for f in module_files(&p.dir) {
+            let modules = module_files(&p.dir);
+            let may_block = p
+                .rules
+                .iter()
+                .map(|r| &r.script)
+                .chain(&modules)
+                .any(|f| calls_blocking(&std::fs::read_to_string(f).unwrap_or_default()));
+            for f in modules {
                 hasher.update(
                     f.strip_prefix(&p.dir)
                         .unwrap_or(&f)
@@ -166,6 +177,7 @@ impl RuleSet {
                 dir: p.dir.clone(),
                 rules,
                 hash: hex::encode(hasher.finalize()),
+                may_block,
             });
         }
         if errors.is_empty() {
@@ -216,6 +228,19 @@ impl RuleSet {
 
 /// The `.rhai` files of a project folder and of its subfolders that are not projects
 /// themselves (what `import` can load), in a stable order.
+/// Whether a script's text names `lookup` or `export` (a call, or Rhai's own `export` of a
+/// module: either way its rules are kept off the async workers).
+fn calls_blocking(src: &str) -> bool {
+    let ident = |c: char| c.is_alphanumeric() || c == '_';
+    ["lookup", "export"].iter().any(|word| {
+        src.match_indices(word).any(|(i, _)| {
+            let before = src[..i].chars().next_back();
+            let after = src[i + word.len()..].chars().next();
+            !before.is_some_and(ident) && !after.is_some_and(ident)
+        })
+    })
+}
+
 fn module_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
@@ -317,5 +342,24 @@ impl RuleRegistry {
     /// Replaces the set atomically.
     pub fn swap(&self, set: RuleSet) {
         self.current.store(Arc::new(set));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::calls_blocking;
+
+    #[test]
+    fn a_script_that_names_lookup_or_export_may_block() {
+        assert!(calls_blocking("let c = lookup(\"contacts\", event.from);"));
+        assert!(calls_blocking("let r = export(#{since: 0});"));
+        assert!(calls_blocking("let c = \"contacts\".lookup (k);"));
+        assert!(calls_blocking("export const GREETING = \"hi\";"));
+        assert!(!calls_blocking(
+            "reply(event, \"You said: \" + event.text);"
+        ));
+        assert!(!calls_blocking(
+            "let exported = 1; let lookups = 2; my_lookup(3);"
+        ));
     }
 }

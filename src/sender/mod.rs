@@ -137,7 +137,7 @@ impl Sender {
         let mut until = tokio::time::Instant::now();
         while !cancel.is_cancelled() {
             if look {
-                let (started, left, hold) = self
+                let (started, left, hold, looked_at) = self
                     .start_due(&limiter, &busy, &slots, &done, &tasks, &cancel)
                     .await;
                 look = left;
@@ -145,10 +145,11 @@ impl Sender {
                     continue;
                 }
                 lock(&limiter).prune(tokio::time::Instant::now());
-                let now = now_ms();
+                // Rows due by the look were seen: started, or left for a slot or a recipient
+                // to free up (whose end wakes this loop). Those due since then are not.
                 let next = self
                     .store
-                    .call(move |s| s.next_due_after(now))
+                    .call(move |s| s.next_due_after(looked_at))
                     .await
                     .ok()
                     .flatten();
@@ -172,7 +173,8 @@ impl Sender {
 
     /// Claims and starts the due rows it can (one at a time per recipient, within the rate
     /// limits and the free slots). Returns how many it started, whether rows were left for a
-    /// later look, and how long the number's rate limit holds the rest.
+    /// later look, how long the number's rate limit holds the rest, and the time of the look
+    /// (unix ms): rows due by then were seen.
     async fn start_due(
         &self,
         limiter: &Arc<Mutex<Limiter>>,
@@ -181,13 +183,14 @@ impl Sender {
         done: &Arc<Notify>,
         tasks: &TaskTracker,
         cancel: &CancellationToken,
-    ) -> (usize, bool, Option<Duration>) {
+    ) -> (usize, bool, Option<Duration>, i64) {
         // Enough to fill the free slots, with room for rows whose recipient is busy: a look
         // at more would be read again at the next turn.
         let limit = (slots.claims.available_permits() * 2 + 32).min(512);
+        let looked_at = now_ms();
         let due = self
             .store
-            .call(move |s| s.due_outbox(now_ms(), limit))
+            .call(move |s| s.due_outbox(looked_at, limit))
             .await
             .unwrap_or_else(|e| {
                 tracing::error!(error = %e, "sender cannot read the outbox");
@@ -223,8 +226,17 @@ impl Sender {
                         break;
                     }
                     Err(Held::Recipient(d)) => {
-                        let at = now_ms() + d.as_millis() as i64;
-                        let _ = self.store.call(move |s| s.defer_outbox(id, at)).await;
+                        // Rounded up: a row put off to a millisecond before its recipient's
+                        // next token would find it held again.
+                        let at = now_ms() + d.as_nanos().div_ceil(1_000_000) as i64;
+                        if self
+                            .store
+                            .call(move |s| s.defer_outbox(id, at))
+                            .await
+                            .is_err()
+                        {
+                            left = true;
+                        }
                         continue;
                     }
                 }
@@ -305,7 +317,7 @@ impl Sender {
             });
             started += 1;
         }
-        (started, left, hold)
+        (started, left, hold, looked_at)
     }
 
     /// Waits until the row's number and recipient may take one more message, and takes it:

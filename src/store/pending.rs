@@ -29,7 +29,9 @@ impl Store {
                     map: Value::Null,
                     created_at_ms: r.get(5)?,
                 };
-                Ok((event, r.get::<_, String>(4)?))
+                // Not text (a hand-edited database): the event's map is null, as before.
+                let payload = r.get_ref(4)?.as_str().unwrap_or("null").to_owned();
+                Ok((event, payload))
             })?;
             rows.collect::<rusqlite::Result<Vec<_>>>()
         })?;

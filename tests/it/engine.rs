@@ -217,8 +217,8 @@ fn release(tg: &TestGate, project: &str) {
 }
 
 /// A rule that runs long holds none of the gate's async workers: webhooks are answered and
-/// other contacts' events run while it goes on. (The test runtime has one thread: a rule run
-/// on it would stop the gate until the rule ended.)
+/// other contacts' events run while it goes on. (The test runtime has one thread, so no rule
+/// may run on it: one that did would stop the gate until it ended.)
 #[tokio::test]
 async fn a_rule_that_runs_long_holds_no_worker() {
     let tg = gate_with_script(
