@@ -50,9 +50,9 @@ pub struct Dispatcher {
 /// cores, more threads) still counts as quick; the bound on the whole time catches a rule that
 /// waits. A new rule set (a reload) starts every user over, so a new version of a script is
 /// timed on the blocking pool before it is trusted. A project whose scripts name `lookup` or
-/// `export` always runs there. However quick, rules run on at most all the runtime's workers
-/// but one at once ([`Placement::take_worker`]; none on a runtime of one thread): should rules
-/// proven quick turn slow together, a worker is still free for webhooks.
+/// `export` always runs there. On a worker, a rule is cut off at [`WORKER_BUDGET`]: should one
+/// proven quick turn slow, the event's attempt is dropped (a run only collects what it would
+/// do) and the event runs again on the pool, so no rule holds a worker longer than that.
 pub struct Placement {
     streaks: Mutex<Streaks>,
     /// Rules running on a worker right now.
@@ -62,11 +62,11 @@ pub struct Placement {
 }
 
 impl Default for Placement {
-    /// As many seats as the current runtime has workers, less one.
+    /// As many seats as the current runtime has workers.
     fn default() -> Self {
         let workers =
             tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
-        Placement::with_seats(workers.saturating_sub(1))
+        Placement::with_seats(workers)
     }
 }
 
@@ -126,6 +126,10 @@ fn thread_cpu() -> Duration {
 
 /// Quick events in a row before a user's rules run on the lane's worker.
 const PROVEN: u32 = 32;
+
+/// The longest a rule may run on a worker: one that would take longer is cut off there and
+/// the event runs again on the blocking pool.
+const WORKER_BUDGET: Duration = Duration::from_millis(10);
 
 impl Placement {
     /// A placement that lets rules run on `seats` workers at once.
@@ -372,24 +376,37 @@ impl Dispatcher {
                 return std::iter::once(ev).chain(events).collect();
             }
             let (id, user) = (ev.id, ev.user.clone());
+            crate::metrics::dispatch_lag(crate::store::now_ms() - ev.created_at_ms);
             let set = self.registry.snapshot();
-            let ran = if let Some(_seat) = self.placement.take_worker(&user, &ev.kind, &set) {
-                let kind = ev.kind.clone();
-                let run = std::panic::AssertUnwindSafe(|| self.timed_run(&ev, &set));
-                std::panic::catch_unwind(run)
-                    .map(|out| (ev, out))
-                    .map_err(|p| {
-                        self.placement.record(&user, &kind, &set, Took::SLOW);
-                        panic_text(p.as_ref())
+            // On the worker, within its budget; what does not fit runs again on the pool.
+            let mut on_worker = None;
+            if let Some(_seat) = self.placement.take_worker(&user, &ev.kind, &set) {
+                let run =
+                    std::panic::AssertUnwindSafe(|| self.timed_run(&ev, &set, Some(WORKER_BUDGET)));
+                on_worker = match std::panic::catch_unwind(run) {
+                    Ok(Some(out)) => Some(Ok(out)),
+                    Ok(None) => None,
+                    Err(p) => {
+                        self.placement.record(&user, &ev.kind, &set, Took::SLOW);
+                        Some(Err(panic_text(p.as_ref())))
+                    }
+                };
+            }
+            let ran = match on_worker {
+                Some(out) => out.map(|out| (ev, out)),
+                None => {
+                    let this = self.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let out = this.timed_run(&ev, &set, None);
+                        (ev, out)
                     })
-            } else {
-                let this = self.clone();
-                tokio::task::spawn_blocking(move || {
-                    let out = this.timed_run(&ev, &set);
-                    (ev, out)
-                })
-                .await
-                .map_err(|e| e.to_string())
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|(ev, out)| {
+                        out.map(|out| (ev, out))
+                            .ok_or_else(|| "a run without a budget was cut short".to_string())
+                    })
+                }
             };
             let (ev, (effects, runs)) = match ran {
                 Ok(r) => r,
@@ -419,9 +436,10 @@ impl Dispatcher {
         &self,
         ev: &StoredEvent,
         set: &Arc<RuleSet>,
-    ) -> (Effects, Vec<crate::store::RunRecord>) {
+        budget: Option<Duration>,
+    ) -> Option<(Effects, Vec<crate::store::RunRecord>)> {
         let (t0, cpu0) = (Instant::now(), thread_cpu());
-        let out = self.run_rules(ev, set);
+        let out = self.run_rules(ev, set, budget);
         let took = Took {
             cpu: thread_cpu().saturating_sub(cpu0),
             wall: t0.elapsed(),
@@ -433,12 +451,16 @@ impl Dispatcher {
     }
 
     /// Runs every matching rule of `rules` for one event: what they did, to commit in one
-    /// transaction, and their traces.
+    /// transaction, and their traces. With a `budget`, each run is cut off at it, and `None`
+    /// says a run did not fit: nothing of the attempt counts (a run only collects what it
+    /// would do, and its rules are not ones that may export), and the event is run again
+    /// without a budget.
     fn run_rules(
         &self,
         ev: &StoredEvent,
         rules: &RuleSet,
-    ) -> (Effects, Vec<crate::store::RunRecord>) {
+        budget: Option<Duration>,
+    ) -> Option<(Effects, Vec<crate::store::RunRecord>)> {
         struct InFlight<'a>(&'a AtomicUsize);
         impl Drop for InFlight<'_> {
             fn drop(&mut self) {
@@ -447,7 +469,6 @@ impl Dispatcher {
         }
         self.runs_in_flight.fetch_add(1, Ordering::SeqCst);
         let _in_flight = InFlight(&self.runs_in_flight);
-        crate::metrics::dispatch_lag(crate::store::now_ms() - ev.created_at_ms);
         let user = self.users.get(&ev.user).cloned();
         let permissions = user.as_ref().map(|u| &u.config.permissions);
         let mut effects = Effects::default();
@@ -471,7 +492,10 @@ impl Dispatcher {
                     false,
                 ),
             });
-            let ctx = runner::context(&self.engine, project, permissions, host);
+            let mut ctx = runner::context(&self.engine, project, permissions, host);
+            if let Some(b) = budget {
+                ctx.timeout = ctx.timeout.min(b);
+            }
             for rule in project
                 .rules
                 .iter()
@@ -479,8 +503,8 @@ impl Dispatcher {
             {
                 let res =
                     runner::run_rule(&self.engine, project, rule, &ev.map, None, &ev.kind, &ctx);
-                if res.record.outcome == "ok" {
-                    tracing::info!(user = %ev.user, project = %project.name, rule = %rule.name, message_id = ev.map.get("id").and_then(|v| v.as_str()).unwrap_or(""), event_id = ev.id, actions = res.actions.len(), "rule ran");
+                if budget.is_some_and(|b| res.record.duration_us as u128 >= b.as_micros()) {
+                    return None;
                 }
                 runner::effects(
                     project,
@@ -492,10 +516,16 @@ impl Dispatcher {
                 runs.push(res.record);
             }
         }
+        for r in &runs {
+            runner::count(&ev.user, r);
+            if r.outcome == "ok" {
+                tracing::info!(user = %ev.user, project = %r.project, rule = %r.rule, message_id = ev.map.get("id").and_then(|v| v.as_str()).unwrap_or(""), event_id = ev.id, actions = r.actions, "rule ran");
+            }
+        }
         if let Some(read) = self.read_receipt(ev) {
             effects.outbound.push(read);
         }
-        (effects, runs)
+        Some((effects, runs))
     }
 
     /// With `mark_read: true` in the user's file, an incoming message is marked read (blue

@@ -186,13 +186,6 @@ pub fn run_rule(
     };
     let done = |mut record: RunRecord, actions: Vec<Action>| {
         record.duration_us = t0.elapsed().as_micros() as i64;
-        crate::metrics::rule_run(
-            project.user.as_str(),
-            &project.name,
-            &rule.name,
-            record.outcome,
-            record.duration_us,
-        );
         record.actions = actions.len();
         record.detail = Value::Array(actions.iter().map(describe_action).collect());
         RunResult { record, actions }
@@ -238,6 +231,18 @@ pub fn run_rule(
         return done(record, Vec::new());
     }
     done(record, out.actions)
+}
+
+/// Counts a finished run in the metrics (`wagate_rule_runs`, `wagate_rule_run_seconds`): the
+/// callers of [`run_rule`] whose runs count, once they know they do.
+pub fn count(user: &str, record: &RunRecord) {
+    crate::metrics::rule_run(
+        user,
+        &record.project,
+        &record.rule,
+        record.outcome,
+        record.duration_us,
+    );
 }
 
 /// A run's actions as store effects. Keys are `<prefix>/<project>/<rule>/<kind><ordinal>`, so

@@ -318,6 +318,7 @@ impl Scheduler {
         let mut ctx = runner::context(&self.engine, project, permissions, host);
         ctx.now = now;
         let res = runner::run_rule(&self.engine, project, rule, input, call, "schedule", &ctx);
+        runner::count(project.user.as_str(), &res.record);
         let mut effects = Effects::default();
         runner::effects(project, rule, res.actions, key, &mut effects);
         (effects, vec![res.record])

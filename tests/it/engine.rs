@@ -255,6 +255,53 @@ async fn a_rule_that_runs_long_holds_no_worker() {
     tg.shutdown().await;
 }
 
+/// A rule proven quick that turns slow is cut off on the worker and its event runs again on
+/// the blocking pool: the one-thread runtime answers webhooks while the slow run goes on, and
+/// the event has one trace, of the run that counted.
+#[tokio::test]
+async fn a_quick_rule_that_turns_slow_is_cut_off_on_the_worker_and_run_again_off_it() {
+    let tg = gate_with_script(
+        "olga/turns",
+        "rules:\n  - name: gate\n    on: message\n    script: g.rhai\n",
+        "if event.text == \"slow\" { let n = 0; while n < 3000000 { n += 1; } }\nreply(event, \"done \" + event.text);\n",
+    )
+    .await;
+    // Quick events prove the rule (32 in a row; more, in case the machine paused some).
+    const QUICK: usize = 64;
+    for i in 0..QUICK {
+        post(&tg, OLGA, "33633333333", &format!("wamid.T{i}"), "quick").await;
+    }
+    eventually("the quick replies", T, || {
+        let n = texts(&tg).len();
+        async move { (n == QUICK).then_some(()) }
+    })
+    .await;
+    post(&tg, OLGA, "33633333333", "wamid.TS", "slow").await;
+    let inflight = tg.gate().runs_in_flight.clone();
+    eventually("the slow run to go on off the worker", T, || {
+        let n = inflight.load(Ordering::SeqCst);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        inflight.load(Ordering::SeqCst),
+        1,
+        "answered while the slow run goes on"
+    );
+    settled(&tg, "olga").await;
+    assert!(texts(&tg).contains(&"done slow".to_string()));
+    let runs = tg.store().runs(Some("olga"), None, 5).unwrap();
+    let slow: Vec<_> = runs
+        .iter()
+        .filter(|r| r.event_id == runs[0].event_id)
+        .collect();
+    assert_eq!(slow.len(), 1, "one trace for the slow event: {runs:?}");
+    assert_eq!(slow[0].outcome, "ok", "{:?}", slow[0]);
+    tg.shutdown().await;
+}
+
 async fn run_mode_case(mode: &str) -> (TestGate, Vec<wagate::store::RunTrace>) {
     let yaml =
         format!("rules:\n  - name: gate\n    on: message\n    script: g.rhai\n    mode: {mode}\n");
