@@ -216,6 +216,24 @@ fn release(tg: &TestGate, project: &str) {
     .unwrap();
 }
 
+/// Waits for one rule run to be going on (`what`), then checks that /healthz answers while it
+/// still does.
+async fn answered_while_one_run_goes_on(tg: &TestGate, what: &str) {
+    let inflight = tg.gate().runs_in_flight.clone();
+    eventually(what, T, || {
+        let n = inflight.load(Ordering::SeqCst);
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(
+        inflight.load(Ordering::SeqCst),
+        1,
+        "answered while the run goes on"
+    );
+}
+
 /// A rule that runs long holds none of the gate's async workers: webhooks are answered and
 /// other contacts' events run while it goes on. (The test runtime has one thread, so no rule
 /// may run on it: one that did would stop the gate until it ended.)
@@ -229,14 +247,8 @@ async fn a_rule_that_runs_long_holds_no_worker() {
     .await;
     post(&tg, OLGA, "33611111111", "wamid.W1", "wait").await;
     let inflight = tg.gate().runs_in_flight.clone();
-    eventually("the waiting run to start", T, || {
-        let n = inflight.load(Ordering::SeqCst);
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
     // While it waits: a webhook is acked and another contact's event is answered.
-    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
+    answered_while_one_run_goes_on(&tg, "the waiting run to start").await;
     post(&tg, OLGA, "33622222222", "wamid.Q1", "quick").await;
     eventually("the quick event's reply", T, || {
         let t = texts(&tg);
@@ -277,19 +289,7 @@ async fn a_quick_rule_that_turns_slow_is_cut_off_on_the_worker_and_run_again_off
     })
     .await;
     post(&tg, OLGA, "33633333333", "wamid.TS", "slow").await;
-    let inflight = tg.gate().runs_in_flight.clone();
-    eventually("the slow run to go on off the worker", T, || {
-        let n = inflight.load(Ordering::SeqCst);
-        async move { (n == 1).then_some(()) }
-    })
-    .await;
-    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 200);
-    assert_eq!(
-        inflight.load(Ordering::SeqCst),
-        1,
-        "answered while the slow run goes on"
-    );
+    answered_while_one_run_goes_on(&tg, "the slow run to go on off the worker").await;
     settled(&tg, "olga").await;
     assert!(texts(&tg).contains(&"done slow".to_string()));
     let runs = tg.store().runs(Some("olga"), None, 5).unwrap();
