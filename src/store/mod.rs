@@ -790,7 +790,8 @@ impl Store {
         key: Option<&str>,
         query: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<Value>, StoreError> {
-        self.with(|conn| contacts::lookup(conn, user, key, query))
+        // On the read connection: a script's lookup never waits for the writer's commits.
+        self.read(|conn| contacts::lookup(conn, user, key, query))
     }
 
     /// This user's messages as maps, newest first (at most 1000): the one with wamid `key`, or
@@ -801,7 +802,7 @@ impl Store {
         key: Option<&str>,
         query: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<Value>, StoreError> {
-        self.with(|conn| {
+        self.read(|conn| {
             let contact = query.and_then(|q| q.get("contact")).and_then(Value::as_str);
             let mut st = conn.prepare_cached(
                 "SELECT wamid, contact, direction, type, text, timestamp, status FROM messages
