@@ -53,30 +53,9 @@ pub struct Dispatcher {
 /// `export` always runs there. On a worker, a rule is cut off at [`WORKER_BUDGET`]: should one
 /// proven quick turn slow, the event's attempt is dropped (a run only collects what it would
 /// do) and the event runs again on the pool, so no rule holds a worker longer than that.
+#[derive(Default)]
 pub struct Placement {
     streaks: Mutex<Streaks>,
-    /// Rules running on a worker right now.
-    seated: AtomicUsize,
-    /// The most that may.
-    seats: usize,
-}
-
-impl Default for Placement {
-    /// As many seats as the current runtime has workers.
-    fn default() -> Self {
-        let workers =
-            tokio::runtime::Handle::try_current().map_or(1, |h| h.metrics().num_workers());
-        Placement::with_seats(workers)
-    }
-}
-
-/// One event's rules running on the lane's worker: the seat is given back when it is dropped.
-pub struct Seat<'a>(&'a AtomicUsize);
-
-impl Drop for Seat<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
-    }
 }
 
 #[derive(Default)]
@@ -132,30 +111,13 @@ const PROVEN: u32 = 32;
 const WORKER_BUDGET: Duration = Duration::from_millis(10);
 
 impl Placement {
-    /// A placement that lets rules run on `seats` workers at once.
-    pub fn with_seats(seats: usize) -> Placement {
-        Placement {
-            streaks: Mutex::default(),
-            seated: AtomicUsize::new(0),
-            seats,
-        }
-    }
-
-    /// A seat on the lane's worker for one event of `kind` of `user` under `set`, if those
-    /// rules are proven quick, none may block, and a seat is free; `None`: the blocking pool.
-    pub fn take_worker(&self, user: &str, kind: &str, set: &Arc<RuleSet>) -> Option<Seat<'_>> {
+    /// Whether one event of `kind` of `user` under `set` runs on the lane's worker: its rules
+    /// are proven quick and none may block.
+    pub fn runs_on_worker(&self, user: &str, kind: &str, set: &Arc<RuleSet>) -> bool {
         let blocks = set
             .for_user(user)
             .any(|p| p.may_block && p.rules.iter().any(|r| r.trigger.matches_kind(kind)));
-        if blocks || !self.on_worker(user, kind, set) {
-            return None;
-        }
-        let seated = self
-            .seated
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.seats).then_some(n + 1)
-            });
-        seated.ok().map(|_| Seat(&self.seated))
+        !blocks && self.on_worker(user, kind, set)
     }
 
     /// Whether `user`'s rules of `set` for events of `kind` are proven quick.
@@ -380,7 +342,7 @@ impl Dispatcher {
             let set = self.registry.snapshot();
             // On the worker, within its budget; what does not fit runs again on the pool.
             let mut on_worker = None;
-            if let Some(_seat) = self.placement.take_worker(&user, &ev.kind, &set) {
+            if self.placement.runs_on_worker(&user, &ev.kind, &set) {
                 let run =
                     std::panic::AssertUnwindSafe(|| self.timed_run(&ev, &set, Some(WORKER_BUDGET)));
                 on_worker = match std::panic::catch_unwind(run) {
@@ -654,31 +616,6 @@ mod tests {
         assert!(
             !p.on_worker("olga", "message", &s),
             "statuses nobody handles say nothing of the message rules"
-        );
-    }
-
-    #[test]
-    fn rules_take_at_most_the_seats_on_workers_at_once() {
-        let (p, s) = (Placement::with_seats(1), set());
-        for _ in 0..PROVEN {
-            p.record("olga", "message", &s, FAST);
-            p.record("azarya", "message", &s, FAST);
-        }
-        let first = p.take_worker("olga", "message", &s);
-        assert!(first.is_some());
-        assert!(
-            p.take_worker("azarya", "message", &s).is_none(),
-            "one seat, taken"
-        );
-        assert!(p.take_worker("olga", "message", &s).is_none());
-        drop(first);
-        assert!(
-            p.take_worker("azarya", "message", &s).is_some(),
-            "given back"
-        );
-        assert!(
-            p.take_worker("nobody", "message", &s).is_none(),
-            "not proven quick"
         );
     }
 
