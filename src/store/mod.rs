@@ -1225,8 +1225,129 @@ fn filter_rows(
         .collect()
 }
 
-/// The writes of one verified webhook body and its events (see [`Store::ingest`]), to run in
-/// a group commit.
+/// One event of a webhook as the writer stores it: plain values taken out of its map on the
+/// caller's thread, so the writer's turn neither reads nor drops an event map.
+struct IngestRow {
+    kind: String,
+    dedupe_key: String,
+    contact: Option<String>,
+    phone_number_id: Option<String>,
+    /// The event map (with `user`) as stored in `events.payload`.
+    payload: String,
+    fate: Fate,
+    effect: Effect,
+}
+
+impl IngestRow {
+    fn new(user: &UserId, ev: Event, fate: Fate, now: i64) -> IngestRow {
+        let effect = Effect::of(&ev, now);
+        let Event {
+            kind,
+            dedupe_key,
+            contact,
+            phone_number_id,
+            mut map,
+            ..
+        } = ev;
+        if let Some(m) = map.as_object_mut() {
+            m.insert("user".into(), user.as_str().into());
+        }
+        IngestRow {
+            kind: kind.as_str().to_string(),
+            dedupe_key,
+            contact,
+            phone_number_id,
+            payload: map.to_string(),
+            fate,
+            effect,
+        }
+    }
+}
+
+/// What a newly stored event writes besides its own row.
+enum Effect {
+    /// An inbound message: its row in messages, its contact, its group, its media.
+    Message {
+        wamid: Option<String>,
+        contact: String,
+        /// WhatsApp's timestamp (unix s), else the time it was received.
+        ts: i64,
+        msg_type: String,
+        text: String,
+        /// The message object as JSON (`raw`).
+        raw: Option<String>,
+        name: Option<String>,
+        group_id: Option<String>,
+        media: Option<MediaRef>,
+    },
+    /// A delivery status of a message sent.
+    Status {
+        wamid: String,
+        status: String,
+        /// Meta's `errors` as JSON, when it names any.
+        errors: Option<String>,
+        at: Option<i64>,
+    },
+    /// A `group_*` change, with its `raw` value.
+    Group {
+        field: String,
+        raw: Option<Value>,
+    },
+    None,
+}
+
+/// Media an inbound message carries, to fetch.
+struct MediaRef {
+    id: String,
+    mime_type: Option<String>,
+    sha256: Option<String>,
+}
+
+impl Effect {
+    fn of(ev: &Event, now: i64) -> Effect {
+        let m = &ev.map;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        match m.get("kind").and_then(Value::as_str) {
+            Some("message") => Effect::Message {
+                wamid: ev.wamid.clone(),
+                contact: ev.contact.clone().unwrap_or_default(),
+                ts: m
+                    .get("timestamp")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(now / 1000),
+                msg_type: text(m.get("type")).unwrap_or_else(|| "unknown".into()),
+                text: ev.text().to_string(),
+                raw: m.get("raw").map(Value::to_string),
+                name: text(m.get("name")).filter(|n| !n.is_empty()),
+                group_id: text(m.pointer("/raw/group_id")),
+                media: text(m.pointer("/media/id")).map(|id| MediaRef {
+                    id,
+                    mime_type: text(m.pointer("/media/mime_type")),
+                    sha256: text(m.pointer("/media/sha256")),
+                }),
+            },
+            Some("status") => match (&ev.wamid, text(m.get("status"))) {
+                (Some(wamid), Some(status)) => Effect::Status {
+                    wamid: wamid.clone(),
+                    status,
+                    errors: m
+                        .get("errors")
+                        .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+                        .map(Value::to_string),
+                    at: m.get("timestamp").and_then(Value::as_i64),
+                },
+                _ => Effect::None,
+            },
+            Some(field) if field.starts_with("group_") => Effect::Group {
+                field: field.to_string(),
+                raw: m.get("raw").cloned(),
+            },
+            _ => Effect::None,
+        }
+    }
+}
+
+/// The writes of one verified webhook (see [`Store::ingest`]), to run in a group commit.
 fn ingest_job(
     user: UserId,
     body: bytes::Bytes,
@@ -1235,16 +1356,9 @@ fn ingest_job(
     let sha = hex::encode(Sha256::digest(&body));
     let now = now_ms();
     // What needs no transaction is made here, on the caller's thread, not the writer's.
-    let events: Vec<(Event, Fate, String, Option<String>)> = events
+    let rows: Vec<IngestRow> = events
         .into_iter()
-        .map(|(ev, fate)| {
-            let mut map = ev.map.clone();
-            if let Some(m) = map.as_object_mut() {
-                m.insert("user".into(), user.as_str().into());
-            }
-            let raw = ev.map.get("raw").map(Value::to_string);
-            (ev, fate, map.to_string(), raw)
-        })
+        .map(|(ev, fate)| IngestRow::new(&user, ev, fate, now))
         .collect();
     move |tx| {
         let (user, body) = (&user, &body[..]);
@@ -1261,32 +1375,29 @@ fn ingest_job(
             foreign: 0,
             new_media: 0,
         };
-        for (ev, fate, payload, raw) in &events {
-            let state = match fate {
+        for row in &rows {
+            let state = match row.fate {
                 Fate::Dispatch => "pending",
                 Fate::Keep => "done",
                 Fate::Foreign => "foreign",
             };
-            let done_at = (*fate == Fate::Keep).then_some(now);
+            let done_at = (row.fate == Fate::Keep).then_some(now);
             let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at, done_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![user.as_str(), inbox_id, ev.kind.as_str(), ev.dedupe_key, ev.contact,
-                            ev.phone_number_id, payload, state, now, done_at])? == 1;
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![user.as_str(), inbox_id, row.kind, row.dedupe_key, row.contact,
+                            row.phone_number_id, row.payload, state, now, done_at])? == 1;
             if !inserted {
                 out.duplicates += 1;
                 continue;
             }
-            if *fate == Fate::Foreign {
+            if row.fate == Fate::Foreign {
                 out.foreign += 1;
                 continue;
             }
             out.new_events += 1;
-            out.to_dispatch += usize::from(*fate == Fate::Dispatch);
-            out.new_media += record_effects(tx, user, ev, raw.as_deref(), now)?;
+            out.to_dispatch += usize::from(row.fate == Fate::Dispatch);
+            out.new_media += record_effects(tx, user, &row.effect, now)?;
         }
-        if !events.is_empty()
-            && out.duplicates == events.len()
-            && redelivered(tx, user, &events, &sha)?
-        {
+        if !rows.is_empty() && out.duplicates == rows.len() && redelivered(tx, user, &rows, &sha)? {
             // The very body that brought these events before: it is kept once.
             tx.prepare_cached("DELETE FROM inbox WHERE id = ?1")?
                 .execute([inbox_id])?;
@@ -1305,19 +1416,19 @@ fn ingest_job(
 
 /// Whether a body whose events are all stored already is the very body (`sha`) that brought
 /// one of them: a redelivery. A different body repeating known events is kept.
-fn redelivered<T>(
+fn redelivered(
     tx: &rusqlite::Transaction<'_>,
     user: &UserId,
-    events: &[(Event, T, String, Option<String>)],
+    rows: &[IngestRow],
     sha: &str,
 ) -> rusqlite::Result<bool> {
     let mut st = tx.prepare_cached(
         "SELECT i.sha256 FROM events e JOIN inbox i ON i.id = e.inbox_id
          WHERE e.user = ?1 AND e.dedupe_key = ?2",
     )?;
-    for (ev, ..) in events {
+    for row in rows {
         let first: Option<String> = st
-            .query_row(params![user.as_str(), ev.dedupe_key], |r| r.get(0))
+            .query_row(params![user.as_str(), row.dedupe_key], |r| r.get(0))
             .optional()?;
         if first.as_deref() == Some(sha) {
             return Ok(true);
@@ -1558,32 +1669,30 @@ fn status_rank(s: &str) -> i32 {
     }
 }
 
-/// The side effects of a newly stored event (`raw`: its `raw` as JSON) on messages, contacts
-/// and media; returns how many media downloads it queued.
+/// The side effects of a newly stored event on messages, contacts, groups and media; returns
+/// how many media downloads it queued.
 fn record_effects(
     tx: &rusqlite::Transaction<'_>,
     user: &UserId,
-    ev: &Event,
-    raw: Option<&str>,
+    effect: &Effect,
     now: i64,
 ) -> rusqlite::Result<usize> {
-    let m = &ev.map;
-    match m.get("kind").and_then(Value::as_str) {
-        Some("message") => {
-            let contact = ev.contact.clone().unwrap_or_default();
-            let ts = m
-                .get("timestamp")
-                .and_then(Value::as_i64)
-                .unwrap_or(now / 1000);
+    match effect {
+        Effect::Message {
+            wamid,
+            contact,
+            ts,
+            msg_type,
+            text,
+            raw,
+            name,
+            group_id,
+            media,
+        } => {
             let rev = next_rev(tx)?;
             tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw, rev)
-                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7, ?8)")?.execute(params![user.as_str(), ev.wamid, contact,
-                        m.get("type").and_then(Value::as_str).unwrap_or("unknown"),
-                        ev.text(), ts, raw, rev])?;
-            let name = m
-                .get("name")
-                .and_then(Value::as_str)
-                .filter(|n| !n.is_empty());
+                 VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7, ?8)")?.execute(params![user.as_str(), wamid, contact,
+                        msg_type, text, ts, raw, rev])?;
             let rev = next_rev(tx)?;
             tx.prepare_cached("INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at, rev) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (user, contact) DO UPDATE SET
@@ -1591,22 +1700,22 @@ fn record_effects(
                    last_inbound_at = MAX(COALESCE(contacts.last_inbound_at, 0), excluded.last_inbound_at),
                    updated_at = excluded.updated_at,
                    rev = excluded.rev")?.execute(params![user.as_str(), contact, name, ts, now, rev])?;
-            if let Some(g) = m.pointer("/raw/group_id").and_then(Value::as_str) {
-                groups::inbound(tx, user.as_str(), g, ts, now)?;
+            if let Some(g) = group_id {
+                groups::inbound(tx, user.as_str(), g, *ts, now)?;
             }
-            if let Some(media_id) = m.pointer("/media/id").and_then(Value::as_str) {
+            if let Some(media) = media {
                 let queued = tx.prepare_cached("INSERT OR IGNORE INTO media (user, media_id, wamid, mime_type, meta_sha256, state, next_attempt_at, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)")?.execute(params![user.as_str(), media_id, ev.wamid,
-                            m.pointer("/media/mime_type").and_then(Value::as_str),
-                            m.pointer("/media/sha256").and_then(Value::as_str), now])?;
+                     VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)")?.execute(params![user.as_str(), media.id, wamid,
+                            media.mime_type, media.sha256, now])?;
                 return Ok(queued);
             }
         }
-        Some("status") => {
-            let (Some(wamid), Some(status)) = (&ev.wamid, m.get("status").and_then(Value::as_str))
-            else {
-                return Ok(0);
-            };
+        Effect::Status {
+            wamid,
+            status,
+            errors,
+            at,
+        } => {
             let old: Option<String> = tx
                 .query_row(
                     "SELECT status FROM messages WHERE user = ?1 AND wamid = ?2",
@@ -1618,11 +1727,6 @@ fn record_effects(
             if let Some(old) = old
                 && status_rank(status) > status_rank(&old)
             {
-                let errors = m
-                    .get("errors")
-                    .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
-                    .map(Value::to_string);
-                let at = m.get("timestamp").and_then(Value::as_i64);
                 let rev = next_rev(tx)?;
                 tx.prepare_cached(
                     "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5, rev = ?6
@@ -1631,10 +1735,10 @@ fn record_effects(
                 .execute(params![user.as_str(), wamid, status, errors, at, rev])?;
             }
         }
-        Some(field) if field.starts_with("group_") => {
-            groups::apply_webhook(tx, user.as_str(), field, m.get("raw"), now)?;
+        Effect::Group { field, raw } => {
+            groups::apply_webhook(tx, user.as_str(), field, raw.as_ref(), now)?;
         }
-        _ => {}
+        Effect::None => {}
     }
     Ok(0)
 }
