@@ -51,14 +51,23 @@ pub(super) fn append(
     action: &str,
     details: &Value,
 ) -> rusqlite::Result<()> {
+    append_text(conn, user, action, &details.to_string())
+}
+
+/// As [`append`], with the details already JSON text (made before the writer's turn).
+pub(super) fn append_text(
+    conn: &Connection,
+    user: &str,
+    action: &str,
+    details: &str,
+) -> rusqlite::Result<()> {
     let last = super::tx_cache::audit_head(conn, user)?;
     let (seq, prev) = match last {
         Some((s, h)) => (s + 1, h),
         None => (1, GENESIS.to_string()),
     };
     let at = now_ms();
-    let details = details.to_string();
-    let hash = entry_hash(&prev, user, seq, at, action, &details);
+    let hash = entry_hash(&prev, user, seq, at, action, details);
     conn.prepare_cached(
         "INSERT INTO audit (user, seq, at, action, details, prev, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?

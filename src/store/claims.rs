@@ -2,7 +2,7 @@
 //! transaction (one fsync) instead of one transaction per row.
 
 use super::{
-    OUTBOX_COLS, OutboxRow, Store, StoreError, last_inbound_in, outbox_row, token_invalid_in,
+    OUTBOX_COLS, OutboxRow, Store, StoreError, last_inbound_in, outbox_row_text, token_invalid_in,
 };
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
@@ -69,25 +69,35 @@ impl Store {
             return Ok(Vec::new());
         }
         let ids = ids.to_vec();
-        self.grouped_async(move |tx| {
-            let mut claim = tx.prepare_cached(
-                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2
+        let rows = self
+            .grouped_async(move |tx| {
+                let mut claim = tx.prepare_cached(
+                    "UPDATE outbox SET state = 'sending', attempts = attempts + 1, updated_at = ?2
                  WHERE id = ?1 AND state = 'queued' AND next_attempt_at <= ?2",
-            )?;
-            let mut read =
-                tx.prepare_cached(&format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1"))?;
-            let mut rows = Vec::with_capacity(ids.len());
-            for &id in &ids {
-                if claim.execute(params![id, now])? == 1
-                    && let Some(row) = read.query_row([id], outbox_row).optional()?
-                {
-                    let fp = fingerprints.get(&row.user).map(String::as_str);
-                    let check = send_check_in(tx, &row, fp, needs_window)?;
-                    rows.push((row, check));
+                )?;
+                let mut read =
+                    tx.prepare_cached(&format!("SELECT {OUTBOX_COLS} FROM outbox WHERE id = ?1"))?;
+                let mut rows = Vec::with_capacity(ids.len());
+                for &id in &ids {
+                    if claim.execute(params![id, now])? == 1
+                        && let Some((row, body)) =
+                            read.query_row([id], outbox_row_text).optional()?
+                    {
+                        let fp = fingerprints.get(&row.user).map(String::as_str);
+                        let check = send_check_in(tx, &row, fp, needs_window)?;
+                        rows.push((row, body, check));
+                    }
                 }
-            }
-            Ok(rows)
-        })
-        .await
+                Ok(rows)
+            })
+            .await?;
+        // The bodies are decoded here, after the commit, not on the writer's turn.
+        Ok(rows
+            .into_iter()
+            .map(|(mut row, body, check)| {
+                row.body = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                (row, check)
+            })
+            .collect())
     }
 }

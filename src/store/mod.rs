@@ -425,9 +425,11 @@ impl Store {
         runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         let now = now_ms();
+        let done = Completion::new(&effects, &runs, Some(event_id));
+        drop((effects, runs));
         // Committed together with the other lanes' events finishing now (group commit).
         self.grouped_async(move |tx| {
-            let (user, effects, runs) = (user.as_str(), &effects, &runs);
+            let user = user.as_str();
             // Only a pending event completes: should it ever be run twice, the second result
             // is dropped whole instead of applying its effects again.
             let claimed = tx.prepare_cached("UPDATE events SET state = 'done', done_at = ?2 WHERE id = ?1 AND state = 'pending'")?.execute(params![event_id, now])?;
@@ -435,9 +437,7 @@ impl Store {
                 tracing::warn!(event_id, "an event was completed twice; the second result is dropped");
                 return Ok(0);
             }
-            let queued = apply_effects(tx, user, effects, now)?;
-            insert_runs(tx, user, Some(event_id), runs)?;
-            Ok(queued)
+            done.apply(tx, user, now)
         })
         .await
     }
@@ -447,7 +447,8 @@ impl Store {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let n = insert_outbound(&tx, user, outbound, now)?;
+            let rows: Vec<OutboundRow> = outbound.iter().map(OutboundRow::new).collect();
+            let n = insert_outbound(&tx, user, &rows, now)?;
             tx.commit()?;
             Ok(n)
         })
@@ -1147,13 +1148,13 @@ impl Store {
         runs: &[RunRecord],
     ) -> Result<usize, StoreError> {
         let now = now_ms();
+        let done = Completion::new(effects, runs, None);
         self.with(|conn| {
             let tx = conn.transaction()?;
             if tx.execute(claim_sql, [id])? == 0 {
                 return Ok(0);
             }
-            let queued = apply_effects(&tx, user, effects, now)?;
-            insert_runs(&tx, user, None, runs)?;
+            let queued = done.apply(&tx, user, now)?;
             tx.commit()?;
             Ok(queued)
         })
@@ -1403,13 +1404,15 @@ fn ingest_job(
                 .execute([inbox_id])?;
             out.new_body = false;
         }
-        audit::append(
-            tx,
-            user.as_str(),
-            "webhook.accepted",
-            &serde_json::json!({"sha256": sha, "bytes": body.len(), "events": out.new_events,
-                                    "duplicates": out.duplicates, "foreign": out.foreign}),
-        )?;
+        // The same text as `json!` would give (a hex digest and counts need no escaping).
+        let details = format!(
+            r#"{{"sha256":"{sha}","bytes":{},"events":{},"duplicates":{},"foreign":{}}}"#,
+            body.len(),
+            out.new_events,
+            out.duplicates,
+            out.foreign
+        );
+        audit::append_text(tx, user.as_str(), "webhook.accepted", &details)?;
         Ok(out)
     }
 }
@@ -1443,16 +1446,31 @@ fn mark_sent_job(
     wamid: String,
 ) -> impl Fn(&rusqlite::Transaction<'_>) -> rusqlite::Result<()> + Send + 'static {
     let now = now_ms();
-    // Made before the writer's turn.
+    // Made before the writer's turn: the writer gets text, no JSON value.
     let (text, body) = (outbound_text(&row.body), row.body.to_string());
+    let details = send_details_text(
+        row.id,
+        &row.recipient,
+        &row.msg_type,
+        row.attempts,
+        serde_json::json!({"wamid": wamid}),
+    );
+    let OutboxRow {
+        id,
+        user,
+        idem_key,
+        recipient,
+        msg_type,
+        ..
+    } = row;
     move |tx| {
-        let (row, wamid) = (&row, wamid.as_str());
-        tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![row.id, wamid, now])?;
-        audit_send_row(tx, row, "send.sent", serde_json::json!({"wamid": wamid}))?;
+        let wamid = wamid.as_str();
+        tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![id, wamid, now])?;
+        audit::append_text(tx, &user, "send.sent", &details)?;
         let rev = next_rev(tx)?;
         tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw, rev)
-             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8, ?9)")?.execute(params![row.user, wamid, row.recipient, row.msg_type, text, now / 1000,
-                    row.idem_key, body, rev])?;
+             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8, ?9)")?.execute(params![user, wamid, recipient, msg_type, text, now / 1000,
+                    idem_key, body, rev])?;
         Ok(())
     }
 }
@@ -1473,25 +1491,6 @@ fn audit_send(
     send_details(tx, id, &user, &to, &msg_type, attempts, action, details)
 }
 
-/// As [`audit_send`], for a row in hand (as claimed: its attempts count the one that ended).
-fn audit_send_row(
-    tx: &rusqlite::Transaction<'_>,
-    row: &OutboxRow,
-    action: &str,
-    details: Value,
-) -> rusqlite::Result<()> {
-    send_details(
-        tx,
-        row.id,
-        &row.user,
-        &row.recipient,
-        &row.msg_type,
-        row.attempts,
-        action,
-        details,
-    )
-}
-
 #[allow(clippy::too_many_arguments)]
 fn send_details(
     tx: &rusqlite::Transaction<'_>,
@@ -1501,38 +1500,61 @@ fn send_details(
     msg_type: &str,
     attempts: i64,
     action: &str,
-    mut details: Value,
+    details: Value,
 ) -> rusqlite::Result<()> {
+    let details = send_details_text(id, to, msg_type, attempts, details);
+    audit::append_text(tx, user, action, &details)
+}
+
+/// The details of a send's audit entry: `details` with the outbox row, its recipient, type and
+/// attempt.
+fn send_details_text(
+    id: i64,
+    to: &str,
+    msg_type: &str,
+    attempts: i64,
+    mut details: Value,
+) -> String {
     if let Some(m) = details.as_object_mut() {
         m.insert("outbox_id".into(), id.into());
         m.insert("to".into(), to.into());
         m.insert("type".into(), msg_type.into());
         m.insert("attempt".into(), attempts.into());
     }
-    audit::append(tx, user, action, &details)
+    details.to_string()
 }
 
 fn outbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
-    let body: String = r.get(5)?;
-    Ok(OutboxRow {
-        id: r.get(0)?,
-        user: r.get(1)?,
-        idem_key: r.get(2)?,
-        recipient: r.get(3)?,
-        msg_type: r.get(4)?,
-        body: serde_json::from_str(&body).unwrap_or(Value::Null),
-        state: r.get(6)?,
-        attempts: r.get(7)?,
-        wamid: r.get(8)?,
-        error: r.get(9)?,
-        created_at: r.get(10)?,
-    })
+    let (mut row, body) = outbox_row_text(r)?;
+    row.body = serde_json::from_str(&body).unwrap_or(Value::Null);
+    Ok(row)
+}
+
+/// A row of [`OUTBOX_COLS`] with its body left as text (`null` in the row), for a caller that
+/// decodes it later, off the writer's turn.
+fn outbox_row_text(r: &rusqlite::Row<'_>) -> rusqlite::Result<(OutboxRow, String)> {
+    Ok((
+        OutboxRow {
+            id: r.get(0)?,
+            user: r.get(1)?,
+            idem_key: r.get(2)?,
+            recipient: r.get(3)?,
+            msg_type: r.get(4)?,
+            body: Value::Null,
+            state: r.get(6)?,
+            attempts: r.get(7)?,
+            wamid: r.get(8)?,
+            error: r.get(9)?,
+            created_at: r.get(10)?,
+        },
+        r.get(5)?,
+    ))
 }
 
 fn insert_outbound(
     tx: &rusqlite::Transaction<'_>,
     user: &str,
-    outbound: &[NewOutbound],
+    outbound: &[OutboundRow],
     now: i64,
 ) -> rusqlite::Result<usize> {
     let mut st = tx.prepare_cached(
@@ -1546,75 +1568,175 @@ fn insert_outbound(
             o.idem_key,
             o.recipient,
             o.msg_type,
-            o.body.to_string(),
+            o.body,
             now
         ])?;
     }
     Ok(n)
 }
 
-fn apply_effects(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    effects: &Effects,
-    now: i64,
-) -> rusqlite::Result<usize> {
-    let queued = insert_outbound(tx, user, &effects.outbound, now)?;
-    for w in &effects.states {
-        if w.value.is_null() {
-            tx.prepare_cached("DELETE FROM state WHERE user = ?1 AND project = ?2 AND key = ?3")?
-                .execute(params![user, w.project, w.key])?;
-        } else {
-            tx.prepare_cached("INSERT INTO state (user, project, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT (user, project, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")?.execute(params![user, w.project, w.key, w.value.to_string(), now])?;
-        }
-    }
-    for s in &effects.schedules {
-        tx.prepare_cached("INSERT OR IGNORE INTO schedules (user, project, rule, call, arg, due_at, state, idem_key, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)")?.execute(params![user, s.project, s.rule, s.call, s.arg.to_string(), s.due_at_ms, s.idem_key, now])?;
-    }
-    contacts::apply_labels(tx, user, &effects.labels, now)?;
-    Ok(queued)
+/// A message to queue, its request body as JSON text.
+struct OutboundRow {
+    idem_key: String,
+    recipient: String,
+    msg_type: String,
+    body: String,
 }
 
-fn insert_runs(
-    tx: &rusqlite::Transaction<'_>,
-    user: &str,
-    event_id: Option<i64>,
-    runs: &[RunRecord],
-) -> rusqlite::Result<()> {
-    let mut st = tx.prepare_cached(
-        "INSERT INTO rule_runs (user, project, rule, event_id, outcome, error, logs, actions, started_at, duration_us, version, trigger, detail)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?;
-    for r in runs {
-        st.execute(params![
-            user,
-            r.project,
-            r.rule,
-            event_id,
-            r.outcome,
-            r.error,
-            serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into()),
-            r.actions as i64,
-            r.started_at_ms,
-            r.duration_us,
-            r.version,
-            r.trigger,
-            r.detail.to_string()
-        ])?;
-        if r.outcome != "skipped" {
-            audit::append(
-                tx,
-                user,
-                "rule.run",
-                &serde_json::json!({"project": r.project, "rule": r.rule, "outcome": r.outcome,
-                                    "error": r.error, "event_id": event_id, "trigger": r.trigger,
-                                    "version": r.version, "actions": r.actions}),
-            )?;
+impl OutboundRow {
+    fn new(o: &NewOutbound) -> OutboundRow {
+        OutboundRow {
+            idem_key: o.idem_key.clone(),
+            recipient: o.recipient.clone(),
+            msg_type: o.msg_type.clone(),
+            body: o.body.to_string(),
         }
     }
-    Ok(())
+}
+
+/// What finished rule runs commit (their effects and traces), made ready before the writer's
+/// turn: every JSON value is text already, so the writer's turn serializes and drops none.
+struct Completion {
+    outbound: Vec<OutboundRow>,
+    /// (project, key, the value as JSON; `None` removes the key).
+    states: Vec<(String, String, Option<String>)>,
+    schedules: Vec<NewScheduleRow>,
+    labels: Vec<contacts::LabelWrite>,
+    runs: Vec<TraceRow>,
+    event_id: Option<i64>,
+}
+
+/// A `schedule()` call, its argument as JSON text.
+struct NewScheduleRow {
+    project: String,
+    rule: String,
+    call: String,
+    arg: String,
+    due_at_ms: i64,
+    idem_key: String,
+}
+
+/// A run's trace row and, unless it was skipped, its audit entry's details (JSON text).
+struct TraceRow {
+    project: String,
+    rule: String,
+    outcome: &'static str,
+    error: Option<String>,
+    logs: String,
+    actions: i64,
+    started_at_ms: i64,
+    duration_us: i64,
+    version: String,
+    trigger: String,
+    detail: String,
+    audit: Option<String>,
+}
+
+impl Completion {
+    /// The writes of `effects` and the traces of `runs`, started by event `event_id` if any.
+    fn new(effects: &Effects, runs: &[RunRecord], event_id: Option<i64>) -> Completion {
+        Completion {
+            outbound: effects.outbound.iter().map(OutboundRow::new).collect(),
+            states: effects
+                .states
+                .iter()
+                .map(|w| {
+                    let value = (!w.value.is_null()).then(|| w.value.to_string());
+                    (w.project.clone(), w.key.clone(), value)
+                })
+                .collect(),
+            schedules: effects
+                .schedules
+                .iter()
+                .map(|s| NewScheduleRow {
+                    project: s.project.clone(),
+                    rule: s.rule.clone(),
+                    call: s.call.clone(),
+                    arg: s.arg.to_string(),
+                    due_at_ms: s.due_at_ms,
+                    idem_key: s.idem_key.clone(),
+                })
+                .collect(),
+            labels: effects.labels.clone(),
+            runs: runs
+                .iter()
+                .map(|r| TraceRow {
+                    project: r.project.clone(),
+                    rule: r.rule.clone(),
+                    outcome: r.outcome,
+                    error: r.error.clone(),
+                    logs: serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into()),
+                    actions: r.actions as i64,
+                    started_at_ms: r.started_at_ms,
+                    duration_us: r.duration_us,
+                    version: r.version.clone(),
+                    trigger: r.trigger.clone(),
+                    detail: r.detail.to_string(),
+                    audit: (r.outcome != "skipped").then(|| {
+                        serde_json::json!({"project": r.project, "rule": r.rule, "outcome": r.outcome,
+                                           "error": r.error, "event_id": event_id, "trigger": r.trigger,
+                                           "version": r.version, "actions": r.actions})
+                        .to_string()
+                    }),
+                })
+                .collect(),
+            event_id,
+        }
+    }
+
+    /// Writes it all for `user`; returns how many messages were queued.
+    fn apply(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        user: &str,
+        now: i64,
+    ) -> rusqlite::Result<usize> {
+        let queued = insert_outbound(tx, user, &self.outbound, now)?;
+        for (project, key, value) in &self.states {
+            match value {
+                None => tx
+                    .prepare_cached("DELETE FROM state WHERE user = ?1 AND project = ?2 AND key = ?3")?
+                    .execute(params![user, project, key])?,
+                Some(value) => tx.prepare_cached("INSERT INTO state (user, project, key, value, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (user, project, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at")?.execute(params![user, project, key, value, now])?,
+            };
+        }
+        for s in &self.schedules {
+            tx.prepare_cached("INSERT OR IGNORE INTO schedules (user, project, rule, call, arg, due_at, state, idem_key, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, ?8)")?.execute(params![user, s.project, s.rule, s.call, s.arg, s.due_at_ms, s.idem_key, now])?;
+        }
+        contacts::apply_labels(tx, user, &self.labels, now)?;
+        self.insert_runs(tx, user)?;
+        Ok(queued)
+    }
+
+    fn insert_runs(&self, tx: &rusqlite::Transaction<'_>, user: &str) -> rusqlite::Result<()> {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO rule_runs (user, project, rule, event_id, outcome, error, logs, actions, started_at, duration_us, version, trigger, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?;
+        for r in &self.runs {
+            st.execute(params![
+                user,
+                r.project,
+                r.rule,
+                self.event_id,
+                r.outcome,
+                r.error,
+                r.logs,
+                r.actions,
+                r.started_at_ms,
+                r.duration_us,
+                r.version,
+                r.trigger,
+                r.detail
+            ])?;
+            if let Some(details) = &r.audit {
+                audit::append_text(tx, user, "rule.run", details)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// When `contact` (or the group `g:<id>`) last wrote to `user` (unix s), on `conn`.
