@@ -425,8 +425,7 @@ impl Store {
         runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let done = Completion::new(&effects, &runs, Some(event_id));
-        drop((effects, runs));
+        let done = Completion::new(effects, runs, Some(event_id));
         // Committed together with the other lanes' events finishing now (group commit).
         self.grouped_async(move |tx| {
             let user = user.as_str();
@@ -447,7 +446,7 @@ impl Store {
         let now = now_ms();
         self.with(|conn| {
             let tx = conn.transaction()?;
-            let rows: Vec<OutboundRow> = outbound.iter().map(OutboundRow::new).collect();
+            let rows: Vec<OutboundRow> = outbound.iter().cloned().map(OutboundRow::new).collect();
             let n = insert_outbound(&tx, user, &rows, now)?;
             tx.commit()?;
             Ok(n)
@@ -1148,7 +1147,7 @@ impl Store {
         runs: &[RunRecord],
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let done = Completion::new(effects, runs, None);
+        let done = Completion::new(effects.clone(), runs.to_vec(), None);
         self.with(|conn| {
             let tx = conn.transaction()?;
             if tx.execute(claim_sql, [id])? == 0 {
@@ -1227,7 +1226,8 @@ fn filter_rows(
 }
 
 /// One event of a webhook as the writer stores it: plain values taken out of its map on the
-/// caller's thread, so the writer's turn neither reads nor drops an event map.
+/// caller's thread, so the writer's turn neither reads nor drops an event map (only a rare
+/// `group_*` change hands its `raw` value over, for the groups it names).
 struct IngestRow {
     kind: String,
     dedupe_key: String,
@@ -1404,17 +1404,20 @@ fn ingest_job(
                 .execute([inbox_id])?;
             out.new_body = false;
         }
-        // The same text as `json!` would give (a hex digest and counts need no escaping).
-        let details = format!(
-            r#"{{"sha256":"{sha}","bytes":{},"events":{},"duplicates":{},"foreign":{}}}"#,
-            body.len(),
-            out.new_events,
-            out.duplicates,
-            out.foreign
-        );
+        let details = accepted_details(&sha, body.len(), &out);
         audit::append_text(tx, user.as_str(), "webhook.accepted", &details)?;
         Ok(out)
     }
+}
+
+/// The details of a `webhook.accepted` audit entry, written out without a JSON value (it is
+/// made on the writer's turn): the text `serde_json` gives for them, keys in this order (the
+/// crate keeps the order of insertion), since a hex digest and counts need no escaping.
+fn accepted_details(sha: &str, bytes: usize, out: &IngestOutcome) -> String {
+    format!(
+        r#"{{"sha256":"{sha}","bytes":{bytes},"events":{},"duplicates":{},"foreign":{}}}"#,
+        out.new_events, out.duplicates, out.foreign
+    )
 }
 
 /// Whether a body whose events are all stored already is the very body (`sha`) that brought
@@ -1584,12 +1587,12 @@ struct OutboundRow {
 }
 
 impl OutboundRow {
-    fn new(o: &NewOutbound) -> OutboundRow {
+    fn new(o: NewOutbound) -> OutboundRow {
         OutboundRow {
-            idem_key: o.idem_key.clone(),
-            recipient: o.recipient.clone(),
-            msg_type: o.msg_type.clone(),
             body: o.body.to_string(),
+            idem_key: o.idem_key,
+            recipient: o.recipient,
+            msg_type: o.msg_type,
         }
     }
 }
@@ -1634,43 +1637,38 @@ struct TraceRow {
 
 impl Completion {
     /// The writes of `effects` and the traces of `runs`, started by event `event_id` if any.
-    fn new(effects: &Effects, runs: &[RunRecord], event_id: Option<i64>) -> Completion {
+    fn new(effects: Effects, runs: Vec<RunRecord>, event_id: Option<i64>) -> Completion {
+        let Effects {
+            outbound,
+            states,
+            schedules,
+            labels,
+        } = effects;
         Completion {
-            outbound: effects.outbound.iter().map(OutboundRow::new).collect(),
-            states: effects
-                .states
-                .iter()
+            outbound: outbound.into_iter().map(OutboundRow::new).collect(),
+            states: states
+                .into_iter()
                 .map(|w| {
                     let value = (!w.value.is_null()).then(|| w.value.to_string());
-                    (w.project.clone(), w.key.clone(), value)
+                    (w.project, w.key, value)
                 })
                 .collect(),
-            schedules: effects
-                .schedules
-                .iter()
+            schedules: schedules
+                .into_iter()
                 .map(|s| NewScheduleRow {
-                    project: s.project.clone(),
-                    rule: s.rule.clone(),
-                    call: s.call.clone(),
                     arg: s.arg.to_string(),
+                    project: s.project,
+                    rule: s.rule,
+                    call: s.call,
                     due_at_ms: s.due_at_ms,
-                    idem_key: s.idem_key.clone(),
+                    idem_key: s.idem_key,
                 })
                 .collect(),
-            labels: effects.labels.clone(),
+            labels,
             runs: runs
-                .iter()
+                .into_iter()
                 .map(|r| TraceRow {
-                    project: r.project.clone(),
-                    rule: r.rule.clone(),
-                    outcome: r.outcome,
-                    error: r.error.clone(),
                     logs: serde_json::to_string(&r.logs).unwrap_or_else(|_| "[]".into()),
-                    actions: r.actions as i64,
-                    started_at_ms: r.started_at_ms,
-                    duration_us: r.duration_us,
-                    version: r.version.clone(),
-                    trigger: r.trigger.clone(),
                     detail: r.detail.to_string(),
                     audit: (r.outcome != "skipped").then(|| {
                         serde_json::json!({"project": r.project, "rule": r.rule, "outcome": r.outcome,
@@ -1678,6 +1676,15 @@ impl Completion {
                                            "version": r.version, "actions": r.actions})
                         .to_string()
                     }),
+                    actions: r.actions as i64,
+                    started_at_ms: r.started_at_ms,
+                    duration_us: r.duration_us,
+                    project: r.project,
+                    rule: r.rule,
+                    outcome: r.outcome,
+                    error: r.error,
+                    version: r.version,
+                    trigger: r.trigger,
                 })
                 .collect(),
             event_id,
@@ -2028,4 +2035,27 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     conn.pragma_update(None, "foreign_keys", "ON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `webhook.accepted` details are written out by hand on the writer's turn; they must
+    /// stay the very text a JSON value of them gives (and `audit --verify` hashes).
+    #[test]
+    fn accepted_details_are_the_text_serde_json_gives() {
+        let sha = hex::encode(Sha256::digest(b"a body"));
+        let out = IngestOutcome {
+            new_body: true,
+            new_events: 3,
+            to_dispatch: 1,
+            duplicates: 2,
+            foreign: 1,
+            new_media: 0,
+        };
+        let json = serde_json::json!({"sha256": sha, "bytes": 1234, "events": 3,
+                                      "duplicates": 2, "foreign": 1});
+        assert_eq!(accepted_details(&sha, 1234, &out), json.to_string());
+    }
 }
