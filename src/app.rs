@@ -5,7 +5,7 @@ use crate::config::{Diagnostics, Home};
 use crate::dispatch::Dispatcher;
 use crate::graph::simulator::Simulator;
 use crate::graph::{GraphClient, GraphError};
-use crate::http::{AppState, router};
+use crate::http::{AppParts, AppState, router};
 use crate::media::MediaFetcher;
 use crate::rules::{RuleRegistry, RuleSet};
 use crate::scheduler::{Clock, Scheduler, SystemClock};
@@ -237,14 +237,14 @@ pub async fn start(
     let media_wake = Arc::new(Notify::new());
     let sender_wake = Arc::new(Notify::new());
     let registry = RuleRegistry::new(rules);
-    let state = AppState {
+    let state = AppState::new(AppParts {
         rejections: Default::default(),
         store: store.clone(),
         users: users.clone(),
         dispatch_wake: dispatch_wake.clone(),
         media_wake: media_wake.clone(),
         registry: registry.clone(),
-    };
+    });
     let ops = crate::http::ops::OpsState {
         store: store.clone(),
         users: users.clone(),

@@ -22,9 +22,26 @@ use tokio::sync::Notify;
 pub mod ops;
 pub mod status;
 
-/// What the handlers share; cheap handles.
+/// What the handlers share, behind one `Arc`: axum clones the state for every request.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> AppState {
+        AppState(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The handles the handlers share.
+pub struct AppParts {
     pub store: Store,
     pub users: Users,
     /// The live rules: an event no rule wants is stored done, not queued for dispatch.

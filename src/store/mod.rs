@@ -264,7 +264,8 @@ pub struct OutboxRow {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    /// Shared, so that a clone (one per blocking call, one per request) allocates nothing.
+    path: Arc<Path>,
     /// Writes waiting for the next group commit.
     group: Arc<group::Queue>,
     /// A second connection for the hot reads (pending events, due sends, windows, state):
@@ -351,7 +352,7 @@ impl Store {
         tune(&reader).map_err(open_err)?;
         Ok(Store {
             conn: Arc::new(Mutex::new(conn)),
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             group: Arc::default(),
             reader: Arc::new(Mutex::new(reader)),
         })
@@ -365,7 +366,7 @@ impl Store {
         Ok(Store {
             reader: conn.clone(),
             conn,
-            path: path.to_path_buf(),
+            path: Arc::from(path),
             group: Arc::default(),
         })
     }
