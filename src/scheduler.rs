@@ -287,7 +287,7 @@ impl Scheduler {
             now,
         );
         self.store
-            .complete_firing(firing_id, project.user.as_str(), &effects, &runs)?;
+            .complete_firing(firing_id, project.user.as_str(), effects, runs)?;
         tracing::info!(user = %project.user, project = %project.name, rule = %rule.name, instant = %instant, "timed rule fired");
         Ok(())
     }
@@ -364,7 +364,7 @@ impl Scheduler {
                 &format!("call{}", c.id),
                 now,
             );
-            self.store.complete_call(c.id, &c.user, &effects, &runs)?;
+            self.store.complete_call(c.id, &c.user, effects, runs)?;
             report
                 .calls
                 .push(format!("{}/{}: {}", c.project, c.rule, c.call));

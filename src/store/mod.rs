@@ -1057,8 +1057,8 @@ impl Store {
         &self,
         firing_id: i64,
         user: &str,
-        effects: &Effects,
-        runs: &[RunRecord],
+        effects: Effects,
+        runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         self.complete_one(
             "UPDATE firings SET state = 'done' WHERE id = ?1 AND state = 'running'",
@@ -1127,8 +1127,8 @@ impl Store {
         &self,
         call_id: i64,
         user: &str,
-        effects: &Effects,
-        runs: &[RunRecord],
+        effects: Effects,
+        runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         self.complete_one(
             "UPDATE schedules SET state = 'done' WHERE id = ?1 AND state = 'running'",
@@ -1144,11 +1144,11 @@ impl Store {
         claim_sql: &str,
         id: i64,
         user: &str,
-        effects: &Effects,
-        runs: &[RunRecord],
+        effects: Effects,
+        runs: Vec<RunRecord>,
     ) -> Result<usize, StoreError> {
         let now = now_ms();
-        let done = Completion::new(effects.clone(), runs.to_vec(), None);
+        let done = Completion::new(effects, runs, None);
         self.with(|conn| {
             let tx = conn.transaction()?;
             if tx.execute(claim_sql, [id])? == 0 {
