@@ -224,8 +224,10 @@ fn writer(
                 Err(_) => break,
             }
         }
-        run_batch(&mut conn, jobs);
+        let why = commit(&mut conn, &mut jobs);
+        // The callers are answered with the connection free, for those that use it next.
         drop(conn);
+        answer(jobs, why.as_deref());
         if let Some(c) = &checkpoints {
             // Full: a checkpoint is already due.
             let _ = c.try_send(());
@@ -308,17 +310,28 @@ fn in_savepoint<R>(
 
 /// Commits `jobs` in one transaction and answers each.
 fn run_batch(conn: &mut rusqlite::Connection, mut jobs: Vec<Job>) {
+    let why = commit(conn, &mut jobs);
+    answer(jobs, why.as_deref());
+}
+
+/// Runs `jobs` in one transaction and commits it: `Some(why)` if the commit failed (each
+/// write keeps its own result until it is answered).
+fn commit(conn: &mut rusqlite::Connection, jobs: &mut [Job]) -> Option<String> {
     let t0 = std::time::Instant::now();
     COMMITS.fetch_add(1, Ordering::Relaxed);
     WRITES.fetch_add(jobs.len() as u64, Ordering::Relaxed);
-    let mut outcome = attempt(conn, &mut jobs, false);
+    let mut outcome = attempt(conn, jobs, false);
     if matches!(outcome, Ok(false)) {
-        outcome = attempt(conn, &mut jobs, true);
+        outcome = attempt(conn, jobs, true);
     }
-    let why = outcome.err();
     BUSY_NS.fetch_add(t0.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    outcome.err()
+}
+
+/// Gives each write its result, once the commit that held it is known.
+fn answer(jobs: Vec<Job>, commit_error: Option<&str>) {
     for job in jobs {
-        job.finish(why.as_deref());
+        job.finish(commit_error);
     }
 }
 
@@ -463,6 +476,25 @@ mod tests {
             (3, 0),
             "{report:?}"
         );
+    }
+
+    #[test]
+    fn the_writer_answers_with_the_connection_free() {
+        let (_dir, store) = store();
+        let (send, recv) = mpsc::channel();
+        let conn = store.conn.clone();
+        let j = job(
+            |tx| tx.execute("INSERT INTO t (v) VALUES (1)", []),
+            move |r| send.send((r, conn.try_lock().is_ok())).unwrap(),
+        );
+        assert!(store.group.push(&store.conn, &store.path, j).is_ok());
+        let (r, free) = recv.recv_timeout(Duration::from_secs(20)).unwrap();
+        assert_eq!(r.unwrap(), 1);
+        assert!(
+            free,
+            "the caller was answered while the writer held the connection"
+        );
+        assert_eq!(values(&store), vec![1]);
     }
 
     #[test]
