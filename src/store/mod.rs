@@ -1467,16 +1467,48 @@ fn mark_sent_job(
         msg_type,
         ..
     } = row;
+    // The contact as every other row keys it (digits: a send to "+33 6…" is 336…'s).
+    let contact = crate::domain::window::contact_key(&recipient);
     move |tx| {
         let wamid = wamid.as_str();
         tx.prepare_cached("UPDATE outbox SET state = 'sent', wamid = ?2, error = NULL, updated_at = ?3 WHERE id = ?1")?.execute(params![id, wamid, now])?;
         audit::append_text(tx, &user, "send.sent", &details)?;
         let rev = next_rev(tx)?;
         tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, local_id, raw, rev)
-             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8, ?9)")?.execute(params![user, wamid, recipient, msg_type, text, now / 1000,
+             VALUES (?1, ?2, 'out', ?3, ?4, ?5, ?6, 'sent', ?7, ?8, ?9)")?.execute(params![user, wamid, contact, msg_type, text, now / 1000,
                     idem_key, body, rev])?;
-        Ok(())
+        early_statuses(tx, &user, wamid)
     }
+}
+
+/// Applies the statuses of `wamid` that arrived before its send was recorded (Meta may answer
+/// a webhook faster than the sender's commit): kept as events, they would else be lost.
+fn early_statuses(tx: &rusqlite::Transaction<'_>, user: &str, wamid: &str) -> rusqlite::Result<()> {
+    // The events' unique index (user, dedupe_key) holds them under `status:<wamid>:<status>`.
+    let from = format!("status:{wamid}:");
+    let to = format!("status:{wamid};");
+    let early: Vec<String> = tx
+        .prepare_cached(
+            "SELECT payload FROM events WHERE user = ?1 AND dedupe_key >= ?2 AND dedupe_key < ?3
+             AND state != 'foreign' ORDER BY id",
+        )?
+        .query_map(params![user, from, to], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for payload in early {
+        let Ok(ev) = serde_json::from_str::<Value>(&payload) else {
+            continue;
+        };
+        let Some(status) = ev.get("status").and_then(Value::as_str) else {
+            continue;
+        };
+        let errors = ev
+            .get("errors")
+            .filter(|e| e.as_array().is_some_and(|a| !a.is_empty()))
+            .map(Value::to_string);
+        let at = ev.get("timestamp").and_then(Value::as_i64);
+        apply_status(tx, user, wamid, status, errors.as_deref(), at)?;
+    }
+    Ok(())
 }
 
 const OUTBOX_COLS: &str =
@@ -1799,6 +1831,33 @@ fn status_rank(s: &str) -> i32 {
     }
 }
 
+/// A delivery status of message `wamid`, if it has a row: out-of-order and late webhooks never
+/// move a status back (read stays read).
+fn apply_status(
+    tx: &rusqlite::Transaction<'_>,
+    user: &str,
+    wamid: &str,
+    status: &str,
+    errors: Option<&str>,
+    at: Option<i64>,
+) -> rusqlite::Result<()> {
+    let old: Option<String> = tx
+        .prepare_cached("SELECT status FROM messages WHERE user = ?1 AND wamid = ?2")?
+        .query_row(params![user, wamid], |r| r.get(0))
+        .optional()?;
+    if let Some(old) = old
+        && status_rank(status) > status_rank(&old)
+    {
+        let rev = next_rev(tx)?;
+        tx.prepare_cached(
+            "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5, rev = ?6
+             WHERE user = ?1 AND wamid = ?2",
+        )?
+        .execute(params![user, wamid, status, errors, at, rev])?;
+    }
+    Ok(())
+}
+
 /// The side effects of a newly stored event on messages, contacts, groups and media; returns
 /// how many media downloads it queued.
 fn record_effects(
@@ -1846,24 +1905,7 @@ fn record_effects(
             errors,
             at,
         } => {
-            let old: Option<String> = tx
-                .query_row(
-                    "SELECT status FROM messages WHERE user = ?1 AND wamid = ?2",
-                    params![user.as_str(), wamid],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            // Out-of-order and late webhooks never move a status back (read stays read).
-            if let Some(old) = old
-                && status_rank(status) > status_rank(&old)
-            {
-                let rev = next_rev(tx)?;
-                tx.prepare_cached(
-                    "UPDATE messages SET status = ?3, error = COALESCE(?4, error), status_at = ?5, rev = ?6
-                     WHERE user = ?1 AND wamid = ?2",
-                )?
-                .execute(params![user.as_str(), wamid, status, errors, at, rev])?;
-            }
+            apply_status(tx, user.as_str(), wamid, status, errors.as_deref(), *at)?;
         }
         Effect::Group { field, raw } => {
             groups::apply_webhook(tx, user.as_str(), field, raw.as_ref(), now)?;

@@ -325,6 +325,20 @@ INSERT INTO inbox_new (id, user, received_at, sha256, body)
 DROP TABLE inbox;
 ALTER TABLE inbox_new RENAME TO inbox;
 "#,
+    // 14: outbound messages keyed by the contact's digits, as inbound ones are: a send to
+    // "+33 6 12…" was stored under that text, apart from the contact's conversation and from
+    // exports filtered by contact. Groups (group:…) and business-scoped ids (CC.…) keep theirs.
+    r#"
+UPDATE messages
+SET contact = replace(replace(replace(replace(replace(replace(replace(contact,
+    '+', ''), ' ', ''), '-', ''), '(', ''), ')', ''), '.', ''), '/', '')
+WHERE direction = 'out' AND contact GLOB '*[^0-9]*' AND contact NOT LIKE 'group:%'
+  AND NOT (contact GLOB '[A-Za-z]*' AND contact LIKE '%.%')
+  AND replace(replace(replace(replace(replace(replace(replace(contact,
+      '+', ''), ' ', ''), '-', ''), '(', ''), ')', ''), '.', ''), '/', '') GLOB '[0-9]*'
+  AND NOT replace(replace(replace(replace(replace(replace(replace(contact,
+      '+', ''), ' ', ''), '-', ''), '(', ''), ')', ''), '.', ''), '/', '') GLOB '*[^0-9]*';
+"#,
 ];
 
 #[cfg(test)]
@@ -342,6 +356,51 @@ mod tests {
         }
         conn.pragma_update(None, "user_version", n as i64).unwrap();
         conn
+    }
+
+    #[test]
+    fn outbound_messages_are_keyed_by_the_contacts_digits() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = at_version(&path, 13);
+        for (i, (dir, contact)) in [
+            ("out", "+33 6 12-34.56 (78)"),
+            ("out", "33612345678"),
+            ("out", "group:ABC.1"),
+            ("out", "US.13491208655302741918"),
+            ("out", "+33 6 x"),
+            ("in", "+44 7700"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            old.execute(
+                "INSERT INTO messages (user, wamid, direction, contact, type, timestamp, status)
+                 VALUES ('olga', ?1, ?2, ?3, 'text', 1, 'sent')",
+                rusqlite::params![format!("w{i}"), dir, contact],
+            )
+            .unwrap();
+        }
+        drop(old);
+        let store = Store::open(&path).unwrap();
+        let contacts: Vec<String> = store
+            .with(|c| {
+                c.prepare("SELECT contact FROM messages ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(
+            contacts,
+            [
+                "33612345678",
+                "33612345678",
+                "group:ABC.1",
+                "US.13491208655302741918",
+                "+33 6 x",
+                "+44 7700"
+            ]
+        );
     }
 
     #[test]

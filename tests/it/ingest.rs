@@ -189,6 +189,41 @@ fn status_webhook(
 }
 
 #[tokio::test]
+async fn a_status_that_arrives_before_its_send_is_recorded_is_applied_when_it_is() {
+    let tg = TestGate::start().await;
+    // Meta may post a status before the sender's commit of the send it is about. The fake
+    // Cloud API numbers its wamids, so the echo's wamid is known before it is sent.
+    let wamid = format!("wamid.SIM{}{:08}", OLGA.phone, 1);
+    for (st, ts) in [("delivered", 20), ("read", 30)] {
+        let v: Value = tg
+            .post_signed(OLGA, &status_webhook(OLGA, &wamid, st, ts, None))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["stored"], 1, "{v}");
+    }
+    assert!(tg.store().message_state("olga", &wamid).unwrap().is_none());
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.EARLY1", "hello");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    tg.fake.wait_for(1, T).await;
+    settled(&tg, "olga").await;
+    assert_eq!(tg.fake.requests()[0].wamid.as_deref(), Some(wamid.as_str()));
+    let (status, _) = tg.store().message_state("olga", &wamid).unwrap().unwrap();
+    assert_eq!(status, "read", "the statuses that came first are not lost");
+    // A later, lower status still does not move it back.
+    assert_eq!(
+        tg.post_signed(OLGA, &status_webhook(OLGA, &wamid, "sent", 40, None))
+            .await
+            .status(),
+        200
+    );
+    let (status, _) = tg.store().message_state("olga", &wamid).unwrap().unwrap();
+    assert_eq!(status, "read");
+    tg.shutdown().await;
+}
+
+#[tokio::test]
 async fn statuses_only_move_forward_and_failures_keep_their_details() {
     let tg = TestGate::start().await;
     for (id, text) in [("wamid.S1", "one"), ("wamid.S2", "two")] {

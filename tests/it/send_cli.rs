@@ -53,6 +53,20 @@ async fn send_text_goes_through_the_outbox_and_prints_the_wamid() {
     assert_eq!(rows.len(), 1);
     assert!(rows[0].idem_key.starts_with("cli/"), "{}", rows[0].idem_key);
     assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("sent", 1));
+    // Stored under the contact's digits, as its inbound messages are: one conversation.
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    let contacts: Vec<(String, String)> = conn
+        .prepare("SELECT direction, contact FROM messages ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let ann = "33612345678".to_string();
+    assert_eq!(
+        contacts,
+        vec![("in".into(), ann.clone()), ("out".into(), ann)]
+    );
     tg.shutdown().await;
 }
 
