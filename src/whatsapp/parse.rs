@@ -28,7 +28,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
         return Err(ParseError::NotObject);
     };
     let Some(entries) = obj.get("entry").and_then(Value::as_array) else {
-        return Ok(vec![other_event("webhook", None, &root)]);
+        return Ok(vec![other_event("webhook", None, &root, None)]);
     };
     let mut events = Vec::new();
     for entry in entries {
@@ -36,7 +36,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
         let changes = entry.get("changes").and_then(Value::as_array);
         for change in changes.into_iter().flatten() {
             let first = events.len();
-            parse_change(change, &mut events);
+            parse_change(entry, change, &mut events);
             for ev in &mut events[first..] {
                 ev.waba_id = waba_id.clone();
             }
@@ -45,7 +45,7 @@ pub fn parse_webhook(body: &[u8]) -> Result<Vec<Event>, ParseError> {
     Ok(events)
 }
 
-fn parse_change(change: &Value, out: &mut Vec<Event>) {
+fn parse_change(entry: &Value, change: &Value, out: &mut Vec<Event>) {
     let field = change
         .get("field")
         .and_then(Value::as_str)
@@ -57,14 +57,20 @@ fn parse_change(change: &Value, out: &mut Vec<Event>) {
         .and_then(|m| m.get("phone_number_id"))
         .and_then(as_id);
     if field != "messages" {
-        out.push(other_event(field, phone_number_id, value));
+        out.push(other_event(field, phone_number_id, value, Some(entry)));
         return;
     }
     let contacts = value.get("contacts").and_then(Value::as_array);
     let mut known = false;
+    // An item that is not an object is no message: the change is kept whole, below.
+    let mut odd = false;
     if let Some(messages) = value.get("messages").and_then(Value::as_array) {
         known = true;
         for m in messages {
+            if !m.is_object() {
+                odd = true;
+                continue;
+            }
             out.push(message_event(
                 m,
                 contacts,
@@ -76,6 +82,10 @@ fn parse_change(change: &Value, out: &mut Vec<Event>) {
     if let Some(statuses) = value.get("statuses").and_then(Value::as_array) {
         known = true;
         for s in statuses {
+            if !s.is_object() {
+                odd = true;
+                continue;
+            }
             out.push(status_event(s, metadata, phone_number_id.clone()));
         }
     }
@@ -89,8 +99,8 @@ fn parse_change(change: &Value, out: &mut Vec<Event>) {
             )
         })
     });
-    if leftover || !known {
-        out.push(other_event(field, phone_number_id, value));
+    if leftover || odd || !known {
+        out.push(other_event(field, phone_number_id, value, Some(entry)));
     }
 }
 
@@ -269,11 +279,32 @@ fn status_event(s: &Value, _metadata: Option<&Value>, phone_number_id: Option<St
     }
 }
 
-fn other_event(field: &str, phone_number_id: Option<String>, value: &Value) -> Event {
-    let map = json!({ "kind": field, "phone_number_id": phone_number_id, "raw": value });
+/// An event of a change other than messages and statuses: its kind is the field's name (a
+/// field named as one of the gate's own kinds is a `webhook`, so that it never poses as a
+/// message, status or scheduled call). Its identity is its content with the entry's id and
+/// time: Meta's redelivery repeats all three, while a notification that says the same again
+/// later (a template approved, paused, approved again) is a new event.
+fn other_event(
+    field: &str,
+    phone_number_id: Option<String>,
+    value: &Value,
+    entry: Option<&Value>,
+) -> Event {
+    let kind = match field {
+        "message" | "status" | "schedule" => "webhook",
+        f => f,
+    };
+    let mut map = json!({ "kind": kind, "phone_number_id": phone_number_id, "raw": value });
+    if kind != field {
+        map["field"] = field.into();
+    }
+    let id = match entry.map(|e| (e.get("id"), e.get("time"))) {
+        Some((None, None)) | None => digest(value),
+        Some((id, time)) => digest(&json!([id, time, value])),
+    };
     Event {
-        kind: EventKind::from_name(field),
-        dedupe_key: format!("{field}:{}", digest(value)),
+        kind: EventKind::from_name(kind),
+        dedupe_key: format!("{kind}:{id}"),
         contact: None,
         phone_number_id,
         waba_id: None,
@@ -346,5 +377,53 @@ mod tests {
         let ev = parse_webhook(br#"{"hello":"world"}"#).unwrap();
         assert_eq!(ev.len(), 1);
         assert_eq!(ev[0].map["kind"], "webhook");
+    }
+
+    /// A template notification for account `waba` at entry time `time`.
+    fn template(waba: &str, time: i64, event: &str) -> Vec<u8> {
+        json!({"entry": [{"id": waba, "time": time, "changes": [{"field": "message_template_status_update",
+            "value": {"event": event, "message_template_id": 777, "message_template_name": "promo"}}]}]})
+        .to_string()
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_notification_said_again_later_is_a_new_event_and_a_redelivery_is_not() {
+        let key = |body: Vec<u8>| parse_webhook(&body).unwrap()[0].dedupe_key.clone();
+        let approved = key(template("1", 1_700_000_001, "APPROVED"));
+        let paused = key(template("1", 1_700_000_002, "PAUSED"));
+        let approved_again = key(template("1", 1_700_000_003, "APPROVED"));
+        assert_ne!(approved, approved_again);
+        assert_ne!(approved, paused);
+        assert_eq!(approved, key(template("1", 1_700_000_001, "APPROVED")));
+        // Another account's identical notification is another event.
+        assert_ne!(approved, key(template("2", 1_700_000_001, "APPROVED")));
+        assert!(approved.starts_with("message_template_status_update:"));
+    }
+
+    #[test]
+    fn a_field_named_like_a_gate_kind_is_a_webhook_event() {
+        for field in ["message", "status", "schedule"] {
+            let body = json!({"entry": [{"changes": [{"field": field, "value": {"x": 1}}]}]});
+            let ev = parse_webhook(body.to_string().as_bytes()).unwrap();
+            assert_eq!(ev.len(), 1);
+            assert_eq!(ev[0].kind, EventKind::Field("webhook".into()), "{field}");
+            assert_eq!(ev[0].map["kind"], "webhook");
+            assert_eq!(ev[0].map["field"], field);
+            assert_eq!(ev[0].map["raw"]["x"], 1);
+        }
+    }
+
+    #[test]
+    fn items_that_are_not_objects_are_no_messages_and_the_change_is_kept() {
+        let body = br#"{"entry":[{"changes":[{"field":"messages","value":{"messages":[null,1,"x",{"from":"33612","id":"wamid.OK","type":"text","text":{"body":"hi"}}],"statuses":[7]}}]}]}"#;
+        let ev = parse_webhook(body).unwrap();
+        let kinds: Vec<_> = ev.iter().map(|e| e.kind.as_str().to_string()).collect();
+        assert_eq!(kinds, ["message", "messages"]);
+        assert_eq!(ev[0].wamid.as_deref(), Some("wamid.OK"));
+        assert_eq!(
+            ev[1].map["raw"]["messages"][1], 1,
+            "the whole change is kept"
+        );
     }
 }
