@@ -1310,6 +1310,9 @@ impl Effect {
         let m = &ev.map;
         let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
         match m.get("kind").and_then(Value::as_str) {
+            // A message with no sender is stored and dispatched as an event, but is part of no
+            // conversation: no row in messages or contacts.
+            Some("message") if ev.contact.as_deref().is_none_or(str::is_empty) => Effect::None,
             Some("message") => Effect::Message {
                 wamid: ev.wamid.clone(),
                 contact: ev.contact.clone().unwrap_or_default(),
@@ -1882,13 +1885,16 @@ fn record_effects(
             tx.prepare_cached("INSERT OR IGNORE INTO messages (user, wamid, direction, contact, type, text, timestamp, status, raw, rev)
                  VALUES (?1, ?2, 'in', ?3, ?4, ?5, ?6, 'received', ?7, ?8)")?.execute(params![user.as_str(), wamid, contact,
                         msg_type, text, ts, raw, rev])?;
+            // A timestamp in the future (a clock's error) opens the 24-hour window from now,
+            // not from then.
+            let last_inbound = (*ts).min(now / 1000);
             let rev = next_rev(tx)?;
             tx.prepare_cached("INSERT INTO contacts (user, contact, name, last_inbound_at, updated_at, rev) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (user, contact) DO UPDATE SET
                    name = COALESCE(excluded.name, contacts.name),
                    last_inbound_at = MAX(COALESCE(contacts.last_inbound_at, 0), excluded.last_inbound_at),
                    updated_at = excluded.updated_at,
-                   rev = excluded.rev")?.execute(params![user.as_str(), contact, name, ts, now, rev])?;
+                   rev = excluded.rev")?.execute(params![user.as_str(), contact, name, last_inbound, now, rev])?;
             if let Some(g) = group_id {
                 groups::inbound(tx, user.as_str(), g, *ts, now)?;
             }

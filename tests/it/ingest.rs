@@ -631,3 +631,52 @@ async fn a_redelivered_body_is_kept_once_and_a_different_body_repeating_an_event
     assert_eq!(settled(&tg, "olga").await.len(), 1, "answered once");
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_message_from_the_future_opens_the_window_from_now_and_one_without_a_sender_joins_no_conversation()
+ {
+    let tg = TestGate::start_with(&[]).await;
+    let mut future: Value = serde_json::from_slice(&text_webhook(
+        OLGA,
+        "33611112222",
+        "Fut",
+        "wamid.FUT1",
+        "hi",
+    ))
+    .unwrap();
+    let later = now_secs() + 10 * 365 * 86_400;
+    future["entry"][0]["changes"][0]["value"]["messages"][0]["timestamp"] =
+        later.to_string().into();
+    let nobody = json!({"object": "whatsapp_business_account", "entry": [{"id": OLGA.waba, "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": OLGA.phone},
+                  "messages": [{"id": "wamid.NOFROM", "timestamp": now_secs().to_string(), "type": "text", "text": {"body": "?"}}]}}]}]});
+    for body in [future, nobody] {
+        let v: Value = tg
+            .post_signed(OLGA, body.to_string().as_bytes())
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["stored"], 1, "{v}");
+    }
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    let one = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    // The message keeps WhatsApp's time; the window runs from no later than now.
+    assert_eq!(
+        one("SELECT timestamp FROM messages WHERE wamid = 'wamid.FUT1'"),
+        later
+    );
+    let opened = one("SELECT last_inbound_at FROM contacts WHERE contact = '33611112222'");
+    assert!(opened <= now_secs(), "{opened}");
+    // The sender-less message is an event (rules see it), in no conversation.
+    assert_eq!(
+        one("SELECT COUNT(*) FROM events WHERE dedupe_key = 'msg:wamid.NOFROM'"),
+        1
+    );
+    assert_eq!(
+        one("SELECT COUNT(*) FROM messages WHERE wamid = 'wamid.NOFROM' OR contact = ''"),
+        0
+    );
+    assert_eq!(one("SELECT COUNT(*) FROM contacts WHERE contact = ''"), 0);
+    tg.shutdown().await;
+}
