@@ -319,6 +319,7 @@ pub async fn start(
         users: users.clone(),
         wake: dispatch_wake,
         sender_wake: sender_wake.clone(),
+        schedule_wake: scheduler.wake.clone(),
         max_parallel: home.gate.file.dispatch.max_parallel.max(1),
         placement: Default::default(),
     };

@@ -31,6 +31,9 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
     /// Woken after new outbox rows are committed.
     pub sender_wake: Arc<Notify>,
+    /// The scheduler's: woken after `schedule()` calls are committed, so that one due in
+    /// seconds is not left to the scheduler's next look (up to a minute away).
+    pub schedule_wake: Arc<Notify>,
     /// How many lanes (contacts) run at once.
     pub max_parallel: usize,
     /// Events being run right now (observable by status pages and tests).
@@ -377,10 +380,14 @@ impl Dispatcher {
                     return events.collect();
                 }
             };
+            let scheduled = !effects.schedules.is_empty();
             match self.store.complete_event(id, user, effects, runs).await {
                 Ok(queued) => {
                     if queued > 0 {
                         self.sender_wake.notify_one();
+                    }
+                    if scheduled {
+                        self.schedule_wake.notify_one();
                     }
                 }
                 Err(e) => {

@@ -431,3 +431,32 @@ async fn a_thousand_firings_through_restarts_and_repeated_ticks_none_doubled() {
     assert_eq!(tg.store().outbox("olga").unwrap().len(), 1000);
     tg.shutdown().await;
 }
+
+/// With the scheduler's own loop and the real clock: a `schedule()` call due in a second runs
+/// about then, not at the loop's next look (a minute away when nothing else is due).
+#[tokio::test]
+async fn a_call_scheduled_seconds_ahead_runs_on_time_with_the_real_clock() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/soon/project.yaml",
+            "rules:\n  - name: ask\n    on: message\n    script: s.rhai\n    call: on_message\n",
+        ),
+        (
+            "olga/soon/s.rhai",
+            "fn later(to) { send(to, \"one second later\") }\nfn on_message(event) { schedule(1, \"later\", event.from); }\n",
+        ),
+    ])
+    .await;
+    assert!(tg.scheduler_loop, "this test needs the scheduler's loop");
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.SOON1", "hello");
+    let asked = std::time::Instant::now();
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    // Bounded well below the minute the loop would otherwise sleep.
+    let sent = tg.fake.wait_for(1, T).await;
+    let waited = asked.elapsed();
+    assert_eq!(sent.len(), 1, "not run within {T:?}");
+    assert_eq!(sent[0].body["to"], "+33612345678");
+    assert_eq!(sent[0].body["text"]["body"], "one second later");
+    assert!(waited >= Duration::from_secs(1), "ran early: {waited:?}");
+    tg.shutdown().await;
+}
