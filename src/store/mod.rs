@@ -792,23 +792,29 @@ impl Store {
         query: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<Value>, StoreError> {
         // On the read connection: a script's lookup never waits for the writer's commits.
-        self.read(|conn| contacts::lookup(conn, user, key, query))
+        let key = key.map(contact_of);
+        let query = contact_in(query);
+        self.read(|conn| contacts::lookup(conn, user, key.as_deref(), query.as_ref()))
     }
 
-    /// This user's messages as maps, newest first (at most 1000): the one with wamid `key`, or
-    /// those matching `query` (fields: id, contact, direction, type, text, status).
+    /// This user's messages as maps, newest first: the one with wamid `key`, or those matching
+    /// `query` (fields: id, contact, direction, type, text, status), the newest 1000 of them.
     pub fn lookup_messages(
         &self,
         user: &str,
         key: Option<&str>,
         query: Option<&serde_json::Map<String, Value>>,
     ) -> Result<Vec<Value>, StoreError> {
+        let query = contact_in(query);
         self.read(|conn| {
-            let contact = query.and_then(|q| q.get("contact")).and_then(Value::as_str);
+            let contact = query
+                .as_ref()
+                .and_then(|q| q.get("contact"))
+                .and_then(Value::as_str);
             let mut st = conn.prepare_cached(
                 "SELECT wamid, contact, direction, type, text, timestamp, status FROM messages
                  WHERE user = ?1 AND (?2 IS NULL OR wamid = ?2) AND (?3 IS NULL OR contact = ?3)
-                 ORDER BY timestamp DESC, id DESC LIMIT 1000",
+                 ORDER BY timestamp DESC, id DESC",
             )?;
             let rows = st.query_map(params![user, key, contact], |r| {
                 Ok(serde_json::json!({
@@ -821,8 +827,15 @@ impl Store {
                     "status": r.get::<_, String>(6)?,
                 }))
             })?;
-            let all: Vec<Value> = rows.collect::<rusqlite::Result<_>>()?;
-            Ok(filter_rows(all, "id", None, query))
+            // The limit bounds what is found, not where it is looked for.
+            let mut found = Vec::new();
+            for row in rows {
+                found.extend(filter_rows(vec![row?], "id", None, query.as_ref()));
+                if found.len() == MESSAGES_FOUND_MAX {
+                    break;
+                }
+            }
+            Ok(found)
         })
     }
 
@@ -1205,6 +1218,32 @@ impl Store {
 }
 
 /// Keeps rows whose `key_field` is `key` and whose fields match `query` (text comparison).
+/// Most messages one `lookup("messages", …)` gives.
+const MESSAGES_FOUND_MAX: usize = 1000;
+
+/// A contact as rows key it (digits for a phone number: "+33 6 12…" is 33612…), or as given
+/// when it holds no digit.
+fn contact_of(given: &str) -> String {
+    let key = crate::domain::window::contact_key(given);
+    if key.is_empty() {
+        given.to_string()
+    } else {
+        key
+    }
+}
+
+/// `query` with its `contact` as rows key it.
+fn contact_in(
+    query: Option<&serde_json::Map<String, Value>>,
+) -> Option<serde_json::Map<String, Value>> {
+    let mut query = query.cloned()?;
+    if let Some(Value::String(c)) = query.get("contact") {
+        let c = contact_of(c);
+        query.insert("contact".into(), c.into());
+    }
+    Some(query)
+}
+
 fn filter_rows(
     rows: Vec<Value>,
     key_field: &str,

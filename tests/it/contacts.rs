@@ -417,3 +417,61 @@ async fn a_bad_csv_line_is_named_and_nothing_is_imported() {
         "{again}"
     );
 }
+
+#[tokio::test]
+async fn lookups_take_a_number_as_typed_and_search_all_messages_for_the_newest_1000() {
+    let tg = TestGate::start_with(&[]).await;
+    post_text(&tg, "33612345678", "Ann", "wamid.L1", "hello").await;
+    let conn = rusqlite::Connection::open(tg.store().path()).unwrap();
+    // An old image, then 1,200 newer texts.
+    let insert =
+        "INSERT INTO messages (user, wamid, direction, contact, type, text, timestamp, status)
+                  VALUES ('olga', ?1, 'in', '33699999999', ?2, '', ?3, 'received')";
+    conn.execute(insert, rusqlite::params!["wamid.IMG", "image", 1_000])
+        .unwrap();
+    for i in 0..1200i64 {
+        conn.execute(
+            insert,
+            rusqlite::params![format!("wamid.T{i}"), "text", 2_000 + i],
+        )
+        .unwrap();
+    }
+    let store = tg.store();
+    let query = |v: serde_json::Value| v.as_object().cloned().unwrap();
+    let ann = store
+        .lookup_contacts("olga", Some("+33 6 12 34 56 78"), None)
+        .unwrap();
+    assert_eq!(ann.len(), 1, "{ann:?}");
+    assert_eq!(ann[0]["name"], "Ann");
+    let by_contact = store
+        .lookup_contacts(
+            "olga",
+            None,
+            Some(&query(json!({"contact": "+33612345678"}))),
+        )
+        .unwrap();
+    assert_eq!(by_contact.len(), 1);
+    let hers = store
+        .lookup_messages(
+            "olga",
+            None,
+            Some(&query(json!({"contact": "+33612345678"}))),
+        )
+        .unwrap();
+    assert_eq!(hers.len(), 1, "{hers:?}");
+    assert_eq!(hers[0]["id"], "wamid.L1");
+    let images = store
+        .lookup_messages("olga", None, Some(&query(json!({"type": "image"}))))
+        .unwrap();
+    assert_eq!(
+        images.len(),
+        1,
+        "the older image is found behind 1,200 newer texts"
+    );
+    assert_eq!(images[0]["id"], "wamid.IMG");
+    let newest = store
+        .lookup_messages("olga", None, Some(&query(json!({}))))
+        .unwrap();
+    assert_eq!(newest.len(), 1000);
+    tg.shutdown().await;
+}
