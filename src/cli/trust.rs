@@ -116,11 +116,22 @@ pub(super) fn audit(
     let since_ms = since
         .map(|s| parse_since(s).map_err(CliError::usage))
         .transpose()?;
-    for e in store.audit_entries(user, since_ms, limit)? {
+    // One more than shown tells whether older entries were left out.
+    let mut entries = store.audit_entries(user, since_ms, limit.saturating_add(1))?;
+    let more = entries.len() > limit;
+    if more {
+        entries.remove(0);
+    }
+    for e in entries {
         let t = chrono::DateTime::from_timestamp_millis(e.at)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_default();
         println!("{t} {} #{} {} {}", e.user, e.seq, e.action, e.details);
+    }
+    if more {
+        eprintln!(
+            "(the newest {limit} entries; older ones are kept: see them with --limit or --since)"
+        );
     }
     Ok(())
 }

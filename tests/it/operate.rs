@@ -439,3 +439,26 @@ async fn replies_waiting_for_a_busy_recipient_take_no_cpu() {
     bin.terminate().await;
     fake_cancel.cancel();
 }
+
+#[tokio::test]
+async fn audit_says_when_older_entries_were_left_out() {
+    let tg = TestGate::start().await;
+    for i in 0..3 {
+        let body = text_webhook(OLGA, "33612345678", "Ann", &format!("wamid.AU{i}"), "hi");
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    settled(&tg, "olga").await;
+    let home = tg.dir.path().to_path_buf();
+    let o = wagate_in(&home, &["audit", "olga", "--limit", "2"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(shown.lines().count(), 2, "{shown}");
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert!(note.contains("the newest 2 entries"), "{note}");
+    // All of them fit: no note.
+    let o = wagate_in(&home, &["audit", "olga", "--limit", "1000"]).await;
+    assert!(o.status.success(), "{}", output_text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).lines().count() > 2);
+    assert!(o.stderr.is_empty(), "{}", output_text(&o));
+    tg.shutdown().await;
+}
