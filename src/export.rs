@@ -407,7 +407,8 @@ pub fn export_to_file(
     let tmp = dir
         .unwrap_or(Path::new("."))
         .join(format!(".{name}.partial"));
-    let file = std::fs::File::create(&tmp).map_err(err)?;
+    // An export holds every message: its owner alone reads it.
+    let file = crate::private_file::create(&tmp).map_err(err)?;
     let done = match write_export(store, account, opts, &file, progress) {
         Ok(d) => d,
         Err(e) => {

@@ -33,6 +33,7 @@ pub mod export;
 pub mod history;
 pub mod media;
 pub mod metrics;
+pub mod private_file;
 pub mod rules;
 pub mod runner;
 pub mod scheduler;

@@ -51,6 +51,11 @@ pub enum StoreError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot create the database {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("database worker failed: {0}")]
@@ -273,6 +278,37 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
 }
 
+/// Makes the database at `path` its owner's alone (it holds every message): created with mode
+/// 0600, or brought to it if other users may read it. SQLite gives its WAL and shared-memory
+/// files the database's mode.
+fn own_only(path: &Path) -> Result<(), StoreError> {
+    match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // An empty file is a new database to SQLite.
+            crate::private_file::create(path)
+                .map(drop)
+                .map_err(|source| StoreError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                })
+        }
+        #[cfg(unix)]
+        Ok(m) => {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = m.permissions().mode();
+            if mode & 0o077 != 0 {
+                // Not ours to insist on (a read-only mount, another owner): say so and go on.
+                let private = std::fs::Permissions::from_mode(mode & 0o700);
+                if let Err(e) = std::fs::set_permissions(path, private) {
+                    tracing::warn!(path = %path.display(), error = %e, "the database is readable by other users and cannot be made private");
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 /// A read-only connection of its own to the database at `path` (a running gate may write it
 /// meanwhile: WAL), waiting up to 5 s for a lock.
 fn read_only_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -325,6 +361,7 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        own_only(path)?;
         let mut conn = Connection::open(path).map_err(open_err)?;
         conn.busy_timeout(busy_timeout).map_err(open_err)?;
         // The hot writes keep their statements prepared (group commit runs many per commit),

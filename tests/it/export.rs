@@ -451,6 +451,17 @@ async fn wagate_export_writes_under_data_exports_and_to_stdout() {
     assert_eq!(files.len(), 1, "{files:?}");
     let v: Value = serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
     assert_eq!(v["counts"]["messages"], 2);
+    // Every message is in it, and in the database: their owner alone may read them.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let db = tg.store().path().to_path_buf();
+        let wal = db.with_extension("db-wal");
+        for f in [&files[0], &db, &wal] {
+            let mode = std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f:?}");
+        }
+    }
     let out = wagate_cli(&[
         "--config",
         cfg,
