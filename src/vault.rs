@@ -173,6 +173,9 @@ impl Vault {
             token_expires_at: creds.token_expires_at.map(|t| t.to_rfc3339().into()),
         };
         let json = serde_json::to_vec(&plain).map_err(|e| VaultError::Encrypt(e.to_string()))?;
+        // What is written must read back (`check` and `serve` read it): refuse here, with the
+        // reader's own message, rather than leave the user with credentials nothing can use.
+        parse_credentials(&json)?;
         let sealed = self.encrypt(&json)?;
         write_private(path, &sealed)
     }
@@ -219,11 +222,7 @@ pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
     }
     let token_expires_at = match &f.token_expires_at {
         None | Some(serde_json::Value::Null) => None,
-        Some(v) => Some(parse_expiry(v).ok_or_else(|| {
-            VaultError::Invalid(
-                "field `token_expires_at` must be RFC 3339 or unix seconds".to_string(),
-            )
-        })?),
+        Some(v) => Some(parse_expiry(v).map_err(VaultError::Invalid)?),
     };
     Ok(Credentials {
         access_token: Secret::new(f.access_token),
@@ -234,15 +233,37 @@ pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
     })
 }
 
-fn parse_expiry(v: &serde_json::Value) -> Option<DateTime<Utc>> {
-    match v {
-        serde_json::Value::Number(n) => Utc.timestamp_opt(n.as_i64()?, 0).single(),
-        serde_json::Value::String(s) => DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .ok()
-            .or_else(|| Utc.timestamp_opt(s.parse().ok()?, 0).single()),
-        _ => None,
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z): a later expiry would be saved
+/// as `+10000-…`, which no reader takes back.
+const LAST_UNIX_SECOND: i64 = 253_402_300_799;
+
+/// `token_expires_at` as RFC 3339 or unix seconds (a number or a string of digits), within
+/// what can be written back: years 1970 to 9999. The value is a time, not a secret, so the
+/// message may show it; a count of milliseconds (a common slip) is named as such.
+fn parse_expiry(v: &serde_json::Value) -> Result<DateTime<Utc>, String> {
+    const WANT: &str = "field `token_expires_at` must be RFC 3339 or unix seconds";
+    let secs = match v {
+        serde_json::Value::String(s) => match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => return Ok(t.with_timezone(&Utc)),
+            Err(_) => s.trim().parse::<i64>().map_err(|_| WANT.to_string())?,
+        },
+        serde_json::Value::Number(n) => n.as_i64().ok_or_else(|| WANT.to_string())?,
+        _ => return Err(WANT.to_string()),
+    };
+    if (0..=LAST_UNIX_SECOND).contains(&secs) {
+        return Utc
+            .timestamp_opt(secs, 0)
+            .single()
+            .ok_or_else(|| WANT.to_string());
     }
+    if secs > LAST_UNIX_SECOND && secs / 1000 <= LAST_UNIX_SECOND {
+        return Err(format!(
+            "field `token_expires_at`: {secs} looks like milliseconds; give unix seconds or RFC 3339"
+        ));
+    }
+    Err(format!(
+        "field `token_expires_at`: {secs} is not a time between 1970 and 9999; give unix seconds or RFC 3339"
+    ))
 }
 
 /// Writes a new X25519 identity to `path` (mode 0600); refuses to overwrite one.
@@ -328,6 +349,66 @@ mod tests {
             wrong.read_credentials(&path),
             Err(VaultError::Decrypt(_))
         ));
+    }
+
+    fn with_expiry(v: &str) -> Result<Credentials, VaultError> {
+        let json = format!(
+            r#"{{"access_token":"EAAtok","app_secret":"appsec","webhook_verify_token":"vt","token_expires_at":{v}}}"#
+        );
+        parse_credentials(json.as_bytes())
+    }
+
+    #[test]
+    fn expiry_is_refused_unless_it_can_be_written_back() {
+        let e = with_expiry("1900000000000").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "credentials field `token_expires_at`: 1900000000000 looks like milliseconds; give unix seconds or RFC 3339"
+        );
+        let e = with_expiry(r#""1900000000000""#).unwrap_err().to_string();
+        assert!(e.contains("looks like milliseconds"), "{e}");
+        for bad in ["253402300800", "-5", "1e20", "1900000000.5", r#""soon""#] {
+            let e = with_expiry(bad).unwrap_err().to_string();
+            assert!(e.contains("`token_expires_at`"), "{bad}: {e}");
+            assert!(!e.contains("EAAtok") && !e.contains("appsec"), "{e}");
+        }
+        // The edges that are kept read back as they were given.
+        let dir = tempfile::tempdir().unwrap();
+        let idp = dir.path().join("identity.txt");
+        generate_identity_file(&idp).unwrap();
+        let vault = Vault::open(&idp, None).unwrap();
+        let path = dir.path().join("olga.age");
+        for (given, secs) in [
+            ("0", 0),
+            ("253402300799", 253_402_300_799),
+            (r#""9999-12-31T23:59:59Z""#, 253_402_300_799),
+            (r#""1900000000""#, 1_900_000_000),
+        ] {
+            vault
+                .write_credentials(&path, &with_expiry(given).unwrap())
+                .unwrap();
+            let back = vault.read_credentials(&path).unwrap();
+            assert_eq!(back.token_expires_at.unwrap().timestamp(), secs, "{given}");
+        }
+    }
+
+    #[test]
+    fn a_write_that_cannot_be_read_back_does_not_happen() {
+        let dir = tempfile::tempdir().unwrap();
+        let idp = dir.path().join("identity.txt");
+        generate_identity_file(&idp).unwrap();
+        let vault = Vault::open(&idp, None).unwrap();
+        let path = dir.path().join("olga.age");
+        // A token refresh computes the expiry; one past 9999 would be written as `+10000-…`.
+        let mut creds = parse_credentials(JSON).unwrap();
+        creds.token_expires_at = Utc.timestamp_opt(LAST_UNIX_SECOND + 1, 0).single();
+        let e = vault.write_credentials(&path, &creds).unwrap_err();
+        assert!(e.to_string().contains("`token_expires_at`"), "{e}");
+        assert!(!path.exists());
+        let mut creds = parse_credentials(JSON).unwrap();
+        creds.app_secret = Secret::new(" ".into());
+        assert!(vault.write_credentials(&path, &creds).is_err());
+        assert!(!path.exists());
     }
 
     #[test]

@@ -108,6 +108,39 @@ fn creds_set_encrypts_and_prints_no_secret() {
 }
 
 #[test]
+fn creds_set_refuses_an_expiry_in_milliseconds_and_writes_nothing() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let f = dir.path().join("c.json");
+    std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue","token_expires_at":1900000000000}"#).unwrap();
+    let set = |f: &Path| {
+        wagate(&[
+            "--config",
+            &cfg,
+            "creds",
+            "set",
+            "olga",
+            "--from-file",
+            f.to_str().unwrap(),
+        ])
+    };
+    let out = set(&f);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "credentials field `token_expires_at`: 1900000000000 looks like milliseconds; give unix seconds or RFC 3339\n"
+    );
+    assert_eq!(text(&out.stdout), "");
+    assert!(!dir.path().join("credentials/olga.age").exists());
+    // In seconds it is saved, and `check` reads it back.
+    std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue","token_expires_at":1900000000}"#).unwrap();
+    let out = set(&f);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let check = wagate(&["--config", &cfg, "check"]);
+    assert!(check.status.success(), "{}", text(&check.stderr));
+}
+
+#[test]
 fn check_reports_every_error_located_and_exits_1() {
     let (dir, cfg) = init_home();
     add_user(dir.path(), "olga", "111");
