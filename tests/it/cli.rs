@@ -49,6 +49,43 @@ fn init_makes_a_private_identity_and_a_gitignore_and_never_overwrites() {
 }
 
 #[test]
+fn init_adds_the_missing_entries_to_an_existing_gitignore() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(".gitignore"), "target/\n/data").unwrap();
+    let out = wagate(&["init", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("added credentials/, identity.txt to the existing .gitignore\n"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join(".gitignore")).unwrap(),
+        "target/\n/data\n\n# wagate: never commit secrets or data\ncredentials/\nidentity.txt\n"
+    );
+}
+
+#[test]
+fn init_refuses_before_making_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("identity.txt"), "AGE-SECRET-KEY-1KEEP\n").unwrap();
+    let out = wagate(&["init", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["identity.txt"], "nothing made");
+    let err = text(&out.stderr);
+    assert!(err.contains("identity.txt already exists"), "{err}");
+    assert!(err.contains("never overwrites"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("identity.txt")).unwrap(),
+        "AGE-SECRET-KEY-1KEEP\n"
+    );
+}
+
+#[test]
 fn creds_set_encrypts_and_prints_no_secret() {
     let (dir, cfg) = init_home();
     add_user(dir.path(), "olga", "111");
