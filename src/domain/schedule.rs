@@ -23,31 +23,84 @@ pub fn normalize_cron(expr: &str) -> Result<String, String> {
     Ok(fields.join(" "))
 }
 
-/// Rewrites the digits 0–7 of a weekday field as names (`1-5` → `Mon-Fri`, `0,6` → `Sun,Sat`),
-/// leaving steps (`*/2`) and names as they are.
+/// Rewrites the numbers 0–7 of a weekday field as names the crate reads the standard way:
+/// `1-5` → `Mon-Fri`, `0,6` → `Sun,Sat`, `7` → `Sun`. A range that ends on 7 (Sunday after
+/// Saturday) or has a step cannot be a range of names, since the crate's week starts on
+/// Sunday: it is written out as a list (`5-7` → `Fri,Sat,Sun`, `1-7/2` → `Mon,Wed,Fri,Sun`).
+/// `*`, `*/n` and names are left as they are (`*/n` picks the same days in both countings).
 fn weekday_names(field: &str) -> Result<String, String> {
-    const NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    let mut after_slash = false;
-    while let Some(c) = chars.next() {
-        if c.is_ascii_digit() && !after_slash {
-            let mut num = c.to_string();
-            while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
-                num.push(*d);
-                chars.next();
-            }
-            let n: usize = num.parse().unwrap_or(99);
-            let name = NAMES
-                .get(n)
-                .ok_or_else(|| format!("weekday `{num}` is not 0–7 (0 and 7 are Sunday)"))?;
-            out.push_str(name);
+    let items = field
+        .split(',')
+        .map(weekday_item)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(items.join(","))
+}
+
+const DAY_NAMES: [&str; 8] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+
+/// One item of a weekday list: `N`, `A-B`, `A-B/S` or `A/S` with numbers, or anything else.
+fn weekday_item(item: &str) -> Result<String, String> {
+    let numeric = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (range, step) = match item.split_once('/') {
+        Some((r, s)) => (r, Some(s)),
+        None => (item, None),
+    };
+    let (lo, hi) = match range.split_once('-') {
+        Some((a, b)) => (a, Some(b)),
+        None => (range, None),
+    };
+    let day = |s: &str| -> Result<usize, String> {
+        if numeric(s) {
+            s.parse()
+                .ok()
+                .filter(|n| *n <= 7)
+                .ok_or_else(|| format!("weekday `{s}` is not 0–7 (0 and 7 are Sunday)"))
         } else {
-            after_slash = c == '/' || (after_slash && c.is_ascii_digit());
-            out.push(c);
+            DAY_NAMES
+                .iter()
+                .position(|n| n.eq_ignore_ascii_case(s))
+                .ok_or_else(|| format!("`{s}` is not a weekday"))
         }
+    };
+    if !numeric(lo) && !hi.is_some_and(numeric) {
+        return Ok(item.to_string()); // `*`, `*/2`, `Mon-Fri`: the crate reads these as written
     }
-    Ok(out)
+    let lo_n = day(lo)?;
+    // `A/S` runs from A to the end of the week, as in standard cron.
+    let hi_n = match hi {
+        Some(h) => day(h)?,
+        None if step.is_some() => 7,
+        None => lo_n,
+    };
+    if lo_n > hi_n {
+        return Err(format!(
+            "weekday range `{range}` runs backwards; write it as a list, e.g. `5,6,0`"
+        ));
+    }
+    let step = match step {
+        None => 1,
+        Some(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| format!("weekday step `{s}` is not a number from 1"))?,
+    };
+    if step == 1 && hi_n < 7 {
+        return Ok(if lo_n == hi_n {
+            DAY_NAMES[lo_n].to_string()
+        } else {
+            format!("{}-{}", DAY_NAMES[lo_n], DAY_NAMES[hi_n])
+        });
+    }
+    // 7 is Sunday again: listed once, in week order from Monday (Sunday last).
+    let mut days: Vec<usize> = (lo_n..=hi_n).step_by(step).map(|d| d % 7).collect();
+    days.sort_by_key(|d| (d + 6) % 7);
+    days.dedup();
+    Ok(days
+        .iter()
+        .map(|d| DAY_NAMES[*d])
+        .collect::<Vec<_>>()
+        .join(","))
 }
 
 /// Checks a cron expression.
@@ -164,6 +217,24 @@ mod tests {
             "0 0 9 * * Sun-Thu"
         );
         assert!(check_cron("0 9 * * 8").is_err());
+        // Ranges that end on 7 (Sunday after Saturday), lists and steps, as standard cron has them.
+        for (expr, six) in [
+            ("0 9 * * 1-7", "0 0 9 * * Mon,Tue,Wed,Thu,Fri,Sat,Sun"),
+            ("0 9 * * 5-7", "0 0 9 * * Fri,Sat,Sun"),
+            ("0 9 * * 0-7", "0 0 9 * * Mon,Tue,Wed,Thu,Fri,Sat,Sun"),
+            ("0 9 * * 7-7", "0 0 9 * * Sun"),
+            ("0 9 * * 0-6", "0 0 9 * * Sun-Sat"),
+            ("0 9 * * 6,7", "0 0 9 * * Sat,Sun"),
+            ("0 9 * * 1-5,7", "0 0 9 * * Mon-Fri,Sun"),
+            ("0 9 * * 1-7/2", "0 0 9 * * Mon,Wed,Fri,Sun"),
+            ("0 9 * * 1/3", "0 0 9 * * Mon,Thu,Sun"),
+            ("0 9 * * mon-5", "0 0 9 * * Mon-Fri"),
+        ] {
+            assert_eq!(normalize_cron(expr).unwrap(), six, "{expr}");
+            assert!(check_cron(expr).is_ok(), "{expr}");
+        }
+        assert!(check_cron("0 9 * * 5-1").unwrap_err().contains("backwards"));
+        assert!(check_cron("0 9 * * 1-5/0").is_err());
         // Friday 2026-04-24 18:00 Paris → the next weekday 07:30 is Monday the 27th.
         let paris: Tz = "Europe/Paris".parse().unwrap();
         let t = next_cron("30 7 * * 1-5", at(paris, "2026-04-24 18:00"), paris).unwrap();
@@ -176,6 +247,37 @@ mod tests {
             t.with_timezone(&paris).format("%a %d").to_string(),
             "Sun 26"
         );
+    }
+
+    /// The weekdays (Mon, Tue, …) on which `expr` fires in the 14 days after Monday 2026-04-20.
+    fn weekdays(expr: &str) -> Vec<String> {
+        let utc: Tz = "UTC".parse().unwrap();
+        let end = at(utc, "2026-05-04 00:00");
+        let mut t = at(utc, "2026-04-20 00:00");
+        let mut out = Vec::new();
+        while let Some(n) = next_cron(expr, t, utc).filter(|n| *n < end) {
+            out.push(n.format("%a").to_string());
+            t = n;
+        }
+        out
+    }
+
+    #[test]
+    fn weekday_fields_fire_on_the_days_standard_cron_does() {
+        let week = |days: &str| {
+            let days: Vec<String> = days.split(' ').map(str::to_string).collect();
+            [days.clone(), days].concat()
+        };
+        assert_eq!(weekdays("0 9 * * 1-7"), week("Mon Tue Wed Thu Fri Sat Sun"));
+        assert_eq!(weekdays("0 9 * * 0-6"), week("Mon Tue Wed Thu Fri Sat Sun"));
+        assert_eq!(weekdays("0 9 * * 5-7"), week("Fri Sat Sun"));
+        assert_eq!(weekdays("0 9 * * 7"), week("Sun"));
+        assert_eq!(weekdays("0 9 * * 6,7"), week("Sat Sun"));
+        assert_eq!(weekdays("0 9 * * 0,6"), week("Sat Sun"));
+        // Standard cron's */2 is 0,2,4,6: Sunday, Tuesday, Thursday, Saturday.
+        assert_eq!(weekdays("0 9 * * */2"), week("Tue Thu Sat Sun"));
+        assert_eq!(weekdays("0 9 * * 1-5/2"), week("Mon Wed Fri"));
+        assert_eq!(weekdays("0 9 * * 1-7/2"), week("Mon Wed Fri Sun"));
     }
 
     #[test]
