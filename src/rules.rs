@@ -137,7 +137,7 @@ impl RuleSet {
                             &shown,
                             &src,
                             e.line,
-                            usize::from(e.line > 0),
+                            if e.line > 0 { e.col.max(1) } else { 0 },
                             msg,
                         ));
                     }

@@ -102,6 +102,72 @@ pub fn locate_key(source: &str, key: &str, nth: usize) -> Option<(usize, usize)>
     None
 }
 
+/// Where a position inside a YAML scalar lands in its file. `value` is the 1-based (line, col)
+/// where the scalar is written, as [`locate_key`] gives it (a quote, a block indicator `|` or
+/// `>`, or the first character); `inner` is the 1-based (line, col) in the scalar's text.
+/// Folded (`>`) and plain or quoted scalars that go on over the next lines join those lines
+/// with a space; literal (`|`) ones keep them. Escapes inside quotes are not counted, so the
+/// column is then approximate, but it stays within the line.
+pub fn place_in_scalar(src: &str, value: (usize, usize), inner: (usize, usize)) -> (usize, usize) {
+    let lines: Vec<&str> = src.lines().collect();
+    let (line, col) = value;
+    let Some(first) = line.checked_sub(1).and_then(|l| lines.get(l)) else {
+        return (0, 0);
+    };
+    let key_indent = first.len() - first.trim_start_matches([' ', '-']).len();
+    let start: String = first.chars().skip(col.saturating_sub(1)).collect();
+    let block = start.starts_with(['|', '>']);
+    let literal = start.starts_with('|');
+    // The scalar's lines as (line, col of their first character, text); blank ones empty.
+    let mut parts: Vec<(usize, usize, String)> = Vec::new();
+    if !block {
+        let quote = usize::from(start.starts_with(['"', '\'']));
+        parts.push((line, col + quote, start.chars().skip(quote).collect()));
+    }
+    for (n, l) in lines.iter().enumerate().skip(line) {
+        let body = l.trim_start_matches(' ');
+        let indent = l.len() - body.len();
+        if !body.is_empty() && indent <= key_indent {
+            break;
+        }
+        parts.push((n + 1, indent + 1, body.to_string()));
+    }
+    // Walk the text as the parser builds it, and keep the last part starting at or before
+    // `inner` on its line.
+    let (mut at_line, mut at_col) = (1, 1);
+    let mut blanks = 0;
+    let mut started = false;
+    let mut found = None;
+    for (l, c, text) in &parts {
+        if literal {
+            if started {
+                at_line += 1;
+            }
+            at_col = 1;
+        } else if text.is_empty() {
+            blanks += 1;
+            continue;
+        } else if started {
+            // A line break becomes a space; one followed by blank lines, that many newlines.
+            if blanks > 0 {
+                at_line += blanks;
+                at_col = 1;
+            } else {
+                at_col += 1;
+            }
+        }
+        started = true;
+        blanks = 0;
+        if at_line == inner.0 && at_col <= inner.1 {
+            found = Some((*l, c + inner.1 - at_col));
+        }
+        at_col += text.chars().count();
+    }
+    let (l, c) = found.unwrap_or((line, col + inner.1.saturating_sub(1)));
+    let width = lines.get(l - 1).map_or(0, |t| t.chars().count());
+    (l, c.min(width + 1))
+}
+
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "error: {}", self.message)?;
@@ -175,5 +241,26 @@ mod tests {
         assert_eq!(locate_key(src, "on", 1), Some((5, 5)));
         assert_eq!(locate_key(src, "cron", 0), Some((6, 13)));
         assert_eq!(locate_key(src, "missing", 0), None);
+    }
+
+    #[test]
+    fn places_positions_inside_scalars() {
+        // One line, plain and quoted: the column shifts by the value's start (and the quote).
+        assert_eq!(place_in_scalar("    if: a ==\n", (1, 9), (1, 5)), (1, 13));
+        assert_eq!(place_in_scalar("    if: 'a =='\n", (1, 9), (1, 5)), (1, 14));
+        // Folded: the lines join with spaces; the position lands on the line that holds it.
+        let src = "  - if: >-\n      event.text == \"hi\" &&\n      event.from ==\n    script: x\n";
+        assert_eq!(place_in_scalar(src, (1, 9), (1, 3)), (2, 9));
+        assert_eq!(place_in_scalar(src, (1, 9), (1, 25)), (3, 9));
+        assert_eq!(place_in_scalar(src, (1, 9), (1, 36)), (3, 20));
+        // Literal: lines are lines.
+        let src = "if: |\n  let a = 1;\n\n  a +\nnext: 1\n";
+        assert_eq!(place_in_scalar(src, (1, 5), (3, 4)), (4, 6));
+        // A plain scalar going on over the next line.
+        let src = "    if: event.text ==\n      \"hi\" &&\n    script: x\n";
+        assert_eq!(place_in_scalar(src, (1, 9), (1, 15)), (2, 7));
+        // Never beyond the end of the line.
+        assert_eq!(place_in_scalar("if: >-\n  ab\n", (1, 5), (1, 40)), (2, 5));
+        assert_eq!(place_in_scalar("if: a\n", (0, 0), (1, 1)), (0, 0));
     }
 }

@@ -1,6 +1,6 @@
 //! The YAML shapes of DESIGN.md (unknown keys refused) and the walk that loads them.
 
-use super::diag::{Diagnostic, locate_key};
+use super::diag::Diagnostic;
 use super::{CatchUp, GateConfig, ProjectConfig, RuleConfig, RunMode, Trigger, UserConfig};
 use crate::domain::UserId;
 use chrono_tz::Tz;
@@ -640,7 +640,7 @@ fn check_rule(
     r: &RuleFile,
     names: &mut BTreeSet<String>,
 ) -> Result<RuleConfig, Diagnostic> {
-    let at = |key: &str, msg: String| match locate_key(src, key, i) {
+    let at = |key: &str, msg: String| match rule_key(src, key, i) {
         Some((l, c)) => Diagnostic::at(shown, src, l, c, msg),
         None => Diagnostic::file(shown, msg),
     };
@@ -653,13 +653,7 @@ fn check_rule(
             format!("rule name `{}` is used twice in this project", r.name),
         ));
     }
-    let trigger = parse_trigger(&r.on).map_err(|m| {
-        let nth = nth_rule_key(src, "on", i);
-        match nth {
-            Some((l, c)) => Diagnostic::at(shown, src, l, c, m),
-            None => Diagnostic::file(shown, m),
-        }
-    })?;
+    let trigger = parse_trigger(&r.on).map_err(|m| at("on", m))?;
     let script = inside(dir, &r.script)
         .filter(|p| p.is_file())
         .ok_or_else(|| {
@@ -738,7 +732,7 @@ fn check_rule(
         })?,
     };
     let condition_pos = match &r.condition {
-        Some(_) => nth_rule_key(src, "if", i).unwrap_or((0, 0)),
+        Some(_) => rule_key(src, "if", i).unwrap_or((0, 0)),
         None => (0, 0),
     };
     Ok(RuleConfig {
@@ -769,25 +763,97 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     Some(std::time::Duration::from_secs(secs))
 }
 
-/// The position of `key` inside the `i`-th rule: the first `key:` after that rule's `name:`.
-fn nth_rule_key(src: &str, key: &str, i: usize) -> Option<(usize, usize)> {
-    let (name_line, _) = locate_key(src, "name", i)?;
-    let next_rule = locate_key(src, "name", i + 1)
-        .map(|(l, _)| l)
-        .unwrap_or(usize::MAX);
-    (0..)
-        .map_while(|n| locate_key(src, key, n))
-        .find(|(l, _)| *l >= rule_start(src, name_line) && *l < next_rule)
+/// 1-based (line, col) of `key` in the `i`-th item of the top-level `rules:` list, as
+/// [`super::diag::locate_key`] gives it (the value, or the key when its value is on the next
+/// lines). Only the item's own keys count: not a `name:` of `fallback_template:`, another
+/// rule's `mode:`, or text inside an `if: >-` block. `None` for a list written in flow style.
+fn rule_key(src: &str, key: &str, i: usize) -> Option<(usize, usize)> {
+    let item = rule_items(src).into_iter().nth(i)?;
+    let lines: Vec<&str> = src.lines().collect();
+    (item.start..item.end).find_map(|n| {
+        let line = lines[n];
+        let mut body = line.trim_start_matches(' ');
+        let mut at = line.len() - body.len();
+        if n == item.start {
+            let rest = body.strip_prefix('-')?;
+            body = rest.trim_start_matches(' ');
+            at += 1 + rest.len() - body.len();
+        }
+        if at != item.keys_at {
+            return None;
+        }
+        let after = body.strip_prefix(key)?.strip_prefix(':')?;
+        let value_off = after.len() - after.trim_start().len();
+        let col = if after.trim().is_empty() || after.trim_start().starts_with('#') {
+            at + 1
+        } else {
+            at + key.len() + 1 + value_off + 1
+        };
+        Some((n + 1, col))
+    })
 }
 
-/// The line where the list item holding `name_line` starts (`- ` may sit on an earlier key).
-fn rule_start(src: &str, name_line: usize) -> usize {
+/// One item of the top-level `rules:` list: its lines (0-based, `end` excluded) and the
+/// column (0-based) of its keys.
+#[derive(Debug, PartialEq, Eq)]
+struct RuleItem {
+    start: usize,
+    end: usize,
+    keys_at: usize,
+}
+
+/// The items of the top-level `rules:` list in block style, read from the text's indentation
+/// (serde_yaml gives values without positions).
+fn rule_items(src: &str) -> Vec<RuleItem> {
     let lines: Vec<&str> = src.lines().collect();
-    let mut l = name_line;
-    while l > 1 && !lines[l - 1].trim_start().starts_with('-') {
-        l -= 1;
+    let Some(top) = lines.iter().position(|l| {
+        l.strip_prefix("rules:")
+            .map(str::trim_start)
+            .is_some_and(|r| r.is_empty() || r.starts_with('#'))
+    }) else {
+        return Vec::new();
+    };
+    let mut items: Vec<RuleItem> = Vec::new();
+    let mut dash_at = None;
+    let mut end = lines.len();
+    for (n, line) in lines.iter().enumerate().skip(top + 1) {
+        let body = line.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = line.len() - body.len();
+        let is_item = body == "-" || body.starts_with("- ");
+        let dash = *dash_at.get_or_insert(indent);
+        if indent < dash || (indent == dash && !is_item) || body.starts_with("---") {
+            end = n;
+            break;
+        }
+        if let Some(last) = items.last_mut().filter(|l| l.keys_at == usize::MAX) {
+            // `-` alone on its line: the keys start on the next one.
+            last.keys_at = indent;
+        }
+        if indent == dash && is_item {
+            if let Some(last) = items.last_mut() {
+                last.end = n;
+            }
+            let rest = &body[1..];
+            let k = rest.trim_start_matches(' ');
+            let keys_at = if k.is_empty() || k.starts_with('#') {
+                usize::MAX
+            } else {
+                indent + 1 + rest.len() - k.len()
+            };
+            items.push(RuleItem {
+                start: n,
+                end: lines.len(),
+                keys_at,
+            });
+        }
     }
-    l
+    if let Some(last) = items.last_mut() {
+        last.end = last.end.min(end);
+    }
+    items
 }
 
 fn parse_trigger(v: &serde_yaml::Value) -> Result<Trigger, String> {
@@ -822,5 +888,41 @@ fn parse_trigger(v: &serde_yaml::Value) -> Result<Trigger, String> {
             }
         }
         _ => Err(format!("`on:` must be one of {NAMES}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_keys_are_found_in_their_own_rule() {
+        let src = "\
+fallback_template:
+  name: hello_world
+rules:
+  - name: a
+    on: message
+    if: >-
+      mode: not a key
+    script: a.rhai
+  -
+    name: b
+    mode: bogus
+    on:
+      cron: \"0 9 * * *\"
+tables: {}
+";
+        assert_eq!(rule_key(src, "name", 0), Some((4, 11)));
+        assert_eq!(rule_key(src, "name", 1), Some((10, 11)));
+        assert_eq!(rule_key(src, "mode", 0), None);
+        assert_eq!(rule_key(src, "mode", 1), Some((11, 11)));
+        assert_eq!(rule_key(src, "on", 1), Some((12, 5)));
+        assert_eq!(rule_key(src, "if", 0), Some((6, 9)));
+        assert_eq!(rule_key(src, "name", 2), None);
+        // At the top level's own indentation, and in flow style (not located).
+        let src = "rules:\n- name: a\n  mode: x\n- name: b\n  mode: y\n";
+        assert_eq!(rule_key(src, "mode", 1), Some((5, 9)));
+        assert_eq!(rule_key("rules: [{name: a}]\n", "name", 0), None);
     }
 }

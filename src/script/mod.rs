@@ -555,19 +555,11 @@ fn describe(err: &EvalAltResult, file: &str) -> String {
     }
 }
 
-/// Maps a position inside an `if:` expression to project.yaml (single-line values; a quote
-/// before the expression shifts it by one).
-fn place_in_yaml(src: &str, (line, col): (usize, usize), inner: Position) -> (usize, usize) {
-    if line == 0 {
-        return (0, 0);
-    }
-    let quoted = src
-        .lines()
-        .nth(line - 1)
-        .and_then(|l| l.chars().nth(col.saturating_sub(1)))
-        .is_some_and(|c| c == '\'' || c == '"');
-    let inner_col = inner.position().unwrap_or(1);
-    (line, col + usize::from(quoted) + inner_col - 1)
+/// Maps a position inside an `if:` expression to project.yaml, across the lines of a
+/// multi-line value (`if: >-`).
+fn place_in_yaml(src: &str, at: (usize, usize), inner: Position) -> (usize, usize) {
+    let inner = (inner.line().unwrap_or(1), inner.position().unwrap_or(1));
+    crate::config::diag::place_in_scalar(src, at, inner)
 }
 
 #[cfg(test)]

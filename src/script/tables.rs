@@ -66,17 +66,27 @@ impl Table {
     }
 }
 
-/// A table load error: a message and, where known, the 1-based line.
+/// A table load error: a message and, where known, the 1-based line and column.
 #[derive(Debug, PartialEq, Eq)]
 pub struct TableError {
     pub message: String,
+    /// 0 when unknown.
     pub line: usize,
+    /// 0 when unknown (the error is then shown at the start of the line).
+    pub col: usize,
 }
 
 /// Loads a table by its extension.
 pub fn load(path: &Path) -> Result<Table, TableError> {
-    let err = |message: String, line: usize| TableError { message, line };
-    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}"), 0))?;
+    let err = |message: String, line: usize, col: usize| TableError { message, line, col };
+    // The parsers end their messages with the place, which the diagnostic shows on its own.
+    let without_place = |mut m: String| {
+        if let Some(i) = m.rfind(" at line ") {
+            m.truncate(i);
+        }
+        m
+    };
+    let bytes = std::fs::read(path).map_err(|e| err(format!("cannot read: {e}"), 0, 0))?;
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -85,23 +95,20 @@ pub fn load(path: &Path) -> Result<Table, TableError> {
     match ext.as_str() {
         "csv" => load_csv(&bytes),
         "json" => {
-            let v: Value =
-                serde_json::from_slice(&bytes).map_err(|e| err(e.to_string(), e.line()))?;
+            let v: Value = serde_json::from_slice(&bytes)
+                .map_err(|e| err(without_place(e.to_string()), e.line(), e.column()))?;
             from_value(v)
         }
         "yaml" | "yml" => {
             let v: Value = serde_yaml::from_slice(&bytes).map_err(|e| {
-                let line = e.location().map(|l| l.line()).unwrap_or(0);
-                let mut m = e.to_string();
-                if let Some(i) = m.rfind(" at line ") {
-                    m.truncate(i);
-                }
-                err(m, line)
+                let (line, col) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+                err(without_place(e.to_string()), line, col)
             })?;
             from_value(v)
         }
         other => Err(err(
             format!("tables are .csv, .yaml or .json files, not .{other}"),
+            0,
             0,
         )),
     }
@@ -116,18 +123,21 @@ fn load_csv(bytes: &[u8]) -> Result<Table, TableError> {
         .map_err(|e| TableError {
             message: e.to_string(),
             line: 1,
+            col: 0,
         })?
         .clone();
     if headers.iter().any(str::is_empty) {
         return Err(TableError {
             message: "the header row has an empty column name".into(),
             line: 1,
+            col: 0,
         });
     }
     let mut rows = Vec::new();
     for rec in rd.records() {
         let rec = rec.map_err(|e| TableError {
             line: e.position().map(|p| p.line() as usize).unwrap_or(0),
+            col: 0,
             message: e.to_string(),
         })?;
         let row: Map<String, Value> = headers
@@ -144,6 +154,7 @@ fn from_value(v: Value) -> Result<Table, TableError> {
     let bad = |m: &str| TableError {
         message: m.to_string(),
         line: 0,
+        col: 0,
     };
     match v {
         Value::Array(items) => {
@@ -231,6 +242,11 @@ mod tests {
         assert_eq!(e.line, 3, "{e:?}");
         let (_d, p) = write("bad.yaml", "a: [1,\n");
         assert!(load(&p).unwrap_err().line > 0);
+        // JSON: the place the parser names, not in the message too.
+        let (_d, p) = write("bad.json", "[\n  {\"id\": 1},\n  {\"id\" 2}\n]\n");
+        let e = load(&p).unwrap_err();
+        assert_eq!((e.line, e.col), (3, 9), "{e:?}");
+        assert_eq!(e.message, "expected `:`");
         let (_d, p) = write("t.txt", "x");
         assert!(
             load(&p)

@@ -320,3 +320,91 @@ error: Unexpected ';'
 ";
     assert_eq!(text(&out.stderr), expected);
 }
+
+/// A home with user olga and one project `rules/olga/tour` holding `project` and hi.rhai.
+fn home_with_project(project: &str) -> (tempfile::TempDir, String) {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let proj = dir.path().join("rules/olga/tour");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("project.yaml"), project).unwrap();
+    std::fs::write(proj.join("hi.rhai"), "let a = 1;\n").unwrap();
+    (dir, cfg)
+}
+
+#[test]
+fn check_locates_a_rule_key_in_its_own_rule() {
+    // Only the second rule has `mode:`.
+    let (_dir, cfg) = home_with_project(
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n  - name: b\n    on: message\n    mode: bogus\n    script: hi.rhai\n",
+    );
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(
+            "\
+error: rule `b`: unknown mode `bogus`; use single, queued or parallel
+  --> rules/olga/tour/project.yaml:7:11
+  |
+7 |     mode: bogus
+  |           ^
+"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_locates_a_rule_name_after_a_fallback_template() {
+    // A `name:` before `rules:` is not the first rule's.
+    let (_dir, cfg) = home_with_project(
+        "fallback_template:\n  name: hello_world\nrules:\n  - name: hi\n    on: message\n    script: hi.rhai\n  - name: hi\n    on: message\n    script: hi.rhai\n",
+    );
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with(
+            "\
+error: rule name `hi` is used twice in this project
+  --> rules/olga/tour/project.yaml:7:11
+  |
+7 |   - name: hi
+  |           ^
+"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn check_places_errors_in_a_folded_if_and_a_json_table_where_they_are() {
+    let (dir, cfg) = home_with_project(
+        "tables:\n  people: people.json\nrules:\n  - name: hi\n    on: message\n    if: >-\n      event.text == \"hi\" &&\n      event.from ==\n    script: hi.rhai\n",
+    );
+    std::fs::write(
+        dir.path().join("rules/olga/tour/people.json"),
+        "[\n  {\"id\": 1},\n  {\"id\" 2}\n]\n",
+    )
+    .unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let table = "\
+error: table `people`: expected `:`
+  --> rules/olga/tour/people.json:3:9
+  |
+3 |   {\"id\" 2}
+  |         ^
+";
+    assert!(err.contains(table), "{err}");
+    let condition = "\
+error: in `if:`: Script is incomplete
+  --> rules/olga/tour/project.yaml:8:20
+  |
+8 |       event.from ==
+  |                    ^
+";
+    assert!(err.contains(condition), "{err}");
+}

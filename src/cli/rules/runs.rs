@@ -77,8 +77,10 @@ pub(super) fn print_run(run: &RunTrace, tz: Tz) {
     }
     match run.error.as_deref() {
         Some(e) if is_condition_error(e) => {
-            let (col, msg) = split_condition_error(e);
-            let at = col.map(|c| format!(" (column {c})")).unwrap_or_default();
+            let (at, msg) = split_condition_error(e);
+            let at = at
+                .map(|(_, c)| format!(" (column {c})"))
+                .unwrap_or_default();
             println!("  error: in `if:`{at}: {}", one_line(msg));
             return;
         }

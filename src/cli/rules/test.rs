@@ -196,42 +196,38 @@ pub(super) fn is_condition_error(e: &str) -> bool {
     e.starts_with("if:") || e.starts_with("`if:`")
 }
 
-/// An `if:` error as (column inside the expression, message): the engine writes
+/// An `if:` error as ((line, column) inside the expression, message): the engine writes
 /// `if::line:col: message`, or just the message.
-pub(super) fn split_condition_error(e: &str) -> (Option<usize>, &str) {
+pub(super) fn split_condition_error(e: &str) -> (Option<(usize, usize)>, &str) {
     let rest = e.strip_prefix("if:").unwrap_or(e).trim_start_matches(':');
-    let col = |at: &str| {
-        at.split_once(':')
-            .and_then(|(_, c)| c.parse::<usize>().ok())
+    let at = |at: &str| {
+        let (l, c) = at.split_once(':')?;
+        Some((l.parse::<usize>().ok()?, c.parse::<usize>().ok()?))
     };
     match rest.split_once(": ") {
-        Some((at, msg)) if col(at).is_some() => (col(at), msg),
+        Some((p, msg)) if at(p).is_some() => (at(p), msg),
         _ => (None, rest),
     }
 }
 
 /// An `if:` error placed on the expression in project.yaml, as
-/// ``rules/…/project.yaml:4:21: in `if:` of rule `a`: message`` (one-line `if:` values).
+/// ``rules/…/project.yaml:4:21: in `if:` of rule `a`: message``.
 pub(super) fn locate_condition_error(
     home: &Home,
     project: &str,
     rule: Option<&RuleConfig>,
     e: &str,
 ) -> String {
-    let (inner_col, msg) = split_condition_error(e);
-    let inner_col = inner_col.unwrap_or(1);
+    let (inner, msg) = split_condition_error(e);
     let file = home.projects.iter().find(|p| p.name == project);
     let (Some(rule), Some(p)) = (rule, file) else {
         return format!("in `if:`: {msg}");
     };
-    let (line, col) = rule.condition_pos;
-    let quoted = p
-        .source
-        .lines()
-        .nth(line.saturating_sub(1))
-        .and_then(|l| l.chars().nth(col.saturating_sub(1)))
-        .is_some_and(|c| c == '\'' || c == '"');
-    let col = col + usize::from(quoted) + inner_col - 1;
+    let (line, col) = crate::config::diag::place_in_scalar(
+        &p.source,
+        rule.condition_pos,
+        inner.unwrap_or((1, 1)),
+    );
     format!(
         "{}:{line}:{col}: in `if:` of rule `{}`: {msg}",
         home.gate.display_path(&p.file).display(),
