@@ -4,6 +4,7 @@
 
 pub mod diag;
 mod files;
+mod gate;
 mod serving;
 
 pub use diag::{Diagnostic, Diagnostics};
@@ -233,7 +234,8 @@ impl Home {
 
 /// Reads gate.yaml alone (the CLI needs it before users exist, e.g. for `creds set`).
 pub fn load_gate(gate_yaml: &Path) -> Result<GateConfig, Diagnostic> {
-    let (file, _src): (GateFile, String) = files::read_yaml(gate_yaml, gate_yaml)?;
+    let (file, src): (GateFile, String) = files::read_yaml(gate_yaml, gate_yaml)?;
+    gate::check(&file, gate_yaml, &src)?;
     let home = gate_yaml
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -408,3 +408,47 @@ error: in `if:`: Script is incomplete
 ";
     assert!(err.contains(condition), "{err}");
 }
+
+#[test]
+fn check_refuses_a_listen_address_or_graph_url_that_cannot_work() {
+    let (dir, cfg) = init_home();
+    let gate = dir.path().join("gate.yaml");
+    let original = std::fs::read_to_string(&gate).unwrap();
+    std::fs::write(
+        &gate,
+        original.replace("\"127.0.0.1:8080\"", "\"not an addr\""),
+    )
+    .unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "\
+error: server.listen `not an addr` is not an address to listen on: write host:port, e.g. 127.0.0.1:8080, 0.0.0.0:8080 or localhost:8080
+  --> {cfg}:2:20
+  |
+2 | server:  {{ listen: \"not an addr\" }}
+  |                    ^
+"
+        )
+    );
+    std::fs::write(
+        &gate,
+        original.replace("\"https://graph.facebook.com\"", "\"graph.facebook.com\""),
+    )
+    .unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "error: graph.base_url `graph.facebook.com` must be `simulator` or an absolute http(s) URL such as https://graph.facebook.com\n  --> {cfg}:4:22\n"
+        )),
+        "{err}"
+    );
+    // A host name is fine: it is looked up when the gate starts.
+    std::fs::write(&gate, original.replace("127.0.0.1:8080", "localhost:8080")).unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
