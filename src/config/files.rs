@@ -570,6 +570,14 @@ fn load_project(
         .filter(|u| users.contains_key(u))
     {
         Some(u) => u,
+        // users/<user>.yaml is there but has errors of its own, reported for that file: saying
+        // the project has no user would send the reader looking for a file that exists.
+        None if ["yaml", "yml"]
+            .iter()
+            .any(|x| gate.users_dir.join(format!("{user_part}.{x}")).is_file()) =>
+        {
+            return Err(Vec::new());
+        }
         None => {
             return Err(vec![Diagnostic::file(
                 &shown,

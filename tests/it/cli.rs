@@ -452,3 +452,36 @@ error: server.listen `not an addr` is not an address to listen on: write host:po
     let out = wagate(&["--config", &cfg, "check"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn check_does_not_call_the_user_of_an_invalid_user_file_unknown() {
+    let (dir, cfg) =
+        home_with_project("rules:\n  - name: hi\n    on: message\n    script: hi.rhai\n");
+    std::fs::write(
+        dir.path().join("users/olga.yaml"),
+        "user: olga\nphone_number_id: \"111\"\ntimezone: Mars/Olympus\n",
+    )
+    .unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "\
+error: unknown timezone `Mars/Olympus`: use an IANA name such as Europe/Paris
+  --> users/olga.yaml:3:11
+  |
+3 | timezone: Mars/Olympus
+  |           ^
+
+1 error
+"
+    );
+    // With no users/<user>.yaml at all, the project is still reported.
+    std::fs::remove_file(dir.path().join("users/olga.yaml")).unwrap();
+    let out = wagate(&["--config", &cfg, "check"]);
+    assert!(
+        text(&out.stderr).contains("is not under a known user"),
+        "{}",
+        text(&out.stderr)
+    );
+}
