@@ -118,6 +118,26 @@ pub fn check_cron(expr: &str) -> Result<cron::Schedule, String> {
     })
 }
 
+/// The schedules whose earliest match is the expression's next firing. As in standard cron,
+/// when both the day of the month and the weekday are restricted (neither starts with `*`), a
+/// day matching either one fires (`0 9 1 * 1`: the 1st, and every Monday); the crate alone
+/// would want both.
+fn day_schedules(expr: &str) -> Result<Vec<cron::Schedule>, String> {
+    let whole = check_cron(expr)?;
+    let six = normalize_cron(expr)?;
+    let fields: Vec<&str> = six.split_whitespace().collect();
+    let restricted = |f: &str| !f.starts_with('*') && !f.starts_with('?');
+    if !(restricted(fields[3]) && restricted(fields[5])) {
+        return Ok(vec![whole]);
+    }
+    let with = |i: usize| {
+        let mut f = fields.clone();
+        f[i] = "*";
+        cron::Schedule::from_str(&f.join(" ")).map_err(|e| e.to_string())
+    };
+    Ok(vec![with(5)?, with(3)?])
+}
+
 /// An `at:` time as written: a local time to be placed in a timezone, or a fixed instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AtTime {
@@ -174,14 +194,17 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 /// after the gap; a match in a fall-back hour fires once, at its first occurrence. Matches that
 /// land on the same instant fire once.
 pub fn next_cron(expr: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
-    let schedule = check_cron(expr).ok()?;
+    let schedules = day_schedules(expr).ok()?;
     // Local wall-clock time, carried in a UTC value so that the cron crate sees no DST.
     let wall = |t: DateTime<Utc>| Utc.from_utc_datetime(&t.with_timezone(&tz).naive_local());
     // Start a little before `after` in wall-clock terms: in a fall-back hour the wall clock
     // repeats, and a match placed at its first occurrence may still be after `after`.
     let mut from = wall(after) - Duration::hours(3);
     for _ in 0..10_000 {
-        let m = schedule.after(&from).next()?;
+        let m = schedules
+            .iter()
+            .filter_map(|s| s.after(&from).next())
+            .min()?;
         let at = local_to_utc(tz, m.naive_utc());
         if at > after {
             return Some(at);
@@ -278,6 +301,31 @@ mod tests {
         assert_eq!(weekdays("0 9 * * */2"), week("Tue Thu Sat Sun"));
         assert_eq!(weekdays("0 9 * * 1-5/2"), week("Mon Wed Fri"));
         assert_eq!(weekdays("0 9 * * 1-7/2"), week("Mon Wed Fri Sun"));
+    }
+
+    #[test]
+    fn a_day_of_the_month_or_a_weekday_fires_as_in_standard_cron() {
+        // 2026-11-25 is a Wednesday: the next Monday (the 30th) comes before the 1st.
+        let tz: Tz = "Europe/Paris".parse().unwrap();
+        assert_eq!(
+            fires("0 9 1 * 1", tz, "2026-11-25 12:00", 3),
+            [
+                "11-30 09:00 +0100",
+                "12-01 09:00 +0100",
+                "12-07 09:00 +0100"
+            ]
+        );
+        // The weekday unrestricted: only the day of the month counts.
+        assert_eq!(
+            fires("0 9 1 * *", tz, "2026-11-25 12:00", 1),
+            ["12-01 09:00 +0100"]
+        );
+        // A field starting with `*` counts as unrestricted, so both must match (as in Vixie
+        // cron): the 1st, 11th, 21st or 31st that is a Monday.
+        assert_eq!(
+            fires("0 9 */10 * 1", tz, "2026-11-25 12:00", 1),
+            ["12-21 09:00 +0100"]
+        );
     }
 
     #[test]
