@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 mod restore;
-pub use restore::{RestoreSummary, restore};
+pub use restore::{KeptGateYaml, RestoreSummary, restore};
 
 /// The archive's format name, in its manifest.
 pub const FORMAT: &str = "wagate-backup/1";
@@ -44,6 +44,10 @@ pub enum BackupError {
         "refusing to restore into a home that is not empty ({0} already there): restore into an empty home, or pass --force to overwrite it"
     )]
     NotEmpty(String),
+    /// The restore would write where the home restored into does not say; the message says
+    /// what and how to go on.
+    #[error("{0}")]
+    Refused(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {

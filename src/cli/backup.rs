@@ -30,8 +30,8 @@ enum BackupAction {
 pub(super) struct RestoreArgs {
     /// The archive (from `wagate backup`).
     file: PathBuf,
-    /// Overwrite a home that is not empty (its database, users, rules and credentials are
-    /// replaced by the archive's).
+    /// Overwrite a home that is not empty (its database, users, rules and credentials, where
+    /// its own gate.yaml puts them, are replaced by the archive's).
     #[arg(long)]
     force: bool,
     /// The age identity that decrypts the archive (default: identity.txt in the home named by
@@ -114,6 +114,14 @@ pub(super) fn restore(config: &Path, args: RestoreArgs) -> Result<(), CliError> 
         args.file.display(),
         done.home.display()
     );
+    if let Some(kept) = &done.kept_gate_yaml {
+        println!(
+            "note: kept this home's gate.yaml, which decided where the files went: the archive's \
+             names other places ({}); it is in {}",
+            kept.differences.join("; "),
+            kept.archived_to.display()
+        );
+    }
     // A backup never holds the vault identity: the restored credentials need it beside them.
     if let Ok(gate) = load_gate(config)
         && std::env::var(PASSPHRASE_ENV).is_err()

@@ -17,6 +17,7 @@ mod ingest;
 mod operate;
 mod reload;
 mod reload_imports;
+mod restore;
 mod robustness;
 mod rules_cli;
 mod scheduler;
