@@ -12,8 +12,9 @@
 //!
 //! Stages never call each other: each commits its result to the [`store`] and wakes the next.
 //! A module uses only its own layer or those above it: `domain` and `whatsapp` are pure;
-//! `config`, `vault`, `store`, `graph` and `script` each own one external thing; `rules`,
-//! `dispatch` and `sender` are the flows; `http`, `app` and `cli` are edges and wiring.
+//! `config`, `vault`, `store`, `graph`, `script` and `lock` (the home's liveness lock) each own
+//! one external thing; `rules`, `dispatch` and `sender` are the flows; `http`, `app` and `cli`
+//! are edges and wiring.
 #![forbid(unsafe_code)]
 
 pub mod domain;
@@ -21,6 +22,7 @@ pub mod whatsapp;
 
 pub mod config;
 pub mod graph;
+pub mod lock;
 pub mod script;
 pub mod store;
 pub mod tokens;

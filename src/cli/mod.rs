@@ -349,6 +349,10 @@ async fn serve(config: &Path) -> Result<(), CliError> {
     if let Some(w) = app::version_warning(&loaded.home) {
         eprintln!("{w}");
     }
+    // Held until this returns: `restore` and a second `serve` of this home are refused
+    // meanwhile. Taken before the port, which a second gate would otherwise fail on first.
+    let _lock = crate::lock::HomeLock::acquire(&loaded.home.gate.db_path, "serve")
+        .map_err(|e| CliError::failure(format!("error: cannot serve: {e}; one gate per home")))?;
     let listen = loaded.home.gate.file.server.listen.clone();
     let listener = tokio::net::TcpListener::bind(&listen)
         .await

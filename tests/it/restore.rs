@@ -1,6 +1,10 @@
 //! `restore` writes only where the home named by --config says, never where the archive's
-//! gate.yaml points (another home's database, a folder outside the home).
+//! gate.yaml points (another home's database, a folder outside the home); a second `serve` of
+//! one home is refused.
 
+#![cfg(unix)]
+
+use crate::common::bin::*;
 use crate::common::*;
 use std::path::Path;
 use wagate::store::Store;
@@ -172,4 +176,36 @@ fn restore_into_an_empty_home_refuses_places_outside_it_and_writes_nothing() {
         actions(&s_live),
         ["s-before-backup", "backup", "s-after-backup"]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_serve_of_the_same_home_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (_fake, fake_url, fake_cancel) = serve_fake().await;
+    write_home(home, &fake_url, &[ECHO_PROJECT, ECHO_SCRIPT]);
+    let first = Bin::start(home, "first.log", &[]).await;
+    let second = tokio::time::timeout(T, wagate_in(home, &["serve"]))
+        .await
+        .expect("the second serve gives up at once");
+    let text = output_text(&second);
+    assert_eq!(second.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "cannot serve: `wagate serve` (pid {}) holds this home (lock {}",
+            first.pid(),
+            home.join("data/wagate.lock").display()
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("wagate listening"), "{text}");
+    // The first goes on serving.
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &first, OLGA, "33611110001", "wamid.S1").await,
+        200
+    );
+    let (status, _, _) = first.terminate().await;
+    assert!(status.success());
+    fake_cancel.cancel();
 }
