@@ -48,6 +48,17 @@ pub enum BackupError {
     /// what and how to go on.
     #[error("{0}")]
     Refused(String),
+    #[error("refusing to restore while {0}: stop it first, then restore")]
+    InUse(crate::lock::LockError),
+}
+
+impl From<crate::lock::LockError> for BackupError {
+    fn from(e: crate::lock::LockError) -> Self {
+        match e {
+            crate::lock::LockError::Io { path, source } => BackupError::Io { path, source },
+            held => BackupError::InUse(held),
+        }
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> BackupError + '_ {

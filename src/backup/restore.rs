@@ -274,6 +274,9 @@ pub fn restore(
             .collect();
         return Err(BackupError::NotEmpty(names.join(", ")));
     }
+    // Held while the files are replaced: a gate serving this home would go on acking webhooks
+    // into a database no longer on disk, and one started meanwhile would read a half-restore.
+    let _lock = crate::lock::HomeLock::acquire(&target.db, "restore")?;
     if force {
         let dirs = target.replaceable().map_err(BackupError::Refused)?;
         for suffix in ["", "-wal", "-shm"] {

@@ -1,5 +1,6 @@
 //! `restore` writes only where the home named by --config says, never where the archive's
-//! gate.yaml points (another home's database, a folder outside the home); a second `serve` of
+//! gate.yaml points (another home's database, a folder outside the home); it refuses while a
+//! gate serves that home, and a lock left by a dead gate blocks nothing; a second `serve` of
 //! one home is refused.
 
 #![cfg(unix)]
@@ -176,6 +177,81 @@ fn restore_into_an_empty_home_refuses_places_outside_it_and_writes_nothing() {
         actions(&s_live),
         ["s-before-backup", "backup", "s-after-backup"]
     );
+}
+
+/// The events table's wamids in the database at `db`.
+fn wamids(db: &Path) -> Vec<String> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut st = conn
+        .prepare("SELECT dedupe_key FROM events WHERE user = 'olga' ORDER BY dedupe_key")
+        .unwrap();
+    st.query_map([], |r| r.get::<_, String>(0))
+        .unwrap()
+        .map(|k| k.unwrap().trim_start_matches("msg:").to_string())
+        .collect()
+}
+
+fn inode(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().ino()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restore_refuses_while_a_gate_serves_the_home_and_not_after_it_died() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let (_fake, fake_url, fake_cancel) = serve_fake().await;
+    write_home(&home, &fake_url, &[ECHO_PROJECT, ECHO_SCRIPT]);
+    let bin = Bin::start(&home, "gate.log", &[]).await;
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post(&client, &bin, OLGA, "33611110001", "wamid.M1").await,
+        200
+    );
+    let archive = dir.path().join("bk.tar.age");
+    let out = wagate_in(&home, &["backup", "--out", archive.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(
+        post(&client, &bin, OLGA, "33611110002", "wamid.M2").await,
+        200
+    );
+    let db = home.join("data/wagate.db");
+    let before = inode(&db);
+
+    let out = wagate_in(&home, &["restore", archive.to_str().unwrap(), "--force"]).await;
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "refusing to restore while `wagate serve` (pid {}) holds this home",
+            bin.pid()
+        )) && text.contains("stop it first"),
+        "{text}"
+    );
+    // Nothing changed: the same file, with what was acked after the backup; the gate goes on
+    // storing into it.
+    assert_eq!(inode(&db), before);
+    assert_eq!(
+        post(&client, &bin, OLGA, "33611110003", "wamid.M3").await,
+        200
+    );
+    assert_eq!(wamids(&db), ["wamid.M1", "wamid.M2", "wamid.M3"]);
+
+    // The gate dies without a word: its lock file stays, and blocks nothing.
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &bin.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, _, _) = bin.exited().await;
+    assert!(!status.success());
+    assert!(home.join("data/wagate.lock").is_file());
+    let out = wagate_in(&home, &["restore", archive.to_str().unwrap(), "--force"]).await;
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(wamids(&db), ["wamid.M1"], "the backup's state");
+    fake_cancel.cancel();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
