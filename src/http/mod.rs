@@ -11,7 +11,7 @@ use crate::whatsapp::{parse_webhook, verify_signature};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::{Value, json};
@@ -100,7 +100,10 @@ impl IntoResponse for HttpError {
 pub fn router(state: AppState, max_body_bytes: usize, simulator: Option<&Simulator>) -> Router {
     let mut app = Router::new()
         .route("/webhook/whatsapp/{user}", get(handshake).post(webhook))
-        .route("/webhook/whatsapp", post(shared_webhook))
+        .route(
+            "/webhook/whatsapp",
+            get(shared_handshake).post(shared_webhook),
+        )
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
@@ -121,25 +124,63 @@ fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
+/// GET /webhook/whatsapp/{user}: Meta verifying a user's own callback URL.
 async fn handshake(
     State(st): State<AppState>,
     Path(user): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<String, HttpError> {
     let u = st.users.get(&user).ok_or(HttpError::UnknownUser)?;
-    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
-    let token_ok = q
-        .get("hub.verify_token")
-        .is_some_and(|t| same_secret(t, u.creds().webhook_verify_token.expose()));
-    match (mode_ok, token_ok, q.get("hub.challenge")) {
-        (true, true, Some(challenge)) => {
+    match verify_handshake(&q, [u]) {
+        Some((_, challenge)) => {
             tracing::info!(user = %user, "webhook verification handshake accepted");
-            Ok(challenge.clone())
+            Ok(challenge)
         }
-        _ => {
+        None => {
             tracing::warn!(user = %user, "webhook verification handshake refused");
             Err(HttpError::Forbidden)
         }
+    }
+}
+
+/// GET /webhook/whatsapp: Meta verifying the shared callback URL of an app that serves
+/// several users. Its verify token is any served user's (one Meta app, one token, usually).
+async fn shared_handshake(
+    State(st): State<AppState>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<String, HttpError> {
+    match verify_handshake(&q, st.users.iter().map(|(_, u)| u)) {
+        Some((u, challenge)) => {
+            tracing::info!(route = "shared", user = %u.config.id, "webhook verification handshake accepted");
+            Ok(challenge)
+        }
+        None => {
+            tracing::warn!(route = "shared", "webhook verification handshake refused");
+            Err(HttpError::Forbidden)
+        }
+    }
+}
+
+/// Meta's verification handshake: `hub.mode=subscribe`, a `hub.challenge`, and a
+/// `hub.verify_token` equal to the verify token of one of `users` give that user and the
+/// challenge to echo. Every candidate's token is compared, each in constant time, so the time
+/// taken tells neither whether nor whose token matched. The token itself is never logged.
+fn verify_handshake<'a>(
+    q: &HashMap<String, String>,
+    users: impl IntoIterator<Item = &'a Arc<UserRuntime>>,
+) -> Option<(&'a Arc<UserRuntime>, String)> {
+    let given = q.get("hub.verify_token");
+    let mut matched = None;
+    for u in users {
+        let same = given.is_some_and(|t| same_secret(t, u.creds().webhook_verify_token.expose()));
+        if same && matched.is_none() {
+            matched = Some(u);
+        }
+    }
+    let mode_ok = q.get("hub.mode").map(String::as_str) == Some("subscribe");
+    match (mode_ok, matched, q.get("hub.challenge")) {
+        (true, Some(u), Some(challenge)) => Some((u, challenge.clone())),
+        _ => None,
     }
 }
 

@@ -13,6 +13,7 @@ mod engine;
 mod export;
 mod fixtures;
 mod groups;
+mod http_edges;
 mod ingest;
 mod operate;
 mod reload;
