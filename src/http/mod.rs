@@ -2,7 +2,8 @@
 //! A webhook is verified over its raw bytes, parsed, committed to the store, and only then
 //! answered 200. One place maps errors to statuses; clients get a short reason.
 
-use crate::domain::Event;
+use crate::config::UserConfig;
+use crate::domain::{Event, EventKind};
 use crate::graph::simulator::Simulator;
 use crate::rules::RuleRegistry;
 use crate::store::{Fate, IngestOutcome, Store};
@@ -196,20 +197,32 @@ async fn webhook(
         Ok(events) => events,
         Err(e) => return Err(audit_rejection(&st, &user, e, body.len()).await),
     };
-    // Entries for another phone number are kept, never dispatched as this user's.
+    // Another number's or account's events are kept, never dispatched as this user's.
     let items = fates(
         &st,
         &u,
         events.into_iter().map(|e| {
-            let owned = e
-                .phone_number_id
-                .as_deref()
-                .is_none_or(|p| p == u.config.phone_number_id);
+            let owned = owns(&u.config, &e);
             (e, owned)
         }),
     );
     let outcome = commit(&st, &u, body, items).await?;
     Ok(Json(outcome_json(&[(user, outcome)])))
+}
+
+/// Whether `e` is `u`'s own traffic (least privilege: only then is it dispatched as `u`).
+/// A change's `metadata.phone_number_id` decides. Fields that carry no metadata (template,
+/// account and quality updates) name only the WhatsApp Business Account they concern, as
+/// `entry.id`: theirs must be `u`'s `business_account_id`. A message or status without a
+/// phone number id (missing, empty or not an id), or an event naming neither, is no one's.
+fn owns(u: &UserConfig, e: &Event) -> bool {
+    match (&e.phone_number_id, &e.kind) {
+        (Some(p), _) => *p == u.phone_number_id,
+        (None, EventKind::Message | EventKind::Status) => false,
+        (None, EventKind::Field(_)) => {
+            e.waba_id.is_some() && e.waba_id.as_deref() == u.business_account_id.as_deref()
+        }
+    }
 }
 
 /// One Meta app shared by several users: each event goes to the user owning its
@@ -225,14 +238,11 @@ async fn shared_webhook(
     // nothing is stored or trusted until then.
     let events = parse("(shared)", &body)?;
     let owner_of = |e: &Event| -> Option<Arc<UserRuntime>> {
-        match &e.phone_number_id {
-            Some(p) => st.users.by_phone_number_id(p).cloned(),
-            None => e
-                .waba_id
-                .as_deref()
-                .and_then(|w| st.users.by_business_account_id(w))
-                .cloned(),
-        }
+        st.users
+            .iter()
+            .map(|(_, u)| u)
+            .find(|u| owns(&u.config, e))
+            .cloned()
     };
     let owners: Vec<Option<Arc<UserRuntime>>> = events.iter().map(owner_of).collect();
     let mut users: Vec<Arc<UserRuntime>> = Vec::new();

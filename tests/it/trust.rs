@@ -504,6 +504,96 @@ async fn webhooks_cannot_cross_users() {
     tg.shutdown().await;
 }
 
+/// A template status update with `entry.id` = `waba` (none if `None`): a field that carries no
+/// `metadata.phone_number_id`, only the account it concerns.
+fn template_status(waba: Option<&str>, template: &str) -> Vec<u8> {
+    let mut entry = json!({"time": 1674250641, "changes": [{"field": "message_template_status_update",
+        "value": {"event": "APPROVED", "message_template_id": 905507062668800_u64,
+                  "message_template_name": template, "message_template_language": "en"}}]});
+    if let Some(w) = waba {
+        entry["id"] = w.into();
+    }
+    json!({"object": "whatsapp_business_account", "entry": [entry]})
+        .to_string()
+        .into_bytes()
+}
+
+/// Least privilege for what a user's own URL brings: an event is the user's only if it names
+/// the user's phone number or, for fields without one, the user's business account. Another
+/// account's template update, one naming no account, and a message without a phone number id
+/// are kept (audited as foreign), never run as the URL's user.
+#[tokio::test]
+async fn events_naming_another_account_or_none_are_kept_but_not_run_as_the_urls_user() {
+    let watch = (
+        "azarya/watch/project.yaml",
+        "rules:\n  - name: tpl\n    on: template_status\n    script: note.rhai\n  - name: msg\n    on: message\n    script: note.rhai\n",
+    );
+    let note = ("azarya/watch/note.rhai", "log(\"seen \" + event.kind);\n");
+    let tg = TestGate::start_with(&[watch, note]).await;
+    let mut foreign = vec![
+        ("Olga's account", template_status(Some(OLGA.waba), "olgas")),
+        ("no account", template_status(None, "nobodys")),
+    ];
+    for (what, id) in [
+        ("an empty phone number id", json!("")),
+        ("an object", json!({})),
+    ] {
+        let mut v: Value = serde_json::from_slice(&text_webhook(
+            AZARYA,
+            "972500000001",
+            "Dan",
+            "wamid.NOPN",
+            "hi",
+        ))
+        .unwrap();
+        v["entry"][0]["id"] = AZARYA.waba.into();
+        v["entry"][0]["changes"][0]["value"]["metadata"]["phone_number_id"] = id;
+        v["entry"][0]["changes"][0]["value"]["messages"][0]["id"] = format!("wamid.{what}").into();
+        foreign.push((what, v.to_string().into_bytes()));
+    }
+    for (what, body) in &foreign {
+        let r = tg.post_signed(AZARYA, body).await;
+        assert_eq!(r.status(), 200, "{what}");
+        let j: Value = r.json().await.unwrap();
+        assert_eq!(
+            (j["foreign"].as_u64(), j["to_dispatch"].as_u64()),
+            (Some(1), Some(0)),
+            "{what}: {j}"
+        );
+    }
+    settled(&tg, "azarya").await;
+    assert!(
+        tg.store().recent_runs("azarya", 10).unwrap().is_empty(),
+        "no rule ran"
+    );
+    assert_eq!(tg.store().counts("azarya").unwrap().1, 4, "all four kept");
+    let accepted: Vec<Value> = tg
+        .store()
+        .audit_entries(Some("azarya"), None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "webhook.accepted")
+        .map(|e| e.details)
+        .collect();
+    assert_eq!(accepted.len(), 4);
+    assert!(accepted.iter().all(|d| d["foreign"] == 1), "{accepted:?}");
+    // Azarya's own account: run as Azarya.
+    let r = tg
+        .post_signed(AZARYA, &template_status(Some(AZARYA.waba), "azaryas"))
+        .await;
+    let j: Value = r.json().await.unwrap();
+    assert_eq!(
+        (j["foreign"].as_u64(), j["to_dispatch"].as_u64()),
+        (Some(0), Some(1)),
+        "{j}"
+    );
+    settled(&tg, "azarya").await;
+    let runs = tg.store().recent_runs("azarya", 10).unwrap();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0].rule, "tpl");
+    tg.shutdown().await;
+}
+
 #[tokio::test]
 async fn check_warns_of_secrets_files_others_can_read() {
     use std::os::unix::fs::PermissionsExt;

@@ -276,13 +276,15 @@ pub fn text_webhook(u: TestUser, from: &str, name: &str, wamid: &str, text: &str
 }
 
 /// A fixture from ../shared/fixtures/webhooks with every `metadata.phone_number_id` set to
-/// `u`'s number, so that it is `u`'s own traffic.
+/// `u`'s number and every entry's id to `u`'s business account (fields without metadata, such
+/// as template updates, belong to the account `entry.id` names), so that it is `u`'s own traffic.
 pub fn fixture_for(u: TestUser, name: &str) -> Vec<u8> {
     let path = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../shared/fixtures/webhooks")
         .join(name);
     let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     for e in v["entry"].as_array_mut().into_iter().flatten() {
+        e["id"] = u.waba.into();
         for c in e["changes"].as_array_mut().into_iter().flatten() {
             if let Some(md) = c["value"].get_mut("metadata") {
                 md["phone_number_id"] = u.phone.into();
