@@ -21,6 +21,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 pub mod ops;
+mod shared;
 pub mod status;
 
 /// What the handlers share, behind one `Arc`: axum clones the state for every request.
@@ -103,7 +104,7 @@ pub fn router(state: AppState, max_body_bytes: usize, simulator: Option<&Simulat
         .route("/webhook/whatsapp/{user}", get(handshake).post(webhook))
         .route(
             "/webhook/whatsapp",
-            get(shared_handshake).post(shared_webhook),
+            get(shared::handshake).post(shared::webhook),
         )
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
@@ -139,24 +140,6 @@ async fn handshake(
         }
         None => {
             tracing::warn!(user = %user, "webhook verification handshake refused");
-            Err(HttpError::Forbidden)
-        }
-    }
-}
-
-/// GET /webhook/whatsapp: Meta verifying the shared callback URL of an app that serves
-/// several users. Its verify token is any served user's (one Meta app, one token, usually).
-async fn shared_handshake(
-    State(st): State<AppState>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Result<String, HttpError> {
-    match verify_handshake(&q, st.users.iter().map(|(_, u)| u)) {
-        Some((u, challenge)) => {
-            tracing::info!(route = "shared", user = %u.config.id, "webhook verification handshake accepted");
-            Ok(challenge)
-        }
-        None => {
-            tracing::warn!(route = "shared", "webhook verification handshake refused");
             Err(HttpError::Forbidden)
         }
     }
@@ -223,55 +206,6 @@ fn owns(u: &UserConfig, e: &Event) -> bool {
             e.waba_id.is_some() && e.waba_id.as_deref() == u.business_account_id.as_deref()
         }
     }
-}
-
-/// One Meta app shared by several users: each event goes to the user owning its
-/// phone_number_id (or, for fields without metadata, its WhatsApp Business Account id), and
-/// the signature must verify with every owner's app secret. Events no user owns are kept
-/// (as foreign, under the first owner) and never dispatched.
-async fn shared_webhook(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, HttpError> {
-    // The ids are read before the signature is checked only to choose whose secret checks it;
-    // nothing is stored or trusted until then.
-    let events = parse("(shared)", &body)?;
-    let owner_of = |e: &Event| -> Option<Arc<UserRuntime>> {
-        st.users
-            .iter()
-            .map(|(_, u)| u)
-            .find(|u| owns(&u.config, e))
-            .cloned()
-    };
-    let owners: Vec<Option<Arc<UserRuntime>>> = events.iter().map(owner_of).collect();
-    let mut users: Vec<Arc<UserRuntime>> = Vec::new();
-    for u in owners.iter().flatten() {
-        if !users.iter().any(|x| x.config.id == u.config.id) {
-            users.push(u.clone());
-        }
-    }
-    if users.is_empty() {
-        tracing::warn!("shared webhook for no known phone number or account; refused");
-        return Err(HttpError::UnknownUser);
-    }
-    for u in &users {
-        if let Err(e) = check_signature(u, &headers, &body) {
-            return Err(audit_rejection(&st, u.config.id.as_str(), e, body.len()).await);
-        }
-    }
-    let mut outcomes = Vec::new();
-    for (i, u) in users.iter().enumerate() {
-        let mine = events.iter().zip(&owners).filter_map(|(e, o)| match o {
-            Some(o) if o.config.id == u.config.id => Some((e.clone(), true)),
-            None if i == 0 => Some((e.clone(), false)),
-            _ => None,
-        });
-        let items = fates(&st, u, mine);
-        let outcome = commit(&st, u, body.clone(), items).await?;
-        outcomes.push((u.config.id.to_string(), outcome));
-    }
-    Ok(Json(outcome_json(&outcomes)))
 }
 
 /// Records a refused webhook in `user`'s audit log (why, and its size; never its content) and

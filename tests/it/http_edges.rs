@@ -41,3 +41,92 @@ async fn the_shared_route_answers_metas_handshake_with_any_served_users_verify_t
     }
     tg.shutdown().await;
 }
+
+/// POSTs `body` to the shared route with `signature` as X-Hub-Signature-256.
+async fn post_shared(tg: &TestGate, body: &[u8], signature: Option<String>) -> reqwest::Response {
+    let mut req = tg
+        .client
+        .post(tg.url("/webhook/whatsapp"))
+        .header("content-type", "application/json")
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("x-hub-signature-256", s);
+    }
+    req.send().await.unwrap()
+}
+
+/// `text_webhook` for Olga with her phone number id replaced by `phone`.
+fn text_for_number(phone: &str, wamid: &str) -> Vec<u8> {
+    String::from_utf8(text_webhook(OLGA, "33612345678", "Ann", wamid, "hi"))
+        .unwrap()
+        .replace(
+            &format!("\"phone_number_id\":\"{}\"", OLGA.phone),
+            &format!("\"phone_number_id\":\"{phone}\""),
+        )
+        .into_bytes()
+}
+
+/// The shared route checks the signature before it reads anything: a body no served app
+/// signed is 401 whatever it holds (garbage, an unknown number, a served one), so it cannot be
+/// used to learn which numbers are served, and nothing is stored. A body signed by a served
+/// app for a number nobody serves is kept as foreign under the signer and answered 200, so
+/// Meta stops retrying it.
+#[tokio::test]
+async fn the_shared_route_checks_the_signature_before_anything_else() {
+    let tg = TestGate::start().await;
+    let forged = |b: &[u8]| Some(wagate::whatsapp::sign(b"not-a-served-secret", b));
+    let unknown = text_for_number("999", "wamid.SH-UNKNOWN");
+    let served = text_for_number(OLGA.phone, "wamid.SH-SERVED");
+    let cases: [(&str, &[u8], Option<String>); 6] = [
+        ("unsigned garbage", b"not json at all", None),
+        (
+            "garbage, forged signature",
+            b"not json at all",
+            forged(b"not json at all"),
+        ),
+        ("unsigned, unknown number", &unknown, None),
+        ("forged, unknown number", &unknown, forged(&unknown)),
+        ("unsigned, served number", &served, None),
+        ("forged, served number", &served, forged(&served)),
+    ];
+    for (what, body, sig) in cases {
+        let r = post_shared(&tg, body, sig).await;
+        assert_eq!(r.status(), 401, "{what}");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].is_string(), "{what}: {v}");
+    }
+    for u in ["olga", "azarya"] {
+        assert_eq!(
+            tg.store().counts(u).unwrap(),
+            (0, 0, 0),
+            "nothing stored for {u}"
+        );
+    }
+    // Signed by Olga's app, for a number nobody serves: kept (never dispatched), 200.
+    let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &unknown);
+    let r = post_shared(&tg, &unknown, Some(sig)).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["users"], serde_json::json!(["olga"]));
+    assert_eq!(
+        (v["foreign"].as_u64(), v["stored"].as_u64()),
+        (Some(1), Some(0)),
+        "{v}"
+    );
+    assert_eq!(tg.store().counts("olga").unwrap(), (1, 1, 0));
+    // Signed by a served app but not JSON: 400, audited under the signer.
+    let garbage = b"still not json";
+    let sig = wagate::whatsapp::sign(AZARYA.secret.as_bytes(), garbage);
+    assert_eq!(post_shared(&tg, garbage, Some(sig)).await.status(), 400);
+    let rejected = tg
+        .store()
+        .audit_entries(Some("azarya"), None, 100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "webhook.rejected")
+        .count();
+    assert_eq!(rejected, 1);
+    settled(&tg, "olga").await;
+    assert!(tg.fake.requests().is_empty(), "nothing was answered");
+    tg.shutdown().await;
+}

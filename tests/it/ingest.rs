@@ -116,14 +116,19 @@ async fn shared_app_route_goes_by_phone_number_id_and_checks_the_owners_secret()
     let to_azarya2 = text_webhook(AZARYA, "972501112222", "Dana", "wamid.SH2", "hi");
     let bad = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &to_azarya2);
     assert_eq!(post(to_azarya2, Some(bad)).await.status(), 401);
-    // No known phone number: 404.
+    // No known phone number, signed by Olga's app: kept as foreign under Olga, 200 (Meta
+    // would retry a refusal forever).
     let nobody = text_webhook(OLGA, "1", "N", "wamid.SH3", "hi");
     let nobody = String::from_utf8(nobody)
         .unwrap()
         .replace(OLGA.phone, "999")
         .into_bytes();
     let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &nobody);
-    assert_eq!(post(nobody, Some(sig)).await.status(), 404);
+    let v: Value = post(nobody, Some(sig)).await.json().await.unwrap();
+    assert_eq!(
+        (v["users"].clone(), v["foreign"].clone()),
+        (json!(["olga"]), json!(1))
+    );
     // A template update carries no metadata: it is routed by its account (WABA) id.
     let tpl = fixture_for(OLGA, "java-bindambc__rejectedTemplate.json");
     let tpl = String::from_utf8(tpl)
@@ -145,8 +150,8 @@ async fn shared_app_route_goes_by_phone_number_id_and_checks_the_owners_secret()
     );
     assert_eq!(
         tg.store().counts("olga").unwrap().1,
-        1,
-        "the template update is Olga's"
+        2,
+        "the message for no served number (foreign) and the template update are Olga's"
     );
     tg.shutdown().await;
 }
