@@ -14,12 +14,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use body::WebhookBody;
 use bytes::Bytes;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
+pub mod body;
 pub mod ops;
 mod shared;
 pub mod status;
@@ -83,6 +85,8 @@ pub enum HttpError {
     BadRequest(String),
     #[error("the store cannot commit right now; retry later")]
     Unavailable,
+    #[error("the request body did not arrive in time")]
+    Timeout,
 }
 
 impl IntoResponse for HttpError {
@@ -93,6 +97,7 @@ impl IntoResponse for HttpError {
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
         };
         (status, Json(json!({ "error": self.to_string() }))).into_response()
     }
@@ -172,7 +177,7 @@ async fn webhook(
     State(st): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    WebhookBody(body): WebhookBody,
 ) -> Result<Json<Value>, HttpError> {
     let u = st.users.get(&user).cloned().ok_or(HttpError::UnknownUser)?;
     let checked = check_signature(&u, &headers, &body).and_then(|()| parse(&user, &body));

@@ -178,6 +178,7 @@ pub async fn webhook_metrics(req: Request, next: Next) -> Response {
         StatusCode::BAD_REQUEST => Some("bad_request"),
         StatusCode::NOT_FOUND => Some("unknown_user"),
         StatusCode::PAYLOAD_TOO_LARGE => Some("too_large"),
+        StatusCode::REQUEST_TIMEOUT => Some("timeout"),
         StatusCode::SERVICE_UNAVAILABLE => Some("unavailable"),
         _ => Some("error"),
     };

@@ -4,6 +4,7 @@
 //! What the per-user route does with an event once it is routed (fates, commit, audit) lives
 //! in the parent module and is shared.
 
+use super::body::WebhookBody;
 use super::{
     AppState, HttpError, audit_rejection, check_signature, commit, fates, outcome_json, owns,
     parse, verify_handshake,
@@ -47,7 +48,7 @@ pub(super) async fn handshake(
 pub(super) async fn webhook(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    WebhookBody(body): WebhookBody,
 ) -> Result<Json<Value>, HttpError> {
     let signer = signer(&st.users, &headers, &body)?;
     let events = match parse(signer.config.id.as_str(), &body) {

@@ -130,3 +130,50 @@ async fn the_shared_route_checks_the_signature_before_anything_else() {
     assert!(tg.fake.requests().is_empty(), "nothing was answered");
     tg.shutdown().await;
 }
+
+/// A client that announces a 100-byte body, sends 1 byte and stalls is answered 408 once the
+/// body deadline has passed, and its connection is closed: it holds nothing forever. On both
+/// webhook routes.
+#[tokio::test]
+async fn a_webhook_body_that_stalls_is_answered_408_and_its_connection_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = wagate::http::body::BODY_DEADLINE;
+    let tg = TestGate::start().await;
+    let stall = |path: &'static str| {
+        let addr = tg.gate().addr;
+        async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let head = format!(
+                "POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{"
+            );
+            s.write_all(head.as_bytes()).await.unwrap();
+            let t0 = std::time::Instant::now();
+            let mut got = Vec::new();
+            let read = tokio::time::timeout(
+                deadline + std::time::Duration::from_secs(10),
+                s.read_to_end(&mut got),
+            )
+            .await;
+            assert!(read.is_ok(), "{path}: the gate still holds the connection");
+            (t0.elapsed(), String::from_utf8_lossy(&got).into_owned())
+        }
+    };
+    let (a, b) = tokio::join!(stall("/webhook/whatsapp/olga"), stall("/webhook/whatsapp"));
+    for (elapsed, text) in [a, b] {
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(
+            text.contains("\"error\""),
+            "a JSON error like the others: {text}"
+        );
+        assert!(
+            elapsed >= deadline - std::time::Duration::from_millis(100),
+            "{elapsed:?}"
+        );
+    }
+    assert_eq!(
+        tg.store().counts("olga").unwrap(),
+        (0, 0, 0),
+        "nothing stored"
+    );
+    tg.shutdown().await;
+}

@@ -1,0 +1,40 @@
+//! The body of a webhook POST, read with a deadline: a client that announces a body and then
+//! stalls (or trickles it) is answered 408 and its connection closed, instead of holding the
+//! connection and a task forever. Only the body read is timed: once the body is in, the
+//! handler's commit is never cut short (an acked event must be a committed one).
+//!
+//! Not covered here: a client that never finishes its request line or headers. That needs
+//! hyper's `header_read_timeout` (with a timer) where the server is built, in `app.rs`.
+
+use super::HttpError;
+use axum::extract::{FromRequest, Request};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use std::time::Duration;
+
+/// How long a webhook's whole body may take to arrive once its headers are in. Meta sends a
+/// webhook (at most 3 MB) in one go from its data centres; this leaves ample slack for a slow
+/// link while bounding what a stalled client can hold.
+pub const BODY_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A webhook's raw body (the bytes the signature covers), read within [`BODY_DEADLINE`] and
+/// within the router's body limit.
+pub struct WebhookBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for WebhookBody {
+    type Rejection = Response;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Response> {
+        match tokio::time::timeout(BODY_DEADLINE, Bytes::from_request(req, state)).await {
+            Ok(Ok(body)) => Ok(WebhookBody(body)),
+            Ok(Err(rejection)) => Err(rejection.into_response()),
+            Err(_) => {
+                tracing::warn!(
+                    deadline_s = BODY_DEADLINE.as_secs(),
+                    "webhook body did not arrive in time; answering 408"
+                );
+                Err(HttpError::Timeout.into_response())
+            }
+        }
+    }
+}
