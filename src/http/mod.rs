@@ -1,4 +1,5 @@
-//! The HTTP edge (axum): Meta's verification handshake, signed webhooks in, /healthz.
+//! The HTTP edge (axum): Meta's verification handshake and signed webhooks in (the operator's
+//! endpoints, /healthz included, are in [`ops`]).
 //! A webhook is verified over its raw bytes, parsed, committed to the store, and only then
 //! answered 200. One place maps errors to statuses; clients get a short reason.
 
@@ -111,7 +112,6 @@ pub fn router(state: AppState, max_body_bytes: usize, simulator: Option<&Simulat
             "/webhook/whatsapp",
             get(shared::handshake).post(shared::webhook),
         )
-        .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
     if let Some(sim) = simulator {
@@ -331,29 +331,4 @@ fn outcome_json(outcomes: &[(String, IngestOutcome)]) -> Value {
         "foreign": sum(|o| o.foreign),
         "users": outcomes.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>(),
     })
-}
-
-/// Liveness, the users served, and each user's token health (a token Graph rejected with
-/// code 190 shows here until new credentials replace it).
-async fn healthz(State(st): State<AppState>) -> Json<Value> {
-    let users: Vec<String> = st.users.iter().map(|(n, _)| n.clone()).collect();
-    let mut tokens = serde_json::Map::new();
-    for (name, u) in st.users.iter() {
-        let (user, fp) = (
-            name.clone(),
-            crate::sender::fingerprint(u.creds().access_token.expose()),
-        );
-        let invalid = st
-            .store
-            .call(move |s| s.token_invalid(&user, &fp))
-            .await
-            .ok()
-            .flatten();
-        let health = match invalid {
-            None => json!({"state": "ok"}),
-            Some((reason, at)) => json!({"state": "invalid", "reason": reason, "since_ms": at}),
-        };
-        tokens.insert(name.clone(), health);
-    }
-    Json(json!({ "status": "ok", "users": users, "tokens": tokens }))
 }

@@ -1,19 +1,21 @@
-//! The operator's endpoints: GET /metrics (Prometheus) and GET /status (the status page),
-//! and the webhook metrics layer. Both endpoints answer only requests from loopback that no
-//! proxy relayed; any other request needs the admin token (gate.yaml
-//! `status: { admin_token_env: NAME }`) as `Authorization: Bearer …`, else 403.
+//! The operator's endpoints: GET /healthz (liveness), GET /metrics (Prometheus) and GET /status
+//! (the status page), and the webhook metrics layer. /metrics and /status answer only requests
+//! from loopback that no proxy relayed; any other request needs the admin token (gate.yaml
+//! `status: { admin_token_env: NAME }`) as `Authorization: Bearer …`, else 403. /healthz
+//! answers everyone, but tells the users served and their tokens' health only to those.
 
 use crate::domain::Secret;
 use crate::domain::{Event, EventKind};
 use crate::rules::RuleRegistry;
 use crate::store::{IngestOutcome, Store};
 use crate::users::Users;
-use axum::Router;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::{Value, json};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,9 +32,10 @@ pub struct OpsState {
     pub admin_token: Option<Arc<Secret<String>>>,
 }
 
-/// GET /metrics and GET /status.
+/// GET /healthz, GET /metrics and GET /status.
 pub fn routes(state: OpsState) -> Router {
     Router::new()
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
         .with_state(state)
@@ -65,6 +68,40 @@ fn refuse() -> Response {
         "forbidden: this page answers on loopback only, or with the admin token (gate.yaml status.admin_token_env) as Authorization: Bearer\n",
     )
         .into_response()
+}
+
+/// Liveness for anyone (a load balancer's or a container's probe): `{"status":"ok"}`. For
+/// the operator (as /status: loopback not relayed, or the admin token) also the users served
+/// and each one's token health (a token Graph rejected with code 190 shows here until new
+/// credentials replace it).
+async fn healthz(
+    State(st): State<OpsState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Json<Value> {
+    if !allowed(peer.ip(), &headers, st.admin_token.as_deref()) {
+        return Json(json!({ "status": "ok" }));
+    }
+    let users: Vec<String> = st.users.iter().map(|(n, _)| n.clone()).collect();
+    let mut tokens = serde_json::Map::new();
+    for (name, u) in st.users.iter() {
+        let (user, fp) = (
+            name.clone(),
+            crate::sender::fingerprint(u.creds().access_token.expose()),
+        );
+        let invalid = st
+            .store
+            .call(move |s| s.token_invalid(&user, &fp))
+            .await
+            .ok()
+            .flatten();
+        let health = match invalid {
+            None => json!({"state": "ok"}),
+            Some((reason, at)) => json!({"state": "invalid", "reason": reason, "since_ms": at}),
+        };
+        tokens.insert(name.clone(), health);
+    }
+    Json(json!({ "status": "ok", "users": users, "tokens": tokens }))
 }
 
 async fn metrics(

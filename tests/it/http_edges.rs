@@ -177,3 +177,38 @@ async fn a_webhook_body_that_stalls_is_answered_408_and_its_connection_closed() 
     );
     tg.shutdown().await;
 }
+
+/// /healthz answers everyone (a liveness probe), but names the users served and their tokens'
+/// health only to the operator: a request from loopback that no proxy relayed, as /status.
+#[tokio::test]
+async fn healthz_is_a_probe_for_anyone_and_details_for_the_operator_only() {
+    let tg = TestGate::start().await;
+    let local: serde_json::Value = tg
+        .client
+        .get(tg.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(local["status"], "ok");
+    assert_eq!(local["users"], serde_json::json!(["azarya", "olga"]));
+    assert_eq!(local["tokens"]["olga"]["state"], "ok");
+    for relayed in ["x-forwarded-for", "forwarded", "x-real-ip"] {
+        let r = tg
+            .client
+            .get(tg.url("/healthz"))
+            .header(relayed, "203.0.113.7")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{relayed}");
+        let body = r.text().await.unwrap();
+        assert_eq!(
+            body, r#"{"status":"ok"}"#,
+            "{relayed}: nothing but liveness"
+        );
+    }
+    tg.shutdown().await;
+}
