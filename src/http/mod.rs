@@ -11,7 +11,7 @@ use crate::store::{Fate, IngestOutcome, Store};
 use crate::users::{UserRuntime, Users};
 use crate::whatsapp::{parse_webhook, verify_signature};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -88,7 +88,13 @@ pub enum HttpError {
     Unavailable,
     #[error("the request body did not arrive in time")]
     Timeout,
+    #[error("the request body is larger than the gate accepts (server.max_body_bytes)")]
+    TooLarge,
 }
+
+/// What a 503 asks the client to wait before trying again, in seconds (Meta retries anyway;
+/// other clients and proxies learn that the refusal is temporary).
+pub const RETRY_AFTER_SECS: &str = "5";
 
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
@@ -99,8 +105,13 @@ impl IntoResponse for HttpError {
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Timeout => StatusCode::REQUEST_TIMEOUT,
+            HttpError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         };
-        (status, Json(json!({ "error": self.to_string() }))).into_response()
+        let body = Json(json!({ "error": self.to_string() }));
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return (status, [(header::RETRY_AFTER, RETRY_AFTER_SECS)], body).into_response();
+        }
+        (status, body).into_response()
     }
 }
 

@@ -151,6 +151,7 @@ async fn status(
             tracing::error!(error = %e, "status page: cannot read the store");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, super::RETRY_AFTER_SECS)],
                 "the store cannot be read right now\n",
             )
                 .into_response()

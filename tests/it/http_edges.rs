@@ -212,3 +212,33 @@ async fn healthz_is_a_probe_for_anyone_and_details_for_the_operator_only() {
     }
     tg.shutdown().await;
 }
+
+/// Every refusal is JSON `{"error": …}`, a too large body too (axum's own answer is plain
+/// text); a 503 says when to try again.
+#[tokio::test]
+async fn a_too_large_body_is_a_json_error_and_a_503_says_when_to_retry() {
+    let tg = TestGate::start().await;
+    let huge = vec![b' '; 5 * 1024 * 1024];
+    let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &huge);
+    for r in [
+        tg.post_signed(OLGA, &huge).await,
+        post_shared(&tg, &huge, Some(sig)).await,
+    ] {
+        assert_eq!(r.status(), 413);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert!(v["error"].as_str().unwrap().contains("larger"), "{v}");
+    }
+    // Another process holds the database's write lock longer than the gate waits: 503.
+    let db = tg.store().path().to_path_buf();
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    conn.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.RETRY", "hi");
+    let r = tg.post_signed(OLGA, &body).await;
+    conn.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["error"].is_string(), "{v}");
+    tg.shutdown().await;
+}
