@@ -6,6 +6,7 @@
 use crate::rules::{RuleRegistry, RuleSet};
 use crate::runner::{self, StoreHost};
 use crate::script::ScriptEngine;
+use crate::state_reads::Recording;
 use crate::store::{Effects, NewOutbound, Store, StoredEvent};
 use crate::users::Users;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -390,6 +391,12 @@ impl Dispatcher {
                         self.schedule_wake.notify_one();
                     }
                 }
+                Err(e) if e.is_state_conflict() => {
+                    // Nothing was written: the event runs again at once, with the value as
+                    // another contact's run left it.
+                    tracing::debug!(event_id = id, error = %e, "a dispatch read a value changed meanwhile; runs again");
+                    return std::iter::once(ev).chain(events).collect();
+                }
                 Err(e) => {
                     tracing::error!(event_id = id, error = %e, "cannot commit a dispatch; will retry");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -450,7 +457,7 @@ impl Dispatcher {
             {
                 continue;
             }
-            let host = Arc::new(StoreHost {
+            let store_host = Arc::new(StoreHost {
                 store: self.store.clone(),
                 user: ev.user.clone(),
                 project: project.name.clone(),
@@ -461,7 +468,8 @@ impl Dispatcher {
                     false,
                 ),
             });
-            let mut ctx = runner::context(&self.engine, project, permissions, host);
+            let host = Arc::new(Recording::new(store_host, &project.name));
+            let mut ctx = runner::context(&self.engine, project, permissions, host.clone());
             if let Some(b) = budget {
                 ctx.timeout = ctx.timeout.min(b);
             }
@@ -484,6 +492,7 @@ impl Dispatcher {
                 );
                 runs.push(res.record);
             }
+            effects.reads.extend(host.take());
         }
         for r in &runs {
             runner::count(&ev.user, r);

@@ -40,6 +40,7 @@ pub mod rules;
 pub mod runner;
 pub mod scheduler;
 pub mod sender;
+pub mod state_reads;
 pub mod status;
 pub mod watcher;
 

@@ -218,6 +218,45 @@ pub struct Effects {
     pub schedules: Vec<NewSchedule>,
     /// `add_label` / `remove_label` calls.
     pub labels: Vec<LabelWrite>,
+    /// The stored values the runs read with `state(key)`: if one has changed by the commit
+    /// (another contact's run wrote it meanwhile), nothing is written and the runs go again.
+    pub reads: Vec<StateRead>,
+}
+
+/// A persistent value a run read from the store, as it found it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateRead {
+    pub project: String,
+    pub key: String,
+    /// `None`: the key was unset.
+    pub value: Option<Value>,
+}
+
+/// A value read by a run was changed by another run before this one's commit.
+#[derive(Debug)]
+pub struct StateConflict {
+    pub project: String,
+    pub key: String,
+}
+
+impl std::fmt::Display for StateConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "state `{}` of project {} changed while the run went on; it runs again",
+            self.key, self.project
+        )
+    }
+}
+
+impl std::error::Error for StateConflict {}
+
+impl StoreError {
+    /// Whether the write failed only because a value its runs read has changed since: the
+    /// runs must go again with the new value (nothing was written).
+    pub fn is_state_conflict(&self) -> bool {
+        matches!(self, StoreError::Sql(rusqlite::Error::ToSqlConversionFailure(e)) if e.is::<StateConflict>())
+    }
 }
 
 /// The trace of one rule run.
@@ -1712,6 +1751,8 @@ impl OutboundRow {
 /// What finished rule runs commit (their effects and traces), made ready before the writer's
 /// turn: every JSON value is text already, so the writer's turn serializes and drops none.
 struct Completion {
+    /// The values the runs read, to find unchanged before anything is written.
+    reads: Vec<StateRead>,
     outbound: Vec<OutboundRow>,
     /// (project, key, the value as JSON; `None` removes the key).
     states: Vec<(String, String, Option<String>)>,
@@ -1755,8 +1796,10 @@ impl Completion {
             states,
             schedules,
             labels,
+            reads,
         } = effects;
         Completion {
+            reads,
             outbound: outbound.into_iter().map(OutboundRow::new).collect(),
             states: states
                 .into_iter()
@@ -1810,6 +1853,24 @@ impl Completion {
         user: &str,
         now: i64,
     ) -> rusqlite::Result<usize> {
+        for read in &self.reads {
+            let stored: Option<String> = tx
+                .prepare_cached(
+                    "SELECT value FROM state WHERE user = ?1 AND project = ?2 AND key = ?3",
+                )?
+                .query_row(params![user, read.project, read.key], |r| r.get(0))
+                .optional()?;
+            let now_value = stored.and_then(|s| serde_json::from_str::<Value>(&s).ok());
+            if now_value != read.value {
+                // Carried in the one error variant of rusqlite that holds any error.
+                return Err(rusqlite::Error::ToSqlConversionFailure(Box::new(
+                    StateConflict {
+                        project: read.project.clone(),
+                        key: read.key.clone(),
+                    },
+                )));
+            }
+        }
         let queued = insert_outbound(tx, user, &self.outbound, now)?;
         for (project, key, value) in &self.states {
             match value {

@@ -378,3 +378,41 @@ async fn mode_queued_runs_a_firing_after_the_one_going_on() {
     assert_eq!(sent, vec!["done A", "done B"]);
     tg.shutdown().await;
 }
+
+/// Thirty contacts raise one count at once: their runs go on in parallel, and a run whose
+/// read value another run changed meanwhile goes again, so no step is lost.
+#[tokio::test]
+async fn a_count_raised_by_many_contacts_at_once_loses_no_step() {
+    const N: usize = 30;
+    let tg = gate_with_script(
+        "olga/tally",
+        "rules:\n  - name: tally\n    on: message\n    script: g.rhai\n",
+        // Some work between the read and the write, as a real rule has.
+        "let n = state(\"n\");\nif n == () { n = 0; }\nlet i = 0;\nwhile i < 20000 { i += 1; }\nset_state(\"n\", n + 1);\nreply(event, `#${n + 1}`);\n",
+    )
+    .await;
+    for i in 0..N {
+        post(
+            &tg,
+            OLGA,
+            &format!("336000000{i:02}"),
+            &format!("wamid.N{i}"),
+            "count me",
+        )
+        .await;
+    }
+    eventually("every reply", T, || {
+        let n = texts(&tg).len();
+        async move { (n >= N).then_some(()) }
+    })
+    .await;
+    settled(&tg, "olga").await;
+    let n = tg.store().state_get("olga", "olga/tally", "n").unwrap();
+    assert_eq!(n, Some(serde_json::json!(N)), "a step was lost");
+    // Each contact got its own number: none read the count another had already used.
+    let mut got: Vec<String> = texts(&tg);
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), N, "{got:?}");
+    tg.shutdown().await;
+}
