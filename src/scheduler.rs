@@ -15,6 +15,7 @@ use crate::config::CatchUp;
 use crate::rules::{Project, Rule, RuleRegistry, RuleSet};
 use crate::runner::{self, StoreHost};
 use crate::script::ScriptEngine;
+use crate::state_reads::Recording;
 use crate::store::{Effects, Store, StoreError, TimerRow};
 use crate::users::Users;
 use chrono::{DateTime, TimeZone, Utc};
@@ -278,16 +279,18 @@ impl Scheduler {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let event = schedule_event(project, rule, instant, now);
-        let (effects, runs) = self.run_one(
-            project,
-            rule,
-            &event,
-            None,
-            &format!("fire{firing_id}"),
-            now,
-        );
-        self.store
-            .complete_firing(firing_id, project.user.as_str(), effects, runs)?;
+        settle(|| {
+            let (effects, runs) = self.run_one(
+                project,
+                rule,
+                &event,
+                None,
+                &format!("fire{firing_id}"),
+                now,
+            );
+            self.store
+                .complete_firing(firing_id, project.user.as_str(), effects, runs)
+        })?;
         tracing::info!(user = %project.user, project = %project.name, rule = %rule.name, instant = %instant, "timed rule fired");
         Ok(())
     }
@@ -304,7 +307,7 @@ impl Scheduler {
         let user = project.user.to_string();
         let runtime = self.users.get(&user).cloned();
         let permissions = runtime.as_ref().map(|u| &u.config.permissions);
-        let host = Arc::new(StoreHost {
+        let store_host = Arc::new(StoreHost {
             store: self.store.clone(),
             export: runner::ExportAccess::of(
                 &self.store,
@@ -315,12 +318,14 @@ impl Scheduler {
             user,
             project: project.name.clone(),
         });
-        let mut ctx = runner::context(&self.engine, project, permissions, host);
+        let host = Arc::new(Recording::new(store_host, &project.name));
+        let mut ctx = runner::context(&self.engine, project, permissions, host.clone());
         ctx.now = now;
         let res = runner::run_rule(&self.engine, project, rule, input, call, "schedule", &ctx);
         runner::count(project.user.as_str(), &res.record);
         let mut effects = Effects::default();
         runner::effects(project, rule, res.actions, key, &mut effects);
+        effects.reads = host.take();
         (effects, vec![res.record])
     }
 
@@ -356,15 +361,17 @@ impl Scheduler {
             {
                 continue;
             }
-            let (effects, runs) = self.run_one(
-                project,
-                rule,
-                &c.arg,
-                Some(&c.call),
-                &format!("call{}", c.id),
-                now,
-            );
-            self.store.complete_call(c.id, &c.user, effects, runs)?;
+            settle(|| {
+                let (effects, runs) = self.run_one(
+                    project,
+                    rule,
+                    &c.arg,
+                    Some(&c.call),
+                    &format!("call{}", c.id),
+                    now,
+                );
+                self.store.complete_call(c.id, &c.user, effects, runs)
+            })?;
             report
                 .calls
                 .push(format!("{}/{}: {}", c.project, c.rule, c.call));
@@ -372,6 +379,24 @@ impl Scheduler {
         Ok(())
     }
 }
+
+/// Runs and commits a timed run (`attempt`) until its commit finds the values it read
+/// unchanged (see [`crate::state_reads`]), a bounded number of times; after that the conflict
+/// is the tick's error, and the claimed run goes again at the next tick.
+fn settle<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    for _ in 1..RERUNS {
+        match attempt() {
+            Err(e) if e.is_state_conflict() => {
+                tracing::debug!(error = %e, "a timed run read a value changed meanwhile; runs again");
+            }
+            done => return done,
+        }
+    }
+    attempt()
+}
+
+/// Most runs of one timed run in one tick, when values it read keep changing.
+const RERUNS: usize = 16;
 
 /// The `event` map of a timed rule's firing for `instant`, fired at `now` (times local).
 pub fn schedule_event(

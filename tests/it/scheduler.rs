@@ -460,3 +460,55 @@ async fn a_call_scheduled_seconds_ahead_runs_on_time_with_the_real_clock() {
     assert!(waited >= Duration::from_secs(1), "ran early: {waited:?}");
     tg.shutdown().await;
 }
+
+/// A timed rule and message runs raise one count at the same time: a timed run whose read
+/// value changed before its commit runs again too, so no step is lost on either side.
+#[tokio::test]
+async fn timed_runs_and_message_runs_raising_one_count_lose_no_step() {
+    let script = "let n = state(\"n\");\nif n == () { n = 0; }\nlet i = 0;\nwhile i < 2000 { i += 1; }\nset_state(\"n\", n + 1);\n";
+    let files = vec![
+        (
+            "olga/tally/project.yaml".to_string(),
+            "timezone: Europe/Paris\nrules:\n  - name: minute\n    on: { cron: \"* * * * *\" }\n    script: t.rhai\n  - name: message\n    on: message\n    script: t.rhai\n".to_string(),
+        ),
+        ("olga/tally/t.rhai".to_string(), script.to_string()),
+    ];
+    let tg = start(&files).await;
+    tick(&tg, paris("2026-04-24 12:00:00")).await;
+    const MESSAGES: usize = 20;
+    const MINUTES: u32 = 5;
+    let ticks = {
+        let scheduler = tg.gate().scheduler.clone();
+        tokio::spawn(async move {
+            let mut fired = 0;
+            for m in 1..=MINUTES {
+                let r = scheduler
+                    .tick(paris(&format!("2026-04-24 12:{m:02}:00")))
+                    .await;
+                fired += r.fired.len();
+            }
+            fired
+        })
+    };
+    for i in 0..MESSAGES {
+        let body = text_webhook(
+            OLGA,
+            &format!("336100000{i:02}"),
+            "Ann",
+            &format!("wamid.TN{i}"),
+            "hi",
+        );
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    assert_eq!(ticks.await.unwrap(), MINUTES as usize);
+    let want = serde_json::json!(MESSAGES + MINUTES as usize);
+    settled(&tg, "olga").await;
+    let runs = tg.store().runs(Some("olga"), None, 100).unwrap();
+    assert_eq!(runs.len(), MESSAGES + MINUTES as usize, "{runs:?}");
+    assert!(runs.iter().all(|r| r.outcome == "ok"), "{runs:#?}");
+    assert_eq!(
+        tg.store().state_get("olga", "olga/tally", "n").unwrap(),
+        Some(want)
+    );
+    tg.shutdown().await;
+}
