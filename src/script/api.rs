@@ -9,12 +9,69 @@ use chrono::{Duration, NaiveTime, Utc};
 use rhai::{Array, Dynamic, Engine, EvalAltResult, INT, Map};
 use serde_json::Value;
 
+/// The longest line a run's log keeps; the rest of a longer one is cut.
+pub const LOG_LINE_MAX: usize = 2 * 1024;
+/// The most a run's log keeps in all; later lines are counted, not kept.
+pub const LOG_RUN_MAX: usize = 64 * 1024;
+
+/// How much a run's log holds, and what it left out.
+#[derive(Default)]
+pub(crate) struct LogSize {
+    kept: usize,
+    dropped_bytes: usize,
+    dropped_lines: usize,
+}
+
 /// Keeps a line of the run's log (also `print` and `debug`).
 pub(super) fn push_log(s: &str) {
     let _ = with_current(|cur| {
-        cur.logs.push(s.to_string());
+        log_line(cur, s);
         Ok(())
     });
+}
+
+/// Adds `s` to the run's log within its bounds: the log is stored with the run's trace, so a
+/// script logging in a loop must not grow the database (or the run's memory) without end. A
+/// line longer than [`LOG_LINE_MAX`] is cut (saying how much); once the log holds
+/// [`LOG_RUN_MAX`], further lines are only counted, for the marker [`close_log`] adds.
+pub(super) fn log_line(cur: &mut super::Current, s: &str) {
+    let size = &mut cur.log_size;
+    if size.dropped_lines == 0 {
+        let line = cut_line(s);
+        if size.kept + line.len() <= LOG_RUN_MAX {
+            size.kept += line.len();
+            cur.logs.push(line);
+            return;
+        }
+    }
+    size.dropped_bytes += s.len();
+    size.dropped_lines += 1;
+}
+
+/// `s`, or its first [`LOG_LINE_MAX`] bytes saying how much was cut.
+fn cut_line(s: &str) -> String {
+    if s.len() <= LOG_LINE_MAX {
+        return s.to_string();
+    }
+    let mut end = LOG_LINE_MAX;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… [{} more bytes]", &s[..end], s.len() - end)
+}
+
+/// Ends a run's log: one line saying what was left out, if anything was.
+pub(super) fn close_log(cur: &mut super::Current) {
+    let size = &cur.log_size;
+    if size.dropped_lines > 0 {
+        let line = format!(
+            "… log truncated: {} more bytes in {} lines (a run keeps {} KiB of log)",
+            size.dropped_bytes,
+            size.dropped_lines,
+            LOG_RUN_MAX / 1024
+        );
+        cur.logs.push(line);
+    }
 }
 
 pub(super) fn err<T>(msg: impl Into<String>) -> FnResult<T> {
@@ -86,13 +143,14 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
                 };
                 (msg_type, body) = outgoing::build(to, &fallback, None)
                     .map_err(|e| -> Box<EvalAltResult> { e.into() })?;
-                cur.logs.push(format!(
+                let line = format!(
                     "{to} is outside the 24-hour window: sent the fallback template `{}` instead",
                     fallback
                         .get("template")
                         .and_then(Value::as_str)
                         .unwrap_or("?")
-                ));
+                );
+                log_line(cur, &line);
             }
         }
         push_send(cur, to.to_string(), msg_type, body)
@@ -407,10 +465,11 @@ fn export(opts: Map) -> FnResult<Map> {
         // Writing the file is the host's time, not the script's: the run's deadline moves on.
         cur.deadline += started.elapsed();
         let done = done.map_err(|e| -> Box<EvalAltResult> { e.into() })?;
-        cur.logs.push(format!(
+        let line = format!(
             "export: {} message(s), {} contact(s), {} media record(s) to {}",
             done.messages, done.contacts, done.media, done.path
-        ));
+        );
+        log_line(cur, &line);
         let mut m = Map::new();
         m.insert("path".into(), done.path.into());
         m.insert("messages".into(), (done.messages as INT).into());

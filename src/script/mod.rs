@@ -167,6 +167,8 @@ pub(crate) struct Current {
     pub deadline: Instant,
     pub actions: Vec<Action>,
     pub logs: Vec<String>,
+    /// What the run's log holds and what it left out (see [`api::push_log`]).
+    pub log_size: api::LogSize,
     /// This run's own `set_state` writes, read back by `state` before they are committed.
     pub state_writes: BTreeMap<String, Value>,
     /// Functions of the running script taking one argument: what `schedule` may call.
@@ -480,6 +482,7 @@ impl ScriptEngine {
                 deadline: Instant::now() + ctx.timeout,
                 actions: Vec::new(),
                 logs: Vec::new(),
+                log_size: api::LogSize::default(),
                 state_writes: BTreeMap::new(),
                 callable,
                 inbound,
@@ -497,10 +500,13 @@ impl ScriptEngine {
         let cur = CURRENT.with(|c| c.borrow_mut().take());
         drop(reset);
         let outcome = cur
-            .map(|c| RunOutcome {
-                actions: c.actions,
-                logs: c.logs,
-                error: None,
+            .map(|mut c| {
+                api::close_log(&mut c);
+                RunOutcome {
+                    actions: c.actions,
+                    logs: c.logs,
+                    error: None,
+                }
             })
             .unwrap_or_default();
         (result, outcome)
@@ -644,6 +650,37 @@ mod tests {
             panic!()
         };
         assert_eq!(msg_type, "template");
+    }
+
+    #[test]
+    fn a_runs_log_keeps_short_lines_whole_and_is_bounded() {
+        let e = ScriptEngine::new(&ScriptLimits {
+            timeout_ms: 2000,
+            ..ScriptLimits::default()
+        });
+        let ast = e
+            .engine
+            .compile("let s = \"\"; s.pad(3000, 'é'); log(\"first\"); for i in 0..100 { log(s) }")
+            .unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "l.rhai");
+        assert_eq!(out.error, None);
+        assert_eq!(out.logs[0], "first");
+        // 6000 bytes of two-byte characters: cut at a character boundary.
+        assert!(
+            out.logs[1].ends_with("… [3952 more bytes]"),
+            "{}",
+            out.logs[1]
+        );
+        let kept: usize = out.logs.iter().map(String::len).sum();
+        assert!(kept <= api::LOG_RUN_MAX + 100, "{kept}");
+        let dropped = 101 - (out.logs.len() - 1);
+        assert_eq!(
+            out.logs.last().unwrap(),
+            &format!(
+                "… log truncated: {} more bytes in {dropped} lines (a run keeps 64 KiB of log)",
+                dropped * 6000
+            )
+        );
     }
 
     #[test]

@@ -21,6 +21,7 @@ mod reload_imports;
 mod restore;
 mod robustness;
 mod rules_cli;
+mod sandbox;
 mod scheduler;
 mod send;
 mod send_cli;

@@ -1,0 +1,70 @@
+//! The sandbox's bounds over the real gate: what a run may leave behind (its log), how deep it
+//! may go, and how its failures are placed and traced.
+
+use crate::common::*;
+use std::time::Duration;
+use wagate::store::RunTrace;
+
+const T: Duration = Duration::from_secs(20);
+
+async fn post(tg: &TestGate, wamid: &str, text: &str) {
+    let body = text_webhook(OLGA, "33612345678", "Ann", wamid, text);
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+}
+
+/// The newest traced run of `rule` of Olga's, once there is one.
+async fn run_of(tg: &TestGate, rule: &str) -> RunTrace {
+    let store = tg.store().clone();
+    let rule = rule.to_string();
+    eventually(&format!("a run of `{rule}`"), T, || {
+        let (store, rule) = (store.clone(), rule.clone());
+        async move {
+            store
+                .runs(Some("olga"), Some(&rule), 1)
+                .ok()?
+                .into_iter()
+                .next()
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_runs_log_is_bounded_and_says_what_it_left_out() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/chatty/project.yaml",
+            "rules:\n  - name: chatty\n    on: message\n    script: chatty.rhai\n",
+        ),
+        // 200 lines of 100 KB each: 20 MB of log, were it all kept.
+        (
+            "olga/chatty/chatty.rhai",
+            "let s = \"\";\ns.pad(100000, 'x');\nfor i in 0..200 { log(s); }\nreply(event, \"done\");\n",
+        ),
+    ])
+    .await;
+    post(&tg, "wamid.LOG1", "hi").await;
+    let run = run_of(&tg, "chatty").await;
+    assert_eq!((run.outcome.as_str(), &run.error), ("ok", &None));
+    let total: usize = run.logs.iter().map(String::len).sum();
+    assert!(total <= 66 * 1024, "{total} bytes of log kept");
+    // Each kept line is cut to 2 KiB, saying by how much.
+    assert!(run.logs[0].len() < 2100, "{}", run.logs[0].len());
+    assert!(
+        run.logs[0].ends_with("… [97952 more bytes]"),
+        "{}",
+        &run.logs[0][2000..]
+    );
+    let kept = run.logs.len() - 1;
+    assert_eq!(
+        run.logs.last().unwrap(),
+        &format!(
+            "… log truncated: {} more bytes in {} lines (a run keeps 64 KiB of log)",
+            (200 - kept) * 100_000,
+            200 - kept
+        )
+    );
+    // The run's actions went through.
+    tg.fake.wait_for(1, T).await;
+    tg.shutdown().await;
+}
