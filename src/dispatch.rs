@@ -449,6 +449,8 @@ impl Dispatcher {
         let permissions = user.as_ref().map(|u| &u.config.permissions);
         let mut effects = Effects::default();
         let mut runs = Vec::new();
+        // What the event's effects are keyed with (see `runner::effects`).
+        let prefix = format!("ev{}", ev.id);
         for project in rules.for_user(&ev.user) {
             if !project
                 .rules
@@ -470,6 +472,7 @@ impl Dispatcher {
             });
             let host = Arc::new(Recording::new(store_host, &project.name));
             let mut ctx = runner::context(&self.engine, project, permissions, host.clone());
+            ctx.key_prefix = Some(prefix.clone());
             if let Some(b) = budget {
                 ctx.timeout = ctx.timeout.min(b);
             }
@@ -483,13 +486,7 @@ impl Dispatcher {
                 if budget.is_some_and(|b| res.record.duration_us as u128 >= b.as_micros()) {
                     return None;
                 }
-                runner::effects(
-                    project,
-                    rule,
-                    res.actions,
-                    &format!("ev{}", ev.id),
-                    &mut effects,
-                );
+                runner::effects(project, rule, res.actions, &prefix, &mut effects);
                 runs.push(res.record);
             }
             effects.reads.extend(host.take());

@@ -5,7 +5,9 @@
 use crate::config::{Permissions, UserConfig};
 use crate::export::{self, Account, ExportOptions};
 use crate::rules::{Project, Rule};
-use crate::script::{Action, ExportRequest, ExportResult, Host, RunContext, ScriptEngine};
+use crate::script::{
+    Action, ExportRequest, ExportResult, Host, RunContext, ScriptEngine, ScriptRun,
+};
 use crate::store::{
     Effects, LabelWrite, NewOutbound, NewSchedule, RunRecord, StateWrite, Store, now_ms,
 };
@@ -150,6 +152,7 @@ pub fn context(
         host,
         fallback_template: project.fallback_template.clone(),
         dir: Some(project.dir.clone()),
+        key_prefix: None,
     }
 }
 
@@ -216,13 +219,23 @@ pub fn run_rule(
         }
     };
     let call = call.or(rule.call.as_deref());
-    let out = match (call, &rule.calls) {
+    let (ast, imports_first) = match (call, &rule.calls) {
         // A function called alone runs the script's top-level imports first.
-        (Some(name), Some(calls)) => {
-            engine.run_with_imports(calls, name, input, ctx, &rule.script_shown)
-        }
-        _ => engine.run(&rule.ast, call, input, ctx, &rule.script_shown),
+        (Some(_), Some(calls)) => (&**calls, true),
+        _ => (&*rule.ast, false),
     };
+    let run = ScriptRun {
+        ast,
+        call,
+        imports_first,
+        file: &rule.script_shown,
+        // A send's id is the key [`effects`] stores it under.
+        ids: ctx
+            .key_prefix
+            .as_deref()
+            .map(|prefix| effect_key(prefix, project, rule, "", None)),
+    };
+    let out = engine.run_script(run, input, ctx);
     record.logs = out.logs;
     if let Some(e) = out.error {
         tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, message_id = input.get("id").and_then(serde_json::Value::as_str).unwrap_or(""), error = %e, "rule run failed");
@@ -245,8 +258,22 @@ pub fn count(user: &str, record: &RunRecord) {
     );
 }
 
+/// The key of a run's `n`-th effect of a kind (`""` for sends): `<prefix>/<project>/<rule>/
+/// <kind><n>`; without `n`, what the keys of that kind start with.
+fn effect_key(
+    prefix: &str,
+    project: &Project,
+    rule: &Rule,
+    kind: &str,
+    n: Option<usize>,
+) -> String {
+    let n = n.map(|n| n.to_string()).unwrap_or_default();
+    format!("{prefix}/{}/{}/{kind}{n}", project.name, rule.name)
+}
+
 /// A run's actions as store effects. Keys are `<prefix>/<project>/<rule>/<kind><ordinal>`, so
-/// that running the same trigger again (after a crash) adds nothing twice.
+/// that running the same trigger again (after a crash) adds nothing twice. `prefix` must be
+/// the run's [`RunContext::key_prefix`], for the ids its sends returned to be these keys.
 pub fn effects(
     project: &Project,
     rule: &Rule,
@@ -254,7 +281,7 @@ pub fn effects(
     prefix: &str,
     into: &mut Effects,
 ) {
-    let key = |kind: &str, n: usize| format!("{prefix}/{}/{}/{kind}{n}", project.name, rule.name);
+    let key = |kind: &str, n: usize| effect_key(prefix, project, rule, kind, Some(n));
     let (mut sends, mut schedules) = (0, 0);
     for a in actions {
         match a {

@@ -106,7 +106,8 @@ pub(super) fn check_may_send(cur: &super::Current) -> FnResult<()> {
 }
 
 /// Records a send (a local file the body names is resolved inside the project folder first)
-/// and returns its run-local id; the dispatcher makes it unique per event and rule.
+/// and returns its id: the key its outbox row, its message and exports carry (or, in a run
+/// that stores nothing, `local:<n>`).
 pub(super) fn push_send(
     cur: &mut super::Current,
     recipient: String,
@@ -127,7 +128,10 @@ pub(super) fn push_send(
         msg_type,
         body,
     });
-    Ok(format!("local:{n}"))
+    Ok(match &cur.send_ids {
+        Some(base) => format!("{base}{n}"),
+        None => format!("local:{n}"),
+    })
 }
 
 fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String> {

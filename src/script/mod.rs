@@ -139,6 +139,10 @@ pub struct RunContext {
     pub fallback_template: Option<Value>,
     /// The project folder, whose files `send(#{file})` may send; `None`: no files.
     pub dir: Option<std::path::PathBuf>,
+    /// What the run's trigger names the effects it stores with (`ev<event id>` for an event):
+    /// with it, the id `send` and `reply` return is the one the message is stored and exported
+    /// under (see [`ScriptRun::ids`]); without it (a dry run), `local:<n>`.
+    pub key_prefix: Option<String>,
 }
 
 impl RunContext {
@@ -158,6 +162,7 @@ impl RunContext {
             host: Arc::new(EmptyHost),
             fallback_template: None,
             dir: None,
+            key_prefix: None,
         }
     }
 }
@@ -175,6 +180,8 @@ pub(crate) struct Current {
     pub callable: Vec<String>,
     /// The triggering message's sender and WhatsApp timestamp: they are inside the window.
     pub inbound: Option<(String, i64)>,
+    /// What the ids of this run's sends start with ([`ScriptRun::ids`]).
+    pub send_ids: Option<String>,
 }
 
 thread_local! {
@@ -188,6 +195,21 @@ pub(crate) fn with_current<T>(f: impl FnOnce(&mut Current) -> FnResult<T>) -> Fn
         Some(cur) => f(cur),
         None => Err("this function can only be called while a rule runs".into()),
     })
+}
+
+/// One run of a rule's script, for [`ScriptEngine::run_script`].
+pub struct ScriptRun<'a> {
+    /// The script, or with `imports_first` its functions and top-level imports
+    /// ([`ScriptEngine::compile_calls`]).
+    pub ast: &'a AST,
+    /// The function to call with the input; `None`: the script's body, with `event` in scope.
+    pub call: Option<&'a str>,
+    pub imports_first: bool,
+    /// The script as error messages name it.
+    pub file: &'a str,
+    /// The ids of the run's sends are this followed by their ordinal (`ev12/olga/tour/greet/0`):
+    /// the idempotency keys their outbox rows get. `None`: `local:<n>`.
+    pub ids: Option<String>,
 }
 
 /// The sandboxed engine shared by every rule of the gate.
@@ -397,7 +419,14 @@ impl ScriptEngine {
         ctx: &RunContext,
         file: &str,
     ) -> RunOutcome {
-        self.run_ast(ast, call, false, arg, ctx, file)
+        let run = ScriptRun {
+            ast,
+            call,
+            imports_first: false,
+            file,
+            ids: None,
+        };
+        self.run_script(run, arg, ctx)
     }
 
     /// Runs the function `call` of a script compiled with [`ScriptEngine::compile_calls`]:
@@ -410,18 +439,25 @@ impl ScriptEngine {
         ctx: &RunContext,
         file: &str,
     ) -> RunOutcome {
-        self.run_ast(calls, Some(call), true, arg, ctx, file)
+        let run = ScriptRun {
+            ast: calls,
+            call: Some(call),
+            imports_first: true,
+            file,
+            ids: None,
+        };
+        self.run_script(run, arg, ctx)
     }
 
-    fn run_ast(
-        &self,
-        ast: &AST,
-        call: Option<&str>,
-        imports_first: bool,
-        arg: &Value,
-        ctx: &RunContext,
-        file: &str,
-    ) -> RunOutcome {
+    /// Runs a rule's script with `arg` ([`ScriptRun`] says which part and how).
+    pub fn run_script(&self, run: ScriptRun<'_>, arg: &Value, ctx: &RunContext) -> RunOutcome {
+        let ScriptRun {
+            ast,
+            call,
+            imports_first,
+            file,
+            ids,
+        } = run;
         let inbound = inbound_of(arg);
         let arg = match rhai::serde::to_dynamic(arg) {
             Ok(e) => e,
@@ -434,7 +470,7 @@ impl ScriptEngine {
                 };
             }
         };
-        let (result, mut outcome) = self.in_run_with(ctx, ast, inbound, |engine| {
+        let (result, mut outcome) = self.in_run_with(ctx, ast, (inbound, ids), |engine| {
             let mut scope = Scope::new();
             match call {
                 Some(name) => {
@@ -460,15 +496,16 @@ impl ScriptEngine {
         ast: &AST,
         f: impl FnOnce(&Engine) -> T,
     ) -> (T, RunOutcome) {
-        self.in_run_with(ctx, ast, None, f)
+        self.in_run_with(ctx, ast, (None, None), f)
     }
 
     /// Runs `f` with a fresh run context installed on this thread, and takes it back after.
+    /// `inbound` and `send_ids` are those of [`Current`].
     fn in_run_with<T>(
         &self,
         ctx: &RunContext,
         ast: &AST,
-        inbound: Option<(String, i64)>,
+        (inbound, send_ids): (Option<(String, i64)>, Option<String>),
         f: impl FnOnce(&Engine) -> T,
     ) -> (T, RunOutcome) {
         let callable = ast
@@ -486,6 +523,7 @@ impl ScriptEngine {
                 state_writes: BTreeMap::new(),
                 callable,
                 inbound,
+                send_ids,
             })
         });
         // Clear the context even if the engine panics, so the thread is reusable.
@@ -650,6 +688,21 @@ mod tests {
             panic!()
         };
         assert_eq!(msg_type, "template");
+        // A run whose effects are stored returns the keys they are stored under.
+        let e = engine();
+        let ast = e
+            .engine
+            .compile(r#"log(reply(event, "a")); log(send(#{ group: "G1", template: "t" }));"#)
+            .unwrap();
+        let run = ScriptRun {
+            ast: &ast,
+            call: None,
+            imports_first: false,
+            file: "k.rhai",
+            ids: Some("ev7/azarya/p/r/".into()),
+        };
+        let out = e.run_script(run, &event(), &ctx());
+        assert_eq!(out.logs, vec!["ev7/azarya/p/r/0", "ev7/azarya/p/r/1"]);
     }
 
     #[test]

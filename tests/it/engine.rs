@@ -416,3 +416,58 @@ async fn a_count_raised_by_many_contacts_at_once_loses_no_step() {
     assert_eq!(got.len(), N, "{got:?}");
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_id_send_returns_is_the_messages_local_id() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/audit/project.yaml",
+            "rules:\n  - name: sentid\n    on: message\n    script: ids.rhai\n",
+        ),
+        (
+            "olga/audit/ids.rhai",
+            "let a = reply(event, \"first\");\nlet b = send(event.from, \"second\");\nset_state(\"ids\", [a, b]);\nlog(b);\n",
+        ),
+    ])
+    .await;
+    post(&tg, OLGA, "33612345678", "wamid.ID1", "hi").await;
+    tg.fake.wait_for(2, T).await;
+    let mut rows = settled(&tg, "olga").await;
+    rows.sort_by_key(|r| r.id);
+    let keys: Vec<&str> = rows.iter().map(|r| r.idem_key.as_str()).collect();
+    let ids = tg
+        .store()
+        .state_get("olga", "olga/audit", "ids")
+        .unwrap()
+        .expect("the run stored the ids");
+    assert_eq!(
+        ids,
+        serde_json::json!(keys),
+        "the ids are the outbox rows' keys"
+    );
+    let run = &tg.store().runs(Some("olga"), Some("sentid"), 1).unwrap()[0];
+    assert_eq!(run.logs, vec![keys[1].to_string()]);
+    // The export's (and the messages table's) local_id of each message is that id too.
+    let v = crate::export::export_json(tg.store(), &wagate::export::ExportOptions::default());
+    let mut exported: Vec<(String, String)> = v["data"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["direction"] == "out")
+        .map(|m| {
+            (
+                m["text"].as_str().unwrap().to_string(),
+                m["local_id"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    exported.sort();
+    assert_eq!(
+        exported,
+        vec![
+            ("first".to_string(), keys[0].to_string()),
+            ("second".to_string(), keys[1].to_string())
+        ]
+    );
+    tg.shutdown().await;
+}
