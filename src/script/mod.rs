@@ -10,6 +10,7 @@
 mod api;
 mod book;
 mod groups;
+mod stack;
 pub mod tables;
 pub mod time;
 
@@ -24,6 +25,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub use stack::{MAX_CALL_DEPTH, MAX_EXPR_DEPTH, RUN_STACK};
 pub use tables::Table;
 pub use time::Time;
 
@@ -259,13 +261,19 @@ impl rhai::ModuleResolver for ProjectResolver {
 }
 
 impl ScriptEngine {
-    /// An engine with the gate's limits and the script API registered.
+    /// An engine with the gate's limits (depths capped to what a run's stack allows: see
+    /// [`stack`]) and the script API registered.
     pub fn new(limits: &ScriptLimits) -> Self {
+        let limits = &stack::capped(limits);
         let mut engine = Engine::new();
         harden(&mut engine, limits);
         // Runs never resolve imports: ASTs arrive with their modules already embedded.
         engine.set_module_resolver(rhai::module_resolvers::DummyModuleResolver::new());
         engine.on_progress(|ops| {
+            // At every step: a few nested calls may take more stack than there is.
+            if let Some(stop) = stack::too_deep() {
+                return Some(stop);
+            }
             if ops % 256 != 0 {
                 return None;
             }
@@ -319,6 +327,8 @@ impl ScriptEngine {
         if !has_imports(&src) {
             return Ok(ast);
         }
+        // Embedding a module runs its top level.
+        let _stack = stack::Guard::enter();
         self.folder_engine(dir)
             .compile_into_self_contained(&Scope::new(), &src)
             .map_err(|e| {
@@ -338,6 +348,7 @@ impl ScriptEngine {
     fn folder_engine(&self, dir: &Path) -> Engine {
         let mut ce = Engine::new();
         harden(&mut ce, &self.limits);
+        ce.on_progress(|_| stack::too_deep());
         api::register(&mut ce);
         let mut inner = rhai::module_resolvers::FileModuleResolver::new_with_path(dir);
         inner.enable_cache(false);
@@ -364,6 +375,7 @@ impl ScriptEngine {
             .lines()
             .map(|l| if top_level(l) { l } else { "" })
             .collect();
+        let _stack = stack::Guard::enter();
         let imports = self
             .folder_engine(dir)
             .compile_into_self_contained(&Scope::new(), imports.join("\n"))
@@ -534,7 +546,9 @@ impl ScriptEngine {
             }
         }
         let reset = Reset;
+        let stack = stack::Guard::enter();
         let result = f(&self.engine);
+        drop(stack);
         let cur = CURRENT.with(|c| c.borrow_mut().take());
         drop(reset);
         let outcome = cur
@@ -978,6 +992,44 @@ mod tests {
             .unwrap();
         let err = e.run(&ast, None, &event(), &ctx(), "o.rhai").error.unwrap();
         assert!(err.contains("more operations than its limit"), "{err}");
+    }
+
+    #[test]
+    fn a_script_too_deep_for_the_stack_fails_at_run_and_at_compile() {
+        let e = ScriptEngine::new(&ScriptLimits {
+            max_call_depth: 100_000,
+            max_expr_depth: 100_000,
+            ..limits()
+        });
+        assert_eq!(
+            (e.limits.max_call_depth, e.limits.max_expr_depth),
+            (MAX_CALL_DEPTH, MAX_EXPR_DEPTH)
+        );
+        // Each level nests calls as arguments: deep on the stack long before the call depth.
+        let nested = format!("{}f(n - 1){}", "id(".repeat(24), ")".repeat(24));
+        let src =
+            format!("fn id(x) {{ x }}\nfn f(n) {{ if n <= 0 {{ return 0; }} {nested} }}\nf(120)");
+        let ast = e.engine.compile(&src).unwrap();
+        let err = e.run(&ast, None, &event(), &ctx(), "d.rhai").error.unwrap();
+        assert!(
+            err.contains("the run went too deep") || err.contains("Stack overflow"),
+            "{err}"
+        );
+        // A module's top level runs when a script that imports it compiles.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("rec.rhai"), "fn f(n) { f(n + 1) }\nf(0);\n").unwrap();
+        std::fs::write(dir.path().join("main.rhai"), "import \"rec\" as r;\n").unwrap();
+        let d = e
+            .compile_file(
+                &dir.path().join("main.rhai"),
+                Path::new("main.rhai"),
+                dir.path(),
+            )
+            .unwrap_err();
+        assert!(
+            d.message.contains("terminated") || d.message.contains("Stack overflow"),
+            "{d}"
+        );
     }
 
     #[test]

@@ -12,18 +12,15 @@ async fn post(tg: &TestGate, wamid: &str, text: &str) {
     assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
 }
 
-/// The newest traced run of `rule` of Olga's, once there is one.
+/// The newest traced run of `rule` of Olga's that its `if:` did not skip, once there is one.
 async fn run_of(tg: &TestGate, rule: &str) -> RunTrace {
     let store = tg.store().clone();
     let rule = rule.to_string();
     eventually(&format!("a run of `{rule}`"), T, || {
         let (store, rule) = (store.clone(), rule.clone());
         async move {
-            store
-                .runs(Some("olga"), Some(&rule), 1)
-                .ok()?
-                .into_iter()
-                .next()
+            let runs = store.runs(Some("olga"), Some(&rule), 10).ok()?;
+            runs.into_iter().find(|r| r.outcome != "skipped")
         }
     })
     .await
@@ -66,5 +63,45 @@ async fn a_runs_log_is_bounded_and_says_what_it_left_out() {
     );
     // The run's actions went through.
     tg.fake.wait_for(1, T).await;
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_script_deeper_than_its_stack_fails_alone_and_the_gate_goes_on() {
+    let nested = format!("{}f(n - 1){}", "id(".repeat(20), ")".repeat(20));
+    let wide = format!(
+        "fn id(x) {{ x }}\nfn f(n) {{ if n <= 0 {{ return 0; }} {nested} + 1 }}\nf(1000);\n"
+    );
+    let files = [
+        (
+            "olga/deep/project.yaml",
+            "rules:\n  - name: deep\n    on: message\n    if: 'event.text == \"deep\"'\n    script: deep.rhai\n  - name: wide\n    on: message\n    if: 'event.text == \"wide\"'\n    script: wide.rhai\n  - name: echo\n    on: message\n    if: 'event.text == \"hi\"'\n    script: echo.rhai\n",
+        ),
+        // Plain recursion, and levels that each nest calls as arguments.
+        ("olga/deep/deep.rhai", "fn f(n) { f(n + 1) }\nf(0);\n"),
+        ("olga/deep/wide.rhai", wide.as_str()),
+        ("olga/deep/echo.rhai", "reply(event, \"still here\");\n"),
+    ];
+    // A depth far above what any thread's stack holds.
+    let tg = TestGate::start_opts(&files, "{ timeout_ms: 5000, max_call_depth: 100000 }").await;
+    for (wamid, rule) in [("wamid.D1", "deep"), ("wamid.D2", "wide")] {
+        post(&tg, wamid, rule).await;
+        let run = run_of(&tg, rule).await;
+        let err = run.error.unwrap_or_default();
+        assert_eq!(run.outcome, "error", "{rule}");
+        assert!(
+            err.contains("the run went too deep") || err.contains("Stack overflow"),
+            "{rule}: {err}"
+        );
+        assert!(
+            err.starts_with(&format!("rules/olga/deep/{rule}.rhai:")),
+            "{err}"
+        );
+    }
+    post(&tg, "wamid.D3", "hi").await;
+    let sent = tg.fake.wait_for(1, T).await;
+    assert_eq!(sent[0].body["text"]["body"], "still here");
+    let health = tg.client.get(tg.url("/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
     tg.shutdown().await;
 }
