@@ -114,9 +114,12 @@ pub(super) fn push_send(
     msg_type: String,
     mut body: Value,
 ) -> FnResult<String> {
-    if let Some((_, path, _)) = local_file::marker(&body) {
-        let full = project_file(cur.ctx.dir.as_deref(), &path)?;
+    if let Some((kind, path, _)) = local_file::marker(&body) {
+        let (full, root) = project_file(cur.ctx.dir.as_deref(), &path)?;
         local_file::set_path(&mut body, &full);
+        // The sender checks again, right before the upload, that the file is still inside
+        // the folder: by then it may have been replaced by a symlink leading out.
+        body[kind.as_str()][local_file::MARKER]["root"] = root.into();
     }
     let n = cur
         .actions
@@ -161,9 +164,9 @@ fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String
     })
 }
 
-/// The absolute path of `path`, a file of the project folder: never outside it (no `..`, no
-/// absolute path, no symlink leading out), and it must exist and fit WhatsApp's size limit.
-fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<String> {
+/// The absolute path of `path`, a file of the project folder, and the folder's: never outside
+/// it (no `..`, no absolute path, no symlink leading out), and it must exist.
+fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<(String, String)> {
     let Some(dir) = dir else {
         return err("send: this run has no project folder to take files from");
     };
@@ -187,7 +190,10 @@ fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<String> {
             dir.display()
         ));
     }
-    Ok(full.to_string_lossy().into_owned())
+    Ok((
+        full.to_string_lossy().into_owned(),
+        root.to_string_lossy().into_owned(),
+    ))
 }
 
 /// `window_open(to)`: whether free-form messages may reach `to` at the run's time (their last

@@ -7,6 +7,7 @@
 //! reason a user can read. Rows found in `sending` at start were in flight when the gate died;
 //! they go back to the queue: the one narrow window in which a message can be sent twice.
 
+mod file;
 pub mod limit;
 mod once;
 pub mod policy;
@@ -458,16 +459,21 @@ impl Sender {
         let Some((kind, path, mime)) = local_file::marker(&row.body) else {
             return Err(Upload::Refused("not sent: no file named".into()));
         };
-        let bytes = tokio::fs::read(&path)
-            .await
-            .map_err(|e| Upload::Refused(format!("not sent: cannot read the file {path}: {e}")))?;
+        // A rule's file must still be inside its project folder (see `file`).
+        let root = row.body[kind.as_str()][local_file::MARKER]
+            .get("root")
+            .and_then(serde_json::Value::as_str)
+            .map(std::path::PathBuf::from);
         let max = local_file::max_bytes(&kind);
-        if bytes.len() as u64 > max {
-            return Err(Upload::Refused(format!(
-                "not sent: {path} has {} bytes; WhatsApp takes {kind} files of at most {max} bytes",
-                bytes.len()
-            )));
-        }
+        let read = {
+            let (path, kind) = (std::path::PathBuf::from(&path), kind.clone());
+            tokio::task::spawn_blocking(move || file::read(&path, root.as_deref(), &kind, max))
+        };
+        let bytes = match read.await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(why)) => return Err(Upload::Refused(why)),
+            Err(e) => return Err(Upload::Refused(format!("not sent: reading {path}: {e}"))),
+        };
         let key = (row.user.clone(), hex::encode(Sha256::digest(&bytes)));
         let mut cache = self.uploads.lock().await;
         if let Some((media_id, at)) = cache.get(&key)

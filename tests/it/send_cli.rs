@@ -337,6 +337,60 @@ async fn a_rule_cannot_send_a_file_outside_its_project_folder() {
 }
 
 #[tokio::test]
+async fn a_file_swapped_for_a_symlink_leading_out_before_its_upload_is_not_sent() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/tour/project.yaml",
+            "rules:\n  - name: doc\n    on: message\n    script: doc.rhai\n",
+        ),
+        // A message first: the file's upload waits while it is in flight to the same contact.
+        (
+            "olga/tour/doc.rhai",
+            "send(event.from, \"first\");\nreply(event, #{file: \"doc.txt\"});\n",
+        ),
+        ("olga/tour/doc.txt", "Olga's programme"),
+    ])
+    .await;
+    let outside = tg.dir.path().join("credentials-copy.txt");
+    std::fs::write(&outside, b"NOT OLGA'S TO SEND").unwrap();
+    tg.fake
+        .push_fault(Fault::delay(std::time::Duration::from_millis(1500)));
+    let body = text_webhook(OLGA, "33600000009", "Eve", "wamid.SWAP", "doc");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    // The first message has reached Graph, which holds its answer: the file is not read yet.
+    tg.fake
+        .wait_for(1, std::time::Duration::from_secs(10))
+        .await;
+    let rows = tg.store().outbox("olga").unwrap();
+    assert_eq!(
+        rows.len(),
+        2,
+        "the run checked the file and queued it: {rows:?}"
+    );
+    let doc = tg.dir.path().join("rules/olga/tour/doc.txt");
+    std::fs::remove_file(&doc).unwrap();
+    std::os::unix::fs::symlink(&outside, &doc).unwrap();
+    let mut rows = settled(&tg, "olga").await;
+    rows.sort_by_key(|r| r.id);
+    assert_eq!(rows[0].state, "sent");
+    assert_eq!(rows[1].state, "failed", "{:?}", rows[1]);
+    let err = rows[1].error.clone().unwrap_or_default();
+    assert!(
+        err.contains("is a symlink leaving the project folder"),
+        "{err}"
+    );
+    let uploads: Vec<Value> = tg
+        .fake
+        .requests()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| b.get("upload").is_some() || b.get("document").is_some())
+        .collect();
+    assert!(uploads.is_empty(), "nothing of the file left: {uploads:?}");
+    tg.shutdown().await;
+}
+
+#[tokio::test]
 async fn test_connection_reports_the_number_and_a_valid_token() {
     let tg = TestGate::start_with(&[]).await;
     tg.fake
