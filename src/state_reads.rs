@@ -9,7 +9,7 @@ use crate::store::StateRead;
 use serde_json::{Map, Value};
 use std::sync::{Arc, Mutex};
 
-/// A project's host that remembers the first stored value of each key its runs read.
+/// A project's host that remembers the last stored value of each key its runs read.
 pub struct Recording {
     inner: Arc<dyn Host>,
     project: String,
@@ -25,7 +25,7 @@ impl Recording {
         }
     }
 
-    /// What the runs read so far, each key once; none are kept after.
+    /// What the runs read so far, each key once (its last value); none are kept after.
     pub fn take(&self) -> Vec<StateRead> {
         std::mem::take(&mut *self.reads.lock().unwrap_or_else(|p| p.into_inner()))
     }
@@ -35,12 +35,15 @@ impl Host for Recording {
     fn state(&self, key: &str) -> Result<Option<Value>, String> {
         let value = self.inner.state(key)?;
         let mut reads = self.reads.lock().unwrap_or_else(|p| p.into_inner());
-        if !reads.iter().any(|r| r.key == key) {
-            reads.push(StateRead {
+        // The last value seen is the one the run went on from (a run that waits for a value
+        // to change has seen it change).
+        match reads.iter_mut().find(|r| r.key == key) {
+            Some(r) => r.value = value.clone(),
+            None => reads.push(StateRead {
                 project: self.project.clone(),
                 key: key.to_string(),
                 value: value.clone(),
-            });
+            }),
         }
         Ok(value)
     }
