@@ -80,6 +80,54 @@ pub struct Limiter {
     recipients: HashMap<(String, String), Bucket>,
     /// When recipients were last pruned: a prune walks them all, so it runs once a second.
     pruned: Option<Instant>,
+    /// Until when rows held by pacing were put off.
+    pub deferred: Deferred,
+}
+
+/// Until when (unix ms, the outbox's clock) the rows of each recipient held by pacing were
+/// last put off, by (number, recipient). The outbox hands out due rows by that time, then by
+/// queue order; so that a contact's messages keep their order, a row is never put off to
+/// before the row ahead of it, and a row behind one put off waits for it. (A time taken as
+/// the outbox's millisecond clock plus a wait on tokio's clock rounded up comes out a
+/// millisecond apart for two rows waiting for the same token: alone, it let later rows go
+/// first.)
+#[derive(Default)]
+pub struct Deferred {
+    until: HashMap<(String, String), i64>,
+    pruned: i64,
+}
+
+impl Deferred {
+    /// The time to put a row of `recipient` off to, that wants `at`: not before the time the
+    /// row ahead of it was put off to.
+    pub fn put_off(&mut self, number: &str, recipient: &str, at: i64) -> i64 {
+        let until = self
+            .until
+            .entry((number.to_string(), recipient.to_string()))
+            .or_insert(at);
+        *until = (*until).max(at);
+        *until
+    }
+
+    /// Until when a row of `recipient` due at `now` must wait for rows put off ahead of it;
+    /// `None`: it need not.
+    pub fn held(&self, number: &str, recipient: &str, now: i64) -> Option<i64> {
+        if self.until.is_empty() {
+            return None;
+        }
+        let key = (number.to_string(), recipient.to_string());
+        self.until.get(&key).copied().filter(|t| *t > now)
+    }
+
+    /// Forgets times that have passed (once a second at most): a row put off from now on
+    /// goes after them anyway.
+    pub fn prune(&mut self, now: i64) {
+        if now - self.pruned < 1000 {
+            return;
+        }
+        self.pruned = now;
+        self.until.retain(|_, t| *t > now);
+    }
 }
 
 impl Limiter {
@@ -245,5 +293,22 @@ mod tests {
         assert_eq!(l.take("111", "a", &r, Instant::now()), Ok(()));
         l.prune(Instant::now() + Duration::from_secs(60));
         assert!(l.recipients.is_empty());
+    }
+
+    #[test]
+    fn rows_put_off_keep_their_order() {
+        let mut d = Deferred::default();
+        assert_eq!(d.held("111", "a", 1000), None);
+        // The second row wants a millisecond earlier than the first got: it gets the same.
+        assert_eq!(d.put_off("111", "a", 2001), 2001);
+        assert_eq!(d.put_off("111", "a", 2000), 2001);
+        assert_eq!(d.put_off("111", "a", 3000), 3000);
+        assert_eq!(d.put_off("111", "b", 1500), 1500, "another recipient");
+        // A row due before then waits for them; once they are due, it need not.
+        assert_eq!(d.held("111", "a", 1000), Some(3000));
+        assert_eq!(d.held("111", "a", 3000), None);
+        assert_eq!(d.held("222", "a", 1000), None, "another number");
+        d.prune(3000);
+        assert!(d.until.is_empty());
     }
 }

@@ -145,7 +145,11 @@ impl Sender {
                 if started > 0 && look {
                     continue;
                 }
-                lock(&limiter).prune(tokio::time::Instant::now());
+                {
+                    let mut l = lock(&limiter);
+                    l.prune(tokio::time::Instant::now());
+                    l.deferred.prune(now_ms());
+                }
                 // Rows due by the look were seen: started, or left for a slot or a recipient
                 // to free up (whose end wakes this loop). Those due since then are not.
                 let next = self
@@ -212,34 +216,45 @@ impl Sender {
                 continue; // one at a time per recipient, in order
             }
             if let Some(u) = self.users.get(&user) {
-                // Whether it could go now; the tokens are taken at its call (see `paced`).
-                let ready = lock(limiter).ready(
-                    &u.config.phone_number_id,
-                    &recipient,
-                    &rates_of(u),
-                    tokio::time::Instant::now(),
-                    false,
-                );
-                match ready {
-                    Ok(()) => {}
-                    Err(Held::Number(d)) => {
-                        hold = Some(d);
-                        break;
+                let number = &u.config.phone_number_id;
+                // Whether it could go now (the tokens are taken at its call: see `paced`), or
+                // until when pacing puts it off; a row behind one put off waits for it, and is
+                // never put before it (see `limit::Deferred`).
+                let put_off = {
+                    let mut l = lock(limiter);
+                    let at = match l.deferred.held(number, &recipient, looked_at) {
+                        Some(at) => Some(at),
+                        None => match l.ready(
+                            number,
+                            &recipient,
+                            &rates_of(u),
+                            tokio::time::Instant::now(),
+                            false,
+                        ) {
+                            Ok(()) => None,
+                            Err(Held::Number(d)) => {
+                                hold = Some(d);
+                                break;
+                            }
+                            // Rounded up: a row put off to a millisecond before its recipient's
+                            // next token would find it held again.
+                            Err(Held::Recipient(d)) => {
+                                Some(now_ms() + d.as_nanos().div_ceil(1_000_000) as i64)
+                            }
+                        },
+                    };
+                    at.map(|at| l.deferred.put_off(number, &recipient, at))
+                };
+                if let Some(at) = put_off {
+                    if self
+                        .store
+                        .call(move |s| s.defer_outbox(id, at))
+                        .await
+                        .is_err()
+                    {
+                        left = true;
                     }
-                    Err(Held::Recipient(d)) => {
-                        // Rounded up: a row put off to a millisecond before its recipient's
-                        // next token would find it held again.
-                        let at = now_ms() + d.as_nanos().div_ceil(1_000_000) as i64;
-                        if self
-                            .store
-                            .call(move |s| s.defer_outbox(id, at))
-                            .await
-                            .is_err()
-                        {
-                            left = true;
-                        }
-                        continue;
-                    }
+                    continue;
                 }
             }
             // As many claimed at once as may wait for a call: send what is claimed so far, or

@@ -282,3 +282,55 @@ async fn rows_claimed_before_a_token_rejection_are_refused_without_a_call() {
     );
     tg.shutdown().await;
 }
+
+/// How many contacts the paced burst writes to at once, and messages queued to each.
+const PACED_CONTACTS: usize = 4;
+const PACED_MESSAGES: usize = 12;
+
+#[tokio::test]
+async fn messages_held_by_pacing_reach_each_contact_in_queue_order() {
+    let mut tg = TestGate::start_with(&[
+        (
+            "olga/burst/project.yaml",
+            "rules:\n  - name: burst\n    on: message\n    script: burst.rhai\n",
+        ),
+        (
+            "olga/burst/burst.rhai",
+            &format!("for i in 0..{PACED_MESSAGES} {{ send(event.from, `m${{i}}`); }}\n"),
+        ),
+    ])
+    .await;
+    // One message at once to a contact, then one a second: every message after the first is
+    // put off by pacing, again and again, as the others come due.
+    let olga = tg.dir.path().join("users/olga.yaml");
+    let text = std::fs::read_to_string(&olga).unwrap();
+    std::fs::write(
+        &olga,
+        text.replace(
+            "recipient_burst: 1000",
+            "recipient_burst: 1\nrecipient_every: 1s",
+        ),
+    )
+    .unwrap();
+    tg.restart().await;
+    let contacts: Vec<String> = (0..PACED_CONTACTS)
+        .map(|i| format!("3361000000{i}"))
+        .collect();
+    for (i, c) in contacts.iter().enumerate() {
+        let body = text_webhook(OLGA, c, "P", &format!("wamid.PACE{i}"), "go");
+        assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    }
+    let all = PACED_CONTACTS * PACED_MESSAGES;
+    let reqs = tg.fake.wait_for(all, Duration::from_secs(40)).await;
+    assert_eq!(reqs.len(), all);
+    let expected: Vec<String> = (0..PACED_MESSAGES).map(|i| format!("m{i}")).collect();
+    for c in &contacts {
+        let got: Vec<String> = reqs
+            .iter()
+            .filter(|r| r.body["to"] == format!("+{c}"))
+            .map(|r| r.body["text"]["body"].as_str().unwrap_or("").to_string())
+            .collect();
+        assert_eq!(got, expected, "to {c}");
+    }
+    tg.shutdown().await;
+}
