@@ -204,6 +204,17 @@ pub fn run_rule(
                 return done(record, Vec::new());
             }
             Err(e) => {
+                let at = match (e.line, e.col) {
+                    (0, _) => String::new(),
+                    (line, col) => format!(":{line}:{col}"),
+                };
+                let e = format!(
+                    "{}{at}: in `if:` of rule `{}`: {}",
+                    project_file_shown(project, rule),
+                    rule.name,
+                    e.message
+                );
+                run_failed(project, rule, input, &e);
                 record.outcome = "error";
                 record.error = Some(e);
                 return done(record, Vec::new());
@@ -238,12 +249,28 @@ pub fn run_rule(
     let out = engine.run_script(run, input, ctx);
     record.logs = out.logs;
     if let Some(e) = out.error {
-        tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, message_id = input.get("id").and_then(serde_json::Value::as_str).unwrap_or(""), error = %e, "rule run failed");
+        run_failed(project, rule, input, &e);
         record.outcome = "error";
         record.error = Some(e);
         return done(record, Vec::new());
     }
     done(record, out.actions)
+}
+
+/// Logs a run that failed (its `if:` or its script), once, where it is traced.
+fn run_failed(project: &Project, rule: &Rule, input: &Value, error: &str) {
+    tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, message_id = input.get("id").and_then(serde_json::Value::as_str).unwrap_or(""), error = %error, "rule run failed");
+}
+
+/// The project's project.yaml as users name it (`rules/olga/tour/project.yaml`): in the folder
+/// of the rule's script as shown that is the project's.
+fn project_file_shown(project: &Project, rule: &Rule) -> String {
+    let shown = std::path::Path::new(&rule.script_shown);
+    let dir = shown
+        .ancestors()
+        .find(|d| d.ends_with(&project.name))
+        .unwrap_or(&project.dir);
+    dir.join("project.yaml").display().to_string()
 }
 
 /// Counts a finished run in the metrics (`wagate_rule_runs`, `wagate_rule_run_seconds`): the

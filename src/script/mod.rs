@@ -54,6 +54,15 @@ pub enum Action {
     },
 }
 
+/// Why an `if:` could not be evaluated, and where: the line and column in the file it was
+/// compiled from (0 and 0 when that is not known).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConditionError {
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
 /// What one run produced. `error` is set when the run failed; its actions are then dropped.
 #[derive(Clone, Debug, Default)]
 pub struct RunOutcome {
@@ -383,7 +392,9 @@ impl ScriptEngine {
         Some(imports.merge(&full.clone_functions_only()))
     }
 
-    /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`.
+    /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`. The
+    /// AST's source is where the expression starts (`file:line:col`), so that errors at run
+    /// time are placed in `file` too ([`ScriptEngine::eval_condition`]).
     pub fn compile_condition(
         &self,
         expr: &str,
@@ -391,7 +402,7 @@ impl ScriptEngine {
         file_src: &str,
         pos: (usize, usize),
     ) -> Result<AST, Diagnostic> {
-        self.engine.compile_expression(expr).map_err(|e| {
+        let mut ast = self.engine.compile_expression(expr).map_err(|e| {
             let (line, col) = place_in_yaml(file_src, pos, e.position());
             Diagnostic::at(
                 file,
@@ -400,25 +411,51 @@ impl ScriptEngine {
                 col,
                 format!("in `if:`: {}", e.err_type()),
             )
-        })
+        })?;
+        let (line, col) = place_in_yaml(file_src, pos, Position::new(1, 1));
+        ast.set_source(format!("{}:{line}:{col}", file.display()));
+        Ok(ast)
     }
 
-    /// Evaluates an `if:` expression with `event` in scope. Not a bool → error.
+    /// Evaluates an `if:` expression with `event` in scope. Not a bool → error. An error is
+    /// placed in the file the expression was compiled from, when it is known.
     pub fn eval_condition(
         &self,
         ast: &AST,
         event: &Value,
         ctx: &RunContext,
-    ) -> Result<bool, String> {
-        let event = rhai::serde::to_dynamic(event).map_err(|e| e.to_string())?;
+    ) -> Result<bool, ConditionError> {
+        let start = ast
+            .source()
+            .and_then(|s| {
+                let mut parts = s.rsplitn(3, ':');
+                let col = parts.next()?.parse::<usize>().ok()?;
+                Some((parts.next()?.parse::<usize>().ok()?, col))
+            })
+            .unwrap_or((0, 0));
+        let failed = |pos: Position, message: String| {
+            let (line, col) = match (start, pos.line(), pos.position()) {
+                ((0, _), _, _) | (_, None, _) => (0, 0),
+                ((line, col), Some(1), inner) => (line, col + inner.unwrap_or(1) - 1),
+                ((line, _), Some(l), inner) => (line + l - 1, inner.unwrap_or(0)),
+            };
+            ConditionError { line, col, message }
+        };
+        let event = rhai::serde::to_dynamic(event)
+            .map_err(|e| failed(Position::NONE, format!("the event cannot be given: {e}")))?;
         let outcome = self.in_run(ctx, ast, |engine| {
             let mut scope = Scope::new();
             scope.push_constant("event", event);
             engine.eval_ast_with_scope::<Dynamic>(&mut scope, ast)
         });
-        let v = outcome.0.map_err(|e| describe(&e, "if:"))?;
-        v.as_bool()
-            .map_err(|t| format!("`if:` must give true or false, it gave a value of type {t}"))
+        let v = outcome.0.map_err(|e| {
+            let (pos, msg) = innermost(&e);
+            failed(pos, msg)
+        })?;
+        v.as_bool().map_err(|t| {
+            let msg = format!("it must give true or false; it gave a value of type {t}");
+            failed(Position::new(1, 1), msg)
+        })
     }
 
     /// Runs a rule: the function `call` with `arg`, or the script's body with `arg` in scope as
@@ -582,6 +619,16 @@ fn has_imports(src: &str) -> bool {
 
 /// `file:line:col: message`, with the innermost position (inside the called function).
 fn describe(err: &EvalAltResult, file: &str) -> String {
+    let (pos, msg) = innermost(err);
+    match (pos.line(), pos.position()) {
+        (Some(l), Some(c)) => format!("{file}:{l}:{c}: {msg}"),
+        (Some(l), None) => format!("{file}:{l}: {msg}"),
+        _ => format!("{file}: {msg}"),
+    }
+}
+
+/// An error's innermost position (inside the called function) and its message, without it.
+fn innermost(err: &EvalAltResult) -> (Position, String) {
     let mut e = err;
     let mut pos = e.position();
     while let EvalAltResult::ErrorInFunctionCall(_, _, inner, p) = e {
@@ -606,11 +653,7 @@ fn describe(err: &EvalAltResult, file: &str) -> String {
             }
         }
     };
-    match (pos.line(), pos.position()) {
-        (Some(l), Some(c)) => format!("{file}:{l}:{c}: {msg}"),
-        (Some(l), None) => format!("{file}:{l}: {msg}"),
-        _ => format!("{file}: {msg}"),
-    }
+    (pos, msg)
 }
 
 /// Maps a position inside an `if:` expression to project.yaml, across the lines of a
@@ -1069,11 +1112,17 @@ mod tests {
         let ast = e
             .compile_condition("event.text", Path::new("p.yaml"), src, (1, 5))
             .unwrap();
-        assert!(
-            e.eval_condition(&ast, &event(), &ctx())
-                .unwrap_err()
-                .contains("true or false")
-        );
+        let err = e.eval_condition(&ast, &event(), &ctx()).unwrap_err();
+        assert!(err.message.contains("true or false"), "{err:?}");
+        assert_eq!((err.line, err.col), (1, 6), "the start of the expression");
+        // A runtime error is placed on the line of the `if:` and the column within it.
+        let src = "rules:\n  - name: x\n    if: 'event.nosuch.len() > 0'\n";
+        let ast = e
+            .compile_condition("event.nosuch.len() > 0", Path::new("p.yaml"), src, (3, 9))
+            .unwrap();
+        let err = e.eval_condition(&ast, &event(), &ctx()).unwrap_err();
+        assert_eq!((err.line, err.col), (3, 23), "{err:?}");
+        assert!(err.message.contains("len"), "{err:?}");
         let d = e
             .compile_condition(
                 "event.text ==",

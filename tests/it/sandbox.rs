@@ -105,3 +105,32 @@ async fn a_script_deeper_than_its_stack_fails_alone_and_the_gate_goes_on() {
     assert!(health.status().is_success());
     tg.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_if_that_fails_is_placed_in_project_yaml_and_audited() {
+    let tg = TestGate::start_with(&[
+        (
+            "olga/picky/project.yaml",
+            "rules:\n  - name: picky\n    on: message\n    if: 'event.nosuch.len() > 0'\n    script: p.rhai\n",
+        ),
+        ("olga/picky/p.rhai", "reply(event, \"never\");\n"),
+    ])
+    .await;
+    post(&tg, "wamid.IF1", "hi").await;
+    let run = run_of(&tg, "picky").await;
+    // Line 4; `len` is at column 23 of it.
+    let expected = "rules/olga/picky/project.yaml:4:23: in `if:` of rule `picky`: Function not found: len (())";
+    assert_eq!(
+        (run.outcome.as_str(), run.error.as_deref()),
+        ("error", Some(expected))
+    );
+    let audited = tg.store().audit_entries(Some("olga"), None, 100).unwrap();
+    let entry = audited
+        .iter()
+        .find(|a| a.action == "rule.run")
+        .expect("the run is audited");
+    assert_eq!(entry.details["error"], expected);
+    settled(&tg, "olga").await;
+    assert!(tg.fake.requests().is_empty());
+    tg.shutdown().await;
+}
