@@ -506,7 +506,7 @@ async fn runs_show_a_real_gates_runs_newest_first() {
         .unwrap();
     let blocks: Vec<&str> = out.split("\n\n").collect();
     assert_eq!(blocks.len(), 6, "{out}");
-    let picky = "  error: in `if:` (column 12): Function not found: len (())";
+    let picky = "  error: rules/olga/replies/project.yaml:12:21: in `if:` of rule `picky`: Function not found: len (())";
     let expected = [
         (
             "olga  olga/replies/picky  error",

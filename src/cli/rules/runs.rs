@@ -1,6 +1,8 @@
 //! `wagate runs`: recent rule runs from the store, newest first.
 
-use super::test::{action_line, is_condition_error, skip_reason, split_condition_error};
+use super::test::{
+    action_line, is_condition_error, is_placed_condition_error, skip_reason, split_condition_error,
+};
 use super::*;
 
 /// `wagate runs`: recent rule runs from the store, newest first, one block each.
@@ -76,6 +78,10 @@ pub(super) fn print_run(run: &RunTrace, tz: Tz) {
         println!("  log: {}", one_line(l));
     }
     match run.error.as_deref() {
+        Some(e) if is_placed_condition_error(e) => {
+            println!("  error: {}", one_line(e));
+            return;
+        }
         Some(e) if is_condition_error(e) => {
             let (at, msg) = split_condition_error(e);
             let at = at

@@ -193,7 +193,12 @@ pub(super) fn read_host(home: &Home, project: &Project) -> Result<Arc<dyn Host>,
 /// Whether a run's error came from its `if:` rather than its script (the engine names the
 /// place of an `if:` error `if:`, and a non-bool result "`if:` must give…").
 pub(super) fn is_condition_error(e: &str) -> bool {
-    e.starts_with("if:") || e.starts_with("`if:`")
+    e.starts_with("if:") || e.starts_with("`if:`") || is_placed_condition_error(e)
+}
+
+/// An `if:` error the runner already placed in project.yaml (see [`locate_condition_error`]).
+pub(super) fn is_placed_condition_error(e: &str) -> bool {
+    e.contains(": in `if:` of rule `")
 }
 
 /// An `if:` error as ((line, column) inside the expression, message): the engine writes
@@ -218,6 +223,9 @@ pub(super) fn locate_condition_error(
     rule: Option<&RuleConfig>,
     e: &str,
 ) -> String {
+    if is_placed_condition_error(e) {
+        return e.to_string();
+    }
     let (inner, msg) = split_condition_error(e);
     let file = home.projects.iter().find(|p| p.name == project);
     let (Some(rule), Some(p)) = (rule, file) else {
