@@ -321,6 +321,8 @@ impl Scheduler {
         let host = Arc::new(Recording::new(store_host, &project.name));
         let mut ctx = runner::context(&self.engine, project, permissions, host.clone());
         ctx.now = now;
+        // Its sends return the keys its outbox rows get (see runner::effects).
+        ctx.key_prefix = Some(key.to_string());
         let res = runner::run_rule(&self.engine, project, rule, input, call, "schedule", &ctx);
         runner::count(project.user.as_str(), &res.record);
         let mut effects = Effects::default();

@@ -512,3 +512,28 @@ async fn timed_runs_and_message_runs_raising_one_count_lose_no_step() {
     );
     tg.shutdown().await;
 }
+
+/// A timed run's `send` returns the key its outbox row carries, as a message's run does.
+#[tokio::test]
+async fn a_timed_runs_send_returns_its_outbox_key() {
+    let files = vec![
+        (
+            "olga/ids/project.yaml".to_string(),
+            "timezone: Europe/Paris\nrules:\n  - name: minute\n    on: { cron: \"* * * * *\" }\n    script: t.rhai\n".to_string(),
+        ),
+        (
+            "olga/ids/t.rhai".to_string(),
+            "let id = send(\"+15550001111\", #{ template: \"timed_note\", params: [\"a\", \"b\"] });\nset_state(\"id\", id);\n".to_string(),
+        ),
+    ];
+    let tg = start(&files).await;
+    tick(&tg, paris("2026-04-24 12:00:00")).await;
+    let r = tick(&tg, paris("2026-04-24 12:01:00")).await;
+    assert_eq!(r.fired.len(), 1);
+    let id = tg.store().state_get("olga", "olga/ids", "id").unwrap();
+    let rows = tg.store().outbox("olga").unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(id, Some(serde_json::json!(rows[0].idem_key)));
+    assert!(rows[0].idem_key.starts_with("fire"), "{}", rows[0].idem_key);
+    tg.shutdown().await;
+}
