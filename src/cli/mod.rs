@@ -324,6 +324,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::script::stack::THREAD_STACK)
         .build()?)
 }
 

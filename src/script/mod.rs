@@ -10,7 +10,7 @@
 mod api;
 mod book;
 mod groups;
-mod stack;
+pub mod stack;
 pub mod tables;
 pub mod time;
 

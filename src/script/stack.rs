@@ -24,6 +24,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// The stack one run (or a compile that runs a module's top level) may take.
 pub const RUN_STACK: usize = 1024 * 1024;
+
+/// The stack of the gate's runtime threads, where runs go on. Nested data (a map in a map in a
+/// map…) is cloned and dropped by Rhai's own code, one level a call, where the callback never
+/// runs: on a 2 MiB thread `let a = #{}; for i in 0..10000 { a = #{x: a}; }` overflowed it and
+/// aborted the gate. The run's time and operation limits bound how deep data can get within
+/// this (the memory is only reserved; pages are taken as they are touched).
+pub const THREAD_STACK: usize = 64 * 1024 * 1024;
 /// The largest `scripts.max_call_depth` the gate uses; larger values are lowered to it.
 pub const MAX_CALL_DEPTH: usize = 128;
 /// The largest `scripts.max_expr_depth` the gate uses; larger values are lowered to it.

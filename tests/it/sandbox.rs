@@ -134,3 +134,66 @@ async fn an_if_that_fails_is_placed_in_project_yaml_and_audited() {
     assert!(tg.fake.requests().is_empty());
     tg.shutdown().await;
 }
+
+/// Deeply nested data is cloned and dropped by Rhai's own code, where no stack check runs: on
+/// a thread of the default 2 MiB this aborted the whole gate (and again at every restart, the
+/// event still pending). The real binary, whose threads have room for it, fails that run alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deeply_nested_data_fails_its_run_alone_in_the_real_gate() {
+    use crate::common::bin::{Bin, serve_fake};
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path();
+    let (fake, fake_url, fake_cancel) = serve_fake().await;
+    write_home_with(
+        home,
+        &fake_url,
+        &[
+            (
+                "olga/deep/project.yaml",
+                "rules:\n  - name: deep\n    on: message\n    if: 'event.text == \"deep\"'\n    script: d.rhai\n",
+            ),
+            (
+                "olga/deep/d.rhai",
+                "let a = #{};\nfor i in 0..10000 { a = #{x: a}; }\nreply(event, \"nested\");\n",
+            ),
+        ],
+        "{ timeout_ms: 2000 }",
+    );
+    let bin = Bin::start(home, "gate.log", &[]).await;
+    let client = reqwest::Client::new();
+    let send = |wamid: &'static str, text: &'static str| {
+        let body = text_webhook(OLGA, "33612345678", "Ann", wamid, text);
+        let sig = wagate::whatsapp::sign(OLGA.secret.as_bytes(), &body);
+        client
+            .post(bin.url("/webhook/whatsapp/olga"))
+            .header("content-type", "application/json")
+            .header("x-hub-signature-256", sig)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("wamid.DEEP1", "deep").await.unwrap().status(), 200);
+    // The run ends (done or cut off by its limits) and is traced: the gate lived through it.
+    let db = home.join("data/wagate.db");
+    eventually("the deep run's trace", T, || {
+        let db = db.clone();
+        async move {
+            let conn = rusqlite::Connection::open(&db).ok()?;
+            let n: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM rule_runs WHERE rule = 'deep'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok()?;
+            (n == 1).then_some(())
+        }
+    })
+    .await;
+    // And it goes on answering.
+    let health = client.get(bin.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    drop(fake);
+    let (status, _, _) = bin.terminate().await;
+    assert!(status.success(), "{status:?}");
+    fake_cancel.cancel();
+}

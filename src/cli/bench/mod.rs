@@ -118,6 +118,7 @@ fn writer_line(step: &str, g: crate::store::GroupCounts, span: Duration) {
 pub fn run(args: BenchArgs) -> Result<(), CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(crate::script::stack::THREAD_STACK)
         .build()?;
     if let Some(kind) = &args.child {
         let home = args.home.clone().unwrap_or_default();
