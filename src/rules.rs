@@ -78,7 +78,7 @@ pub struct Rule {
     pub catch_up: crate::config::CatchUp,
     pub max_lateness: std::time::Duration,
     pub gate: RunGate,
-    pub condition: Option<AST>,
+    pub condition: Option<crate::script::Condition>,
     pub ast: Arc<AST>,
     /// For calling the script's functions when it has top-level `import`s: the functions with
     /// the imports as statements ([`ScriptEngine::compile_calls`]).

@@ -54,6 +54,17 @@ pub enum Action {
     },
 }
 
+/// A compiled `if:` and where it was written, to place its errors at run time as `check`
+/// places those of its compilation.
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub ast: AST,
+    /// The text of the file it was written in, and where its value starts (line, column; 0
+    /// and 0 when not known).
+    src: Arc<str>,
+    pos: (usize, usize),
+}
+
 /// Why an `if:` could not be evaluated, and where: the line and column in the file it was
 /// compiled from (0 and 0 when that is not known).
 #[derive(Clone, Debug, PartialEq)]
@@ -392,16 +403,16 @@ impl ScriptEngine {
         Some(imports.merge(&full.clone_functions_only()))
     }
 
-    /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`. The
-    /// AST's source is where the expression starts (`file:line:col`), so that errors at run
-    /// time are placed in `file` too ([`ScriptEngine::eval_condition`]).
+    /// Compiles an `if:` expression written at `pos` (line, col of its value) in `file`. It
+    /// keeps the file's text, so that errors at run time are placed in `file` too
+    /// ([`ScriptEngine::eval_condition`]).
     pub fn compile_condition(
         &self,
         expr: &str,
         file: &Path,
         file_src: &str,
         pos: (usize, usize),
-    ) -> Result<AST, Diagnostic> {
+    ) -> Result<Condition, Diagnostic> {
         let mut ast = self.engine.compile_expression(expr).map_err(|e| {
             let (line, col) = place_in_yaml(file_src, pos, e.position());
             Diagnostic::at(
@@ -414,30 +425,27 @@ impl ScriptEngine {
         })?;
         let (line, col) = place_in_yaml(file_src, pos, Position::new(1, 1));
         ast.set_source(format!("{}:{line}:{col}", file.display()));
-        Ok(ast)
+        Ok(Condition {
+            ast,
+            src: file_src.into(),
+            pos,
+        })
     }
 
     /// Evaluates an `if:` expression with `event` in scope. Not a bool → error. An error is
     /// placed in the file the expression was compiled from, when it is known.
     pub fn eval_condition(
         &self,
-        ast: &AST,
+        cond: &Condition,
         event: &Value,
         ctx: &RunContext,
     ) -> Result<bool, ConditionError> {
-        let start = ast
-            .source()
-            .and_then(|s| {
-                let mut parts = s.rsplitn(3, ':');
-                let col = parts.next()?.parse::<usize>().ok()?;
-                Some((parts.next()?.parse::<usize>().ok()?, col))
-            })
-            .unwrap_or((0, 0));
+        let ast = &cond.ast;
         let failed = |pos: Position, message: String| {
-            let (line, col) = match (start, pos.line(), pos.position()) {
-                ((0, _), _, _) | (_, None, _) => (0, 0),
-                ((line, col), Some(1), inner) => (line, col + inner.unwrap_or(1) - 1),
-                ((line, _), Some(l), inner) => (line + l - 1, inner.unwrap_or(0)),
+            let (line, col) = if pos.is_none() || cond.pos.0 == 0 {
+                (0, 0)
+            } else {
+                place_in_yaml(&cond.src, cond.pos, pos)
             };
             ConditionError { line, col, message }
         };
@@ -1123,6 +1131,20 @@ mod tests {
         let err = e.eval_condition(&ast, &event(), &ctx()).unwrap_err();
         assert_eq!((err.line, err.col), (3, 23), "{err:?}");
         assert!(err.message.contains("len"), "{err:?}");
+        // In a folded `if: >-` the expression is one line; the error is placed on the line of
+        // the file it was written on, as `check` places compile errors.
+        let src = "rules:\n  - name: x\n    if: >-\n      event.text != \"\"\n      && event.nosuch.len() > 0\n";
+        let cond = e
+            .compile_condition(
+                "event.text != \"\" && event.nosuch.len() > 0",
+                Path::new("p.yaml"),
+                src,
+                (3, 9),
+            )
+            .unwrap();
+        let err = e.eval_condition(&cond, &event(), &ctx()).unwrap_err();
+        assert_eq!(err.line, 5, "{err:?}");
+        assert!(err.col > 9 && err.col <= 32, "{err:?}");
         let d = e
             .compile_condition(
                 "event.text ==",

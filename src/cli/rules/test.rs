@@ -25,7 +25,7 @@ pub(super) fn test(
         .error
         .as_deref()
         .filter(|e| is_condition_error(e))
-        .map(|e| locate_condition_error(&home, &project.name, written, e));
+        .map(str::to_string);
     let condition = written.and_then(|r| r.condition.as_deref());
     print_dry_run(project, rule, condition, if_error, &res)
 }
@@ -190,19 +190,20 @@ pub(super) fn read_host(home: &Home, project: &Project) -> Result<Arc<dyn Host>,
     }))
 }
 
-/// Whether a run's error came from its `if:` rather than its script (the engine names the
-/// place of an `if:` error `if:`, and a non-bool result "`if:` must give…").
+/// Whether a run's error came from its `if:` rather than its script: placed by the runner, or,
+/// in runs traced before it placed them, named `if:` (or "`if:` must give…").
 pub(super) fn is_condition_error(e: &str) -> bool {
     e.starts_with("if:") || e.starts_with("`if:`") || is_placed_condition_error(e)
 }
 
-/// An `if:` error the runner already placed in project.yaml (see [`locate_condition_error`]).
+/// An `if:` error the runner placed in project.yaml:
+/// ``rules/…/project.yaml:4:21: in `if:` of rule `a`: message``.
 pub(super) fn is_placed_condition_error(e: &str) -> bool {
     e.contains(": in `if:` of rule `")
 }
 
-/// An `if:` error as ((line, column) inside the expression, message): the engine writes
-/// `if::line:col: message`, or just the message.
+/// An `if:` error as traced before the runner placed them, as ((line, column) inside the
+/// expression, message): `if::line:col: message`, or just the message.
 pub(super) fn split_condition_error(e: &str) -> (Option<(usize, usize)>, &str) {
     let rest = e.strip_prefix("if:").unwrap_or(e).trim_start_matches(':');
     let at = |at: &str| {
@@ -213,34 +214,6 @@ pub(super) fn split_condition_error(e: &str) -> (Option<(usize, usize)>, &str) {
         Some((p, msg)) if at(p).is_some() => (at(p), msg),
         _ => (None, rest),
     }
-}
-
-/// An `if:` error placed on the expression in project.yaml, as
-/// ``rules/…/project.yaml:4:21: in `if:` of rule `a`: message``.
-pub(super) fn locate_condition_error(
-    home: &Home,
-    project: &str,
-    rule: Option<&RuleConfig>,
-    e: &str,
-) -> String {
-    if is_placed_condition_error(e) {
-        return e.to_string();
-    }
-    let (inner, msg) = split_condition_error(e);
-    let file = home.projects.iter().find(|p| p.name == project);
-    let (Some(rule), Some(p)) = (rule, file) else {
-        return format!("in `if:`: {msg}");
-    };
-    let (line, col) = crate::config::diag::place_in_scalar(
-        &p.source,
-        rule.condition_pos,
-        inner.unwrap_or((1, 1)),
-    );
-    format!(
-        "{}:{line}:{col}: in `if:` of rule `{}`: {msg}",
-        home.gate.display_path(&p.file).display(),
-        rule.name
-    )
 }
 
 /// Prints a dry run: header, `if:`, actions, logs, summary. A failed run is an error.
