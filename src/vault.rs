@@ -296,21 +296,9 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), VaultError> {
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("vault")
     ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(err)?;
+    let mut f = crate::private_file::create(&tmp).map_err(err)?;
     f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(err)?;
-    }
     std::fs::rename(&tmp, path).map_err(err)
 }
 

@@ -292,14 +292,7 @@ pub fn create(
 }
 
 fn private_file(path: &Path) -> Result<std::fs::File, BackupError> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    opts.open(path).map_err(io_err(path))
+    crate::private_file::create(path).map_err(io_err(path))
 }
 
 /// An archive path that stays inside where it is extracted (no `..`, not absolute).
