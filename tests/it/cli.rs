@@ -193,9 +193,7 @@ fn check_reports_every_error_located_and_exits_1() {
         "rules:\n  - name: hi\n    on: message\n    script: hi.rhai\n    colour: blue\n",
     )
     .unwrap();
-    let out = wagate(&["--config", &cfg, "check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = check_fails(&cfg);
     let expected_tz = "error: unknown timezone `Mars/Olympus`: use an IANA name such as Europe/Paris\n  --> users/azarya.yaml:3:11\n  |\n3 | timezone: Mars/Olympus\n  |           ^";
     assert!(err.contains(expected_tz), "{err}");
     assert!(err.contains("unknown field `colour`"), "{err}");
@@ -236,9 +234,7 @@ fn check_locates_script_syntax_errors() {
     )
     .unwrap();
     std::fs::write(proj.join("hi.rhai"), "let a = 1;\nlet b = ;\n").unwrap();
-    let out = wagate(&["--config", &cfg, "check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = check_fails(&cfg);
     assert!(err.contains("--> rules/olga/tour/hi.rhai:2:"), "{err}");
     assert!(err.contains("2 | let b = ;"), "{err}");
 }
@@ -321,6 +317,13 @@ error: Unexpected ';'
     assert_eq!(text(&out.stderr), expected);
 }
 
+/// `check` of the home at `cfg`, which must fail (exit 1): what it printed on stderr.
+fn check_fails(cfg: &str) -> String {
+    let out = wagate(&["--config", cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
 /// A home with user olga and one project `rules/olga/tour` holding `project` and hi.rhai.
 fn home_with_project(project: &str) -> (tempfile::TempDir, String) {
     let (dir, cfg) = init_home();
@@ -338,10 +341,9 @@ fn check_locates_a_rule_key_in_its_own_rule() {
     let (_dir, cfg) = home_with_project(
         "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n  - name: b\n    on: message\n    mode: bogus\n    script: hi.rhai\n",
     );
-    let out = wagate(&["--config", &cfg, "check"]);
-    assert_eq!(out.status.code(), Some(1));
+    let err = check_fails(&cfg);
     assert!(
-        text(&out.stderr).starts_with(
+        err.starts_with(
             "\
 error: rule `b`: unknown mode `bogus`; use single, queued or parallel
   --> rules/olga/tour/project.yaml:7:11
@@ -351,7 +353,7 @@ error: rule `b`: unknown mode `bogus`; use single, queued or parallel
 "
         ),
         "{}",
-        text(&out.stderr)
+        err
     );
 }
 
@@ -361,10 +363,9 @@ fn check_locates_a_rule_name_after_a_fallback_template() {
     let (_dir, cfg) = home_with_project(
         "fallback_template:\n  name: hello_world\nrules:\n  - name: hi\n    on: message\n    script: hi.rhai\n  - name: hi\n    on: message\n    script: hi.rhai\n",
     );
-    let out = wagate(&["--config", &cfg, "check"]);
-    assert_eq!(out.status.code(), Some(1));
+    let err = check_fails(&cfg);
     assert!(
-        text(&out.stderr).starts_with(
+        err.starts_with(
             "\
 error: rule name `hi` is used twice in this project
   --> rules/olga/tour/project.yaml:7:11
@@ -374,7 +375,7 @@ error: rule name `hi` is used twice in this project
 "
         ),
         "{}",
-        text(&out.stderr)
+        err
     );
 }
 
@@ -388,9 +389,7 @@ fn check_places_errors_in_a_folded_if_and_a_json_table_where_they_are() {
         "[\n  {\"id\": 1},\n  {\"id\" 2}\n]\n",
     )
     .unwrap();
-    let out = wagate(&["--config", &cfg, "check"]);
-    assert_eq!(out.status.code(), Some(1));
-    let err = text(&out.stderr);
+    let err = check_fails(&cfg);
     let table = "\
 error: table `people`: expected `:`
   --> rules/olga/tour/people.json:3:9
