@@ -193,12 +193,32 @@ impl Vault {
 
 /// Reads credentials JSON as a user gives it to `creds set`. Errors name fields and positions,
 /// never values (a mistyped token must not end up in a terminal's scrollback).
+/// serde's "unknown field `x`, expected one of …", with the name left out unless it looks like
+/// one (a token pasted where a key belongs would otherwise be printed).
+fn shown_field_error(msg: &str) -> String {
+    let Some(rest) = msg.strip_prefix("unknown field `") else {
+        return msg.to_string();
+    };
+    let Some((name, tail)) = rest.split_once('`') else {
+        return msg.to_string();
+    };
+    let plain = name.len() <= 32
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if plain {
+        msg.to_string()
+    } else {
+        format!("unknown field (its name is not shown: it may be a secret){tail}")
+    }
+}
+
 pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
     let f: CredentialsFile = serde_json::from_slice(json).map_err(|e| {
         let msg = e.to_string();
         let keep = msg.starts_with("missing field") || msg.starts_with("unknown field");
         let what = if keep {
-            msg.split(" at line ").next().unwrap_or(&msg).to_string()
+            shown_field_error(msg.split(" at line ").next().unwrap_or(&msg))
         } else if e.is_syntax() || e.is_eof() {
             "are not valid JSON".to_string()
         } else {
@@ -307,6 +327,19 @@ mod tests {
     use super::*;
 
     const JSON: &[u8] = br#"{"access_token":"EAAtok","app_secret":"appsec","webhook_verify_token":"vt","token_expires_at":1900000000}"#;
+
+    #[test]
+    fn an_unknown_key_is_named_unless_it_may_be_a_secret() {
+        let err = |json: &str| parse_credentials(json.as_bytes()).unwrap_err().to_string();
+        let e =
+            err(r#"{"access_token":"a","app_secret":"b","webhook_verify_token":"c","colour":"x"}"#);
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = err(
+            r#"{"access_token":"a","app_secret":"b","webhook_verify_token":"c","EAASECRETtoken99":"x"}"#,
+        );
+        assert!(!e.contains("EAASECRET"), "{e}");
+        assert!(e.contains("unknown field (its name is not shown"), "{e}");
+    }
 
     #[test]
     fn round_trip_with_identity_file_and_no_plaintext_on_disk() {
