@@ -1502,9 +1502,21 @@ fn ingest_job(
                 Fate::Foreign => "foreign",
             };
             let done_at = (row.fate == Fate::Keep).then_some(now);
-            let inserted = tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at, done_at)
+            let insert = || -> rusqlite::Result<bool> {
+                Ok(tx.prepare_cached("INSERT OR IGNORE INTO events (user, inbox_id, kind, dedupe_key, contact, phone_number_id, payload, state, created_at, done_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")?.execute(params![user.as_str(), inbox_id, row.kind, row.dedupe_key, row.contact,
-                            row.phone_number_id, row.payload, state, now, done_at])? == 1;
+                            row.phone_number_id, row.payload, state, now, done_at])? == 1)
+            };
+            let mut inserted = insert()?;
+            if !inserted && row.fate != Fate::Foreign {
+                // A copy kept as foreign (the user's phone_number_id was wrong when it came)
+                // gives way to the user's own: it was never run, so nothing is done twice.
+                // It goes out and the owned one comes in anew, after the dispatcher's cursor.
+                let foreign = tx
+                    .prepare_cached("DELETE FROM events WHERE user = ?1 AND dedupe_key = ?2 AND state = 'foreign'")?
+                    .execute(params![user.as_str(), row.dedupe_key])?;
+                inserted = foreign == 1 && insert()?;
+            }
             if !inserted {
                 out.duplicates += 1;
                 continue;

@@ -261,3 +261,52 @@ async fn bad_bodies_get_clear_statuses() {
     assert_eq!(tg.store().counts("olga").unwrap(), (0, 0, 0));
     tg.shutdown().await;
 }
+
+/// A message kept as foreign while Olga's phone_number_id was mistyped is not a duplicate of
+/// the same message once her file is right: the owned copy is stored, run and answered.
+#[tokio::test]
+async fn a_foreign_copy_gives_way_to_the_users_own_once_her_number_is_right() {
+    let mut tg = TestGate::start().await;
+    let real = TestUser {
+        phone: "555000111",
+        ..OLGA
+    };
+    tg.fake.expect_token(
+        real.phone,
+        wagate::domain::Secret::new(OLGA.token.to_string()),
+    );
+    let body = text_webhook(real, "33612345678", "Ann", "wamid.TYPO", "hi");
+    let v: Value = tg.post_signed(OLGA, &body).await.json().await.unwrap();
+    assert_eq!(
+        (v["foreign"].as_u64(), v["to_dispatch"].as_u64()),
+        (Some(1), Some(0))
+    );
+    // Olga corrects her file and the gate starts again; the same message comes again.
+    let file = tg.dir.path().join("users/olga.yaml");
+    let yaml = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(&file, yaml.replace(OLGA.phone, real.phone)).unwrap();
+    tg.restart().await;
+    let v: Value = tg.post_signed(OLGA, &body).await.json().await.unwrap();
+    assert_eq!(
+        (
+            v["stored"].as_u64(),
+            v["duplicates"].as_u64(),
+            v["foreign"].as_u64()
+        ),
+        (Some(1), Some(0), Some(0)),
+        "{v}"
+    );
+    tg.fake.wait_for(1, T).await;
+    let reqs = tg.fake.requests();
+    assert_eq!(reqs[0].phone_number_id, real.phone);
+    assert_eq!(reqs[0].body["text"]["body"], "You said: hi");
+    // Once owned, it is a duplicate like any other.
+    let v: Value = tg.post_signed(OLGA, &body).await.json().await.unwrap();
+    assert_eq!(
+        (v["stored"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1))
+    );
+    settled(&tg, "olga").await;
+    assert_eq!(tg.fake.requests().len(), 1, "answered once");
+    tg.shutdown().await;
+}
