@@ -320,6 +320,7 @@ pub async fn start(
         wake: dispatch_wake,
         sender_wake: sender_wake.clone(),
         schedule_wake: scheduler.wake.clone(),
+        clock: opts.clock.clone(),
         max_parallel: home.gate.file.dispatch.max_parallel.max(1),
         placement: Default::default(),
     };

@@ -35,6 +35,8 @@ pub struct Dispatcher {
     /// The scheduler's: woken after `schedule()` calls are committed, so that one due in
     /// seconds is not left to the scheduler's next look (up to a minute away).
     pub schedule_wake: Arc<Notify>,
+    /// The gate's clock: a run's `now()`, and what `schedule()` counts from.
+    pub clock: Arc<dyn crate::scheduler::Clock>,
     /// How many lanes (contacts) run at once.
     pub max_parallel: usize,
     /// Events being run right now (observable by status pages and tests).
@@ -472,6 +474,7 @@ impl Dispatcher {
             });
             let host = Arc::new(Recording::new(store_host, &project.name));
             let mut ctx = runner::context(&self.engine, project, permissions, host.clone());
+            ctx.now = self.clock.now();
             ctx.key_prefix = Some(prefix.clone());
             if let Some(b) = budget {
                 ctx.timeout = ctx.timeout.min(b);

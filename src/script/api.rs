@@ -401,6 +401,17 @@ fn schedule(when: Dynamic, call: &str, arg: Dynamic) -> FnResult<String> {
             when.type_name()
         ));
     };
+    let now = now()?.utc;
+    let past = (now - at).to_std().unwrap_or_default();
+    if past > crate::scheduler::GRACE {
+        // Kept, it would fire at the scheduler's next look, or be recorded as missed while the
+        // gate was down: neither is what the script meant.
+        return err(format!(
+            "schedule: {} is {} in the past; a call can only be scheduled ahead",
+            Time::new(at, tz()?),
+            crate::scheduler::humanize(past)
+        ));
+    }
     let arg = if arg.is_unit() {
         Value::Null
     } else {

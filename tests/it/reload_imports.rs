@@ -57,8 +57,6 @@ async fn a_top_level_import_is_seen_by_the_called_function_and_by_scheduled_call
     assert_eq!(reply_to(&tg, 1, "wamid.T1").await, "Hello Ann");
     settled(&tg, "olga").await;
     let r = tg
-        .gate()
-        .scheduler
         .tick(chrono::Utc::now() + chrono::Duration::seconds(5))
         .await;
     assert_eq!(r.calls.len(), 1, "{r:?}");

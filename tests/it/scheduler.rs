@@ -46,7 +46,7 @@ async fn start(files: &[(String, String)]) -> TestGate {
 }
 
 async fn tick(tg: &TestGate, t: DateTime<Utc>) -> wagate::scheduler::TickReport {
-    tg.gate().scheduler.tick(t).await
+    tg.tick(t).await
 }
 
 fn fired(r: &wagate::scheduler::TickReport) -> Vec<String> {
@@ -447,7 +447,7 @@ async fn a_call_scheduled_seconds_ahead_runs_on_time_with_the_real_clock() {
         ),
     ])
     .await;
-    assert!(tg.scheduler_loop, "this test needs the scheduler's loop");
+    assert!(tg.clock.is_none(), "this test needs the scheduler's loop");
     let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.SOON1", "hello");
     let asked = std::time::Instant::now();
     assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
@@ -535,5 +535,45 @@ async fn a_timed_runs_send_returns_its_outbox_key() {
     assert_eq!(rows.len(), 1);
     assert_eq!(id, Some(serde_json::json!(rows[0].idem_key)));
     assert!(rows[0].idem_key.starts_with("fire"), "{}", rows[0].idem_key);
+    tg.shutdown().await;
+}
+
+/// `schedule()` with a time already past is the script's error, placed at its call, and keeps
+/// nothing; a minute late (a time text to the minute) is still "now".
+#[tokio::test]
+async fn a_call_scheduled_in_the_past_fails_its_run_and_keeps_nothing() {
+    let files = vec![
+        (
+            "olga/later/project.yaml".into(),
+            "rules:\n  - name: later\n    on: message\n    script: l.rhai\n    call: on_message\n"
+                .into(),
+        ),
+        (
+            "olga/later/l.rhai".into(),
+            "fn remind(arg) { send(arg, \"hi\") }\nfn on_message(event) {\n    if event.text == \"late\" {\n        schedule(\"2026-04-24T12:00\", \"remind\", event.from);\n    } else {\n        schedule(\"2026-04-24T11:00\", \"remind\", event.from);\n    }\n}\n".into(),
+        ),
+    ];
+    let tg = start(&files).await;
+    tick(&tg, paris("2026-04-24 12:00:30")).await;
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.PAST", "book me");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    settled(&tg, "olga").await;
+    let run = &tg.store().runs(Some("olga"), Some("later"), 1).unwrap()[0];
+    assert_eq!(run.outcome, "error", "{run:?}");
+    let error = run.error.as_deref().unwrap();
+    assert!(
+        error.contains("2026-04-24T11:00:00+02:00 is 1h 0m in the past")
+            && error.contains("l.rhai:6:"),
+        "{error}"
+    );
+    assert!(tg.store().schedules("olga").unwrap().is_empty());
+    // Half a minute past: kept, and run at the next tick.
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.LATE", "late");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    settled(&tg, "olga").await;
+    let run = &tg.store().runs(Some("olga"), Some("later"), 1).unwrap()[0];
+    assert_eq!(tg.store().schedules("olga").unwrap().len(), 1, "{run:?}");
+    let r = tick(&tg, paris("2026-04-24 12:00:40")).await;
+    assert_eq!(r.calls, vec!["olga/later/later: remind"]);
     tg.shutdown().await;
 }

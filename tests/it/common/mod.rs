@@ -9,11 +9,13 @@ pub mod bin;
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use wagate::app::{self, GateHandle, Options};
 use wagate::domain::Secret;
 use wagate::graph::simulator::Simulator;
+use wagate::scheduler::ManualClock;
 use wagate::store::Store;
 
 /// Test users: (name, phone_number_id, token, app secret, verify token).
@@ -55,8 +57,9 @@ pub const ECHO_SCRIPT: (&str, &str) = (
 );
 
 pub struct TestGate {
-    /// Off: the scheduler loop does not run; tests call `gate().scheduler.tick(t)`.
-    pub scheduler_loop: bool,
+    /// Manual time: no scheduler loop, and the gate's clock (its runs' `now()`) moves only
+    /// with [`TestGate::tick`].
+    pub clock: Option<Arc<ManualClock>>,
     pub dir: tempfile::TempDir,
     pub fake: Simulator,
     fake_cancel: CancellationToken,
@@ -88,7 +91,7 @@ impl TestGate {
         tokio::spawn(fake.clone().serve(listener, fake_cancel.clone()));
         write_home_with(dir.path(), &fake_url, rules, scripts);
         let mut tg = TestGate {
-            scheduler_loop: true,
+            clock: None,
             dir,
             fake,
             fake_cancel,
@@ -110,7 +113,11 @@ impl TestGate {
         let opts = Options {
             backoff_base: Duration::from_millis(20),
             reload_debounce: Duration::from_millis(50),
-            scheduler: self.scheduler_loop,
+            scheduler: self.clock.is_none(),
+            clock: match &self.clock {
+                Some(c) => c.clone(),
+                None => Options::default().clock,
+            },
             ..Options::default()
         };
         self.gate = Some(
@@ -120,12 +127,21 @@ impl TestGate {
         );
     }
 
-    /// As [`TestGate::start_with`], with the scheduler driven by hand (no loop, no real clock).
+    /// As [`TestGate::start_with`], with the scheduler driven by hand (no loop, no real clock:
+    /// the gate's clock starts now and moves with [`TestGate::tick`]).
     pub async fn start_manual_time(rules: &[(&str, &str)]) -> TestGate {
         let mut tg = Self::start_opts(rules, DEFAULT_SCRIPTS).await;
-        tg.scheduler_loop = false;
+        tg.clock = Some(Arc::new(ManualClock::new(chrono::Utc::now())));
         tg.restart().await;
         tg
+    }
+
+    /// Manual time: sets the gate's clock to `t` and runs one scheduler tick at `t`.
+    pub async fn tick(&self, t: chrono::DateTime<chrono::Utc>) -> wagate::scheduler::TickReport {
+        if let Some(c) = &self.clock {
+            c.set(t);
+        }
+        self.gate().scheduler.tick(t).await
     }
 
     /// Stops the gate and starts a new one on the same home (same database file).
