@@ -258,17 +258,13 @@ pub async fn start(
         simulator.as_ref(),
     )
     .merge(crate::http::ops::routes(ops))
-    .layer(axum::middleware::from_fn(crate::http::ops::webhook_metrics))
-    .into_make_service_with_connect_info::<SocketAddr>();
-    let c = cancel.clone();
-    tracker.spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { c.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    .layer(axum::middleware::from_fn(crate::http::ops::webhook_metrics));
+    tracker.spawn(crate::http::serve::serve(
+        listener,
+        app,
+        Duration::from_millis(home.gate.file.server.header_timeout_ms),
+        cancel.clone(),
+    ));
     let live = registry.snapshot();
     let (hash, projects) = (live.hash(), live.project_hashes());
     store.record_reload("live", &hash, &projects, None)?;

@@ -110,6 +110,9 @@ pub struct ServerSection {
     pub listen: String,
     /// Largest webhook body accepted; Meta sends at most 3 MB.
     pub max_body_bytes: usize,
+    /// How long a connection may take to send a request's line and headers (and how long a
+    /// keep-alive connection may stay idle) before it is closed.
+    pub header_timeout_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -117,6 +120,7 @@ impl Default for ServerSection {
         ServerSection {
             listen: "127.0.0.1:8080".into(),
             max_body_bytes: 4 * 1024 * 1024,
+            header_timeout_ms: 10_000,
         }
     }
 }

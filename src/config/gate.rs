@@ -14,7 +14,25 @@ pub(super) fn check(file: &GateFile, shown: &Path, src: &str) -> Result<(), Diag
     };
     check_listen(&file.server.listen).map_err(|m| at("listen", m))?;
     check_base_url(&file.graph.base_url).map_err(|m| at("base_url", m))?;
+    check_header_timeout(file.server.header_timeout_ms).map_err(|m| at("header_timeout_ms", m))?;
     Ok(())
+}
+
+/// Bounds of `server.header_timeout_ms`: shorter would cut off honest clients on a slow link,
+/// longer would let stalled connections pile up.
+pub const HEADER_TIMEOUT_MS: std::ops::RangeInclusive<u64> = 100..=600_000;
+
+/// `server.header_timeout_ms` is within [`HEADER_TIMEOUT_MS`].
+fn check_header_timeout(ms: u64) -> Result<(), String> {
+    if HEADER_TIMEOUT_MS.contains(&ms) {
+        Ok(())
+    } else {
+        Err(format!(
+            "server.header_timeout_ms `{ms}` must be from {} to {} (milliseconds); the default is 10000",
+            HEADER_TIMEOUT_MS.start(),
+            HEADER_TIMEOUT_MS.end()
+        ))
+    }
 }
 
 /// `server.listen` is `host:port`: an IP address (IPv6 in brackets, `[::1]:8080`) or a host
@@ -152,5 +170,25 @@ mod tests {
         let src = "graph:\n  version: v23.0\n  base_url: graph.facebook.com\n";
         let d = check(&file, shown, src).unwrap_err();
         assert_eq!((d.line, d.col), (3, 13));
+    }
+
+    #[test]
+    fn header_timeout_is_bounded_and_located() {
+        for ok in [100, 300, 10_000, 600_000] {
+            assert_eq!(check_header_timeout(ok), Ok(()), "{ok}");
+        }
+        for bad in [0, 99, 600_001] {
+            assert!(check_header_timeout(bad).is_err(), "{bad}");
+        }
+        let shown = Path::new("gate.yaml");
+        let mut file = GateFile::default();
+        file.server.header_timeout_ms = 0;
+        let src = "server: { listen: \"127.0.0.1:0\", header_timeout_ms: 0 }\n";
+        let d = check(&file, shown, src).unwrap_err();
+        assert_eq!((d.line, d.col), (1, 55));
+        assert!(
+            d.to_string().contains("server.header_timeout_ms `0`"),
+            "{d}"
+        );
     }
 }

@@ -5,8 +5,8 @@
 //! refused (too large, cut off, too slow) is an [`HttpError`], JSON like every other error,
 //! not axum's plain-text rejection.
 //!
-//! Not covered here: a client that never finishes its request line or headers. That needs
-//! hyper's `header_read_timeout` (with a timer) where the server is built, in `app.rs`.
+//! Not covered here: a client that never finishes its request line or headers. That is
+//! `server.header_timeout_ms`, enforced where connections are served (`serve.rs`).
 
 use super::HttpError;
 use axum::extract::{FromRequest, Request};

@@ -24,6 +24,7 @@ use tokio::sync::Notify;
 
 pub mod body;
 pub mod ops;
+pub mod serve;
 mod shared;
 pub mod status;
 
