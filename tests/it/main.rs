@@ -28,6 +28,7 @@ mod send_cli;
 mod serving;
 mod shutdown;
 mod skeleton;
+mod slow_clients;
 mod status_page;
 mod trust;
 mod tutorial;
