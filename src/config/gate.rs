@@ -185,7 +185,7 @@ mod tests {
         file.server.header_timeout_ms = 0;
         let src = "server: { listen: \"127.0.0.1:0\", header_timeout_ms: 0 }\n";
         let d = check(&file, shown, src).unwrap_err();
-        assert_eq!((d.line, d.col), (1, 55));
+        assert_eq!((d.line, d.col), (1, 53));
         assert!(
             d.to_string().contains("server.header_timeout_ms `0`"),
             "{d}"
