@@ -245,6 +245,12 @@ pub fn run_rule(
             .key_prefix
             .as_deref()
             .map(|prefix| effect_key(prefix, project, rule, "", None)),
+        // The gate's runs (whose effects are stored under the key prefix) log to the gate's
+        // log too; a dry run prints its log instead.
+        log_as: ctx
+            .key_prefix
+            .is_some()
+            .then_some((project.name.as_str(), rule.name.as_str())),
     };
     let out = engine.run_script(run, input, ctx);
     record.logs = out.logs;

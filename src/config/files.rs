@@ -192,6 +192,9 @@ pub struct ScriptLimits {
     pub max_map_size: usize,
     /// Wall-clock limit of one run, in milliseconds.
     pub timeout_ms: u64,
+    /// Messages one run may queue (`send`, `reply`, every form); a run that asks for more
+    /// fails and queues none of them. 0 means no limit.
+    pub max_sends: usize,
 }
 
 impl Default for ScriptLimits {
@@ -204,6 +207,7 @@ impl Default for ScriptLimits {
             max_array_size: 100_000,
             max_map_size: 10_000,
             timeout_ms: 2000,
+            max_sends: 1000,
         }
     }
 }

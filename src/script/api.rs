@@ -11,8 +11,14 @@ use serde_json::Value;
 
 /// The longest line a run's log keeps; the rest of a longer one is cut.
 pub const LOG_LINE_MAX: usize = 2 * 1024;
-/// The most a run's log keeps in all; later lines are counted, not kept.
+/// The most a run's log keeps in all (each line's newline counted); later lines are counted,
+/// not kept.
 pub const LOG_RUN_MAX: usize = 64 * 1024;
+/// The most lines of a run's log that also go to the gate's log (tracing); the rest are
+/// counted in one last line there.
+pub const LOG_TRACED_MAX: usize = 256;
+/// The target of script log lines in the gate's log.
+pub const LOG_TARGET: &str = "wagate::script";
 
 /// How much a run's log holds, and what it left out.
 #[derive(Default)]
@@ -20,6 +26,10 @@ pub(crate) struct LogSize {
     kept: usize,
     dropped_bytes: usize,
     dropped_lines: usize,
+    /// Lines that went to the gate's log, and kept lines that did not (over
+    /// [`LOG_TRACED_MAX`]).
+    traced: usize,
+    untraced: usize,
 }
 
 /// Keeps a line of the run's log (also `print` and `debug`).
@@ -34,18 +44,56 @@ pub(super) fn push_log(s: &str) {
 /// script logging in a loop must not grow the database (or the run's memory) without end. A
 /// line longer than [`LOG_LINE_MAX`] is cut (saying how much); once the log holds
 /// [`LOG_RUN_MAX`], further lines are only counted, for the marker [`close_log`] adds.
+/// A kept line also goes to the gate's log (see [`to_tracing`]).
 pub(super) fn log_line(cur: &mut super::Current, s: &str) {
-    let size = &mut cur.log_size;
-    if size.dropped_lines == 0 {
+    if cur.log_size.dropped_lines == 0 {
         let line = cut_line(s);
-        if size.kept + line.len() <= LOG_RUN_MAX {
-            size.kept += line.len();
+        // An empty line costs its newline: a loop of `log("")` is bounded too.
+        let cost = line.len() + 1;
+        if cur.log_size.kept + cost <= LOG_RUN_MAX {
+            cur.log_size.kept += cost;
+            to_tracing(cur, &line);
             cur.logs.push(line);
             return;
         }
     }
+    let size = &mut cur.log_size;
     size.dropped_bytes += s.len();
     size.dropped_lines += 1;
+}
+
+/// Writes a kept line of a gate's run to the gate's log: info, target [`LOG_TARGET`], with
+/// the user, project and rule, at most [`LOG_TRACED_MAX`] lines a run. A dry run (no
+/// `log_as`) writes nothing there: it prints its log.
+fn to_tracing(cur: &mut super::Current, line: &str) {
+    let Some((project, rule)) = &cur.log_as else {
+        return;
+    };
+    let size = &mut cur.log_size;
+    if size.traced >= LOG_TRACED_MAX {
+        size.untraced += 1;
+        return;
+    }
+    size.traced += 1;
+    tracing::info!(target: LOG_TARGET, user = %cur.ctx.user, project = %project, rule = %rule, text = %one_line(line), "script log");
+}
+
+/// `s` with its control characters escaped (`\n`, `\u{1b}`): a script's line is one line of
+/// the gate's log, and cannot forge others or drive a terminal.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return s.into();
+    }
+    s.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
 }
 
 /// `s`, or its first [`LOG_LINE_MAX`] bytes saying how much was cut.
@@ -71,6 +119,12 @@ pub(super) fn close_log(cur: &mut super::Current) {
             LOG_RUN_MAX / 1024
         );
         cur.logs.push(line);
+    }
+    let left_out = size.dropped_lines + size.untraced;
+    if left_out > 0
+        && let Some((project, rule)) = &cur.log_as
+    {
+        tracing::info!(target: LOG_TARGET, user = %cur.ctx.user, project = %project, rule = %rule, left_out_lines = left_out, "script log truncated: the rest of this run's log is not in the gate's log (`wagate runs` shows the run's trace)");
     }
 }
 
@@ -114,6 +168,9 @@ pub(super) fn push_send(
     msg_type: String,
     mut body: Value,
 ) -> FnResult<String> {
+    if cur.max_sends > 0 && cur.sends >= cur.max_sends {
+        return Err(too_many_sends(cur.max_sends));
+    }
     if let Some((kind, path, _)) = local_file::marker(&body) {
         let (full, root) = project_file(cur.ctx.dir.as_deref(), &path)?;
         local_file::set_path(&mut body, &full);
@@ -121,11 +178,8 @@ pub(super) fn push_send(
         // the folder: by then it may have been replaced by a symlink leading out.
         body[kind.as_str()][local_file::MARKER]["root"] = root.into();
     }
-    let n = cur
-        .actions
-        .iter()
-        .filter(|a| matches!(a, Action::Send { .. }))
-        .count();
+    let n = cur.sends;
+    cur.sends += 1;
     cur.actions.push(Action::Send {
         recipient,
         msg_type,
@@ -135,6 +189,37 @@ pub(super) fn push_send(
         Some(base) => format!("{base}{n}"),
         None => format!("local:{n}"),
     })
+}
+
+/// The error of a send over `scripts.max_sends`. It ends the run as the other limits do: a
+/// script cannot catch it, so the run fails and none of its messages is queued.
+fn too_many_sends(max: usize) -> Box<EvalAltResult> {
+    Box::new(EvalAltResult::ErrorTerminated(
+        Dynamic::from(format!(
+            "send: the run asked to queue more than {max} messages, the most one run may (scripts.max_sends in gate.yaml): the run fails and none of its messages is queued"
+        )),
+        rhai::Position::NONE,
+    ))
+}
+
+/// A recipient given as a number (a phone column a YAML or JSON table holds as a number):
+/// its decimal digits. Zero and negative numbers are no phone numbers.
+fn int_recipient(f: &str, to: INT) -> FnResult<String> {
+    if to <= 0 {
+        return err(format!(
+            "{f}: the recipient {to} is not a phone number: a number recipient must be positive, the country code and number in digits (e.g. 33612345678)"
+        ));
+    }
+    Ok(to.to_string())
+}
+
+/// A recipient given as a decimal number is refused, even a whole one: a phone number read
+/// as a float (e.g. `3.36123E+10` from a spreadsheet) may have lost its last digits, and
+/// would reach someone else.
+fn float_recipient<T>(f: &str, to: rhai::FLOAT) -> FnResult<T> {
+    err(format!(
+        "{f}: the recipient {to:?} is a decimal number, not a phone number: give it as text (\"+33612345678\") or as a whole number (33612345678)"
+    ))
 }
 
 fn record_send(to: &str, spec: Value, reply_to: Option<&str>) -> FnResult<String> {
@@ -604,6 +689,19 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("send", |to: &str, spec: Map| {
         record_send(to, to_json(&Dynamic::from_map(spec))?, None)
     });
+    engine.register_fn("send", |to: INT, text: &str| {
+        record_send(&int_recipient("send", to)?, Value::from(text), None)
+    });
+    engine.register_fn("send", |to: INT, spec: Map| {
+        let to = int_recipient("send", to)?;
+        record_send(&to, to_json(&Dynamic::from_map(spec))?, None)
+    });
+    engine.register_fn("send", |to: rhai::FLOAT, _: &str| {
+        float_recipient::<String>("send", to)
+    });
+    engine.register_fn("send", |to: rhai::FLOAT, _: Map| {
+        float_recipient::<String>("send", to)
+    });
     engine.register_fn("reply", |event: Map, text: &str| {
         reply(&event, Value::from(text))
     });
@@ -623,6 +721,9 @@ pub(super) fn register(engine: &mut Engine) {
     super::book::register(engine);
     super::groups::register(engine);
     engine.register_fn("window_open", window_open);
+    engine.register_fn("window_open", |to: INT| {
+        window_open(&int_recipient("window_open", to)?)
+    });
     register_export(engine);
     register_time(engine);
 }

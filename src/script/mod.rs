@@ -204,6 +204,11 @@ pub(crate) struct Current {
     pub inbound: Option<(String, i64)>,
     /// What the ids of this run's sends start with ([`ScriptRun::ids`]).
     pub send_ids: Option<String>,
+    /// The project and rule the run's log lines name in the gate's log ([`ScriptRun::log_as`]).
+    pub log_as: Option<(String, String)>,
+    /// The messages the run queued so far, and how many it may (0: no limit).
+    pub sends: usize,
+    pub max_sends: usize,
 }
 
 thread_local! {
@@ -232,6 +237,10 @@ pub struct ScriptRun<'a> {
     /// The ids of the run's sends are this followed by their ordinal (`ev12/olga/tour/greet/0`):
     /// the idempotency keys their outbox rows get. `None`: `local:<n>`.
     pub ids: Option<String>,
+    /// The project and rule this run is of: its log lines also go to the gate's log (tracing,
+    /// target `wagate::script`) naming them and the user, within the run's log bounds.
+    /// `None`: they stay in the run's trace only (a dry run prints them).
+    pub log_as: Option<(&'a str, &'a str)>,
 }
 
 /// The sandboxed engine shared by every rule of the gate.
@@ -482,6 +491,7 @@ impl ScriptEngine {
             imports_first: false,
             file,
             ids: None,
+            log_as: None,
         };
         self.run_script(run, arg, ctx)
     }
@@ -502,6 +512,7 @@ impl ScriptEngine {
             imports_first: true,
             file,
             ids: None,
+            log_as: None,
         };
         self.run_script(run, arg, ctx)
     }
@@ -514,6 +525,7 @@ impl ScriptEngine {
             imports_first,
             file,
             ids,
+            log_as,
         } = run;
         let inbound = inbound_of(arg);
         let arg = match rhai::serde::to_dynamic(arg) {
@@ -527,7 +539,13 @@ impl ScriptEngine {
                 };
             }
         };
-        let (result, mut outcome) = self.in_run_with(ctx, ast, (inbound, ids), |engine| {
+        let log_as = log_as.map(|(p, r)| (p.to_string(), r.to_string()));
+        let extra = RunExtra {
+            inbound,
+            send_ids: ids,
+            log_as,
+        };
+        let (result, mut outcome) = self.in_run_with(ctx, ast, extra, |engine| {
             let mut scope = Scope::new();
             match call {
                 Some(name) => {
@@ -553,18 +571,22 @@ impl ScriptEngine {
         ast: &AST,
         f: impl FnOnce(&Engine) -> T,
     ) -> (T, RunOutcome) {
-        self.in_run_with(ctx, ast, (None, None), f)
+        self.in_run_with(ctx, ast, RunExtra::default(), f)
     }
 
     /// Runs `f` with a fresh run context installed on this thread, and takes it back after.
-    /// `inbound` and `send_ids` are those of [`Current`].
     fn in_run_with<T>(
         &self,
         ctx: &RunContext,
         ast: &AST,
-        (inbound, send_ids): (Option<(String, i64)>, Option<String>),
+        extra: RunExtra,
         f: impl FnOnce(&Engine) -> T,
     ) -> (T, RunOutcome) {
+        let RunExtra {
+            inbound,
+            send_ids,
+            log_as,
+        } = extra;
         let callable = ast
             .iter_functions()
             .filter(|f| f.params.len() == 1)
@@ -581,6 +603,9 @@ impl ScriptEngine {
                 callable,
                 inbound,
                 send_ids,
+                log_as,
+                sends: 0,
+                max_sends: self.limits.max_sends,
             })
         });
         // Clear the context even if the engine panics, so the thread is reusable.
@@ -608,6 +633,14 @@ impl ScriptEngine {
             .unwrap_or_default();
         (result, outcome)
     }
+}
+
+/// What a run has besides its context: those of [`Current`].
+#[derive(Default)]
+struct RunExtra {
+    inbound: Option<(String, i64)>,
+    send_ids: Option<String>,
+    log_as: Option<(String, String)>,
 }
 
 /// The sender and WhatsApp timestamp of a message event.
@@ -765,6 +798,7 @@ mod tests {
             imports_first: false,
             file: "k.rhai",
             ids: Some("ev7/azarya/p/r/".into()),
+            log_as: None,
         };
         let out = e.run_script(run, &event(), &ctx());
         assert_eq!(out.logs, vec!["ev7/azarya/p/r/0", "ev7/azarya/p/r/1"]);
@@ -1080,6 +1114,204 @@ mod tests {
         assert!(
             d.message.contains("terminated") || d.message.contains("Stack overflow"),
             "{d}"
+        );
+    }
+
+    #[test]
+    fn a_number_is_a_recipient_as_its_digits() {
+        // The event's sender (33600) wrote twenty minutes ago: free-form reaches them.
+        let out = ok(r#"
+            send(33600, "hi");
+            send(33612345678, #{ template: "tour_reminder", language: "fr" });
+            log(`${window_open(33600)} ${window_open(33612345678)}`);
+        "#);
+        assert_eq!(out.logs, vec!["true false"]);
+        let sent: Vec<(&str, &Value)> = out
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Send {
+                    recipient, body, ..
+                } => (recipient.as_str(), &body["to"]),
+                _ => panic!("{a:?}"),
+            })
+            .collect();
+        assert_eq!(
+            sent,
+            vec![
+                ("33600", &json!("+33600")),
+                ("33612345678", &json!("+33612345678"))
+            ]
+        );
+        for (src, named) in [
+            (r#"send(0, "x")"#, "the recipient 0 is not a phone number"),
+            (
+                r#"send(-33612345678, #{ template: "t" })"#,
+                "the recipient -33612345678 is not a phone number",
+            ),
+            (
+                "window_open(-1)",
+                "window_open: the recipient -1 is not a phone number",
+            ),
+            (
+                r#"send(33612345678.0, "x")"#,
+                "the recipient 33612345678.0 is a decimal number",
+            ),
+            (
+                r#"send(3.3612e10, #{ template: "t" })"#,
+                "is a decimal number, not a phone number",
+            ),
+        ] {
+            let out = run(src);
+            let err = out.error.unwrap_or_default();
+            assert!(err.contains(named), "{src}: {err}");
+            assert!(err.starts_with("t.rhai:1:"), "{src}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_run_over_its_sends_limit_fails_and_queues_none() {
+        let e = ScriptEngine::new(&ScriptLimits {
+            max_sends: 3,
+            ..limits()
+        });
+        let src = |n: usize| {
+            format!(
+                "for i in 0..{n} {{\n  send(33611110000 + i, #{{ template: \"t\" }});\n}}\nset_state(\"done\", true);"
+            )
+        };
+        let ast = e.engine.compile(src(3)).unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "m.rhai");
+        assert_eq!((out.error, out.actions.len()), (None, 4), "at the limit");
+        let ast = e.engine.compile(src(4)).unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "m.rhai");
+        let err = out.error.unwrap_or_default();
+        assert!(err.starts_with("m.rhai:2:3: send: "), "{err}");
+        assert!(err.contains("more than 3 messages"), "{err}");
+        assert!(err.contains("scripts.max_sends"), "{err}");
+        assert!(out.actions.is_empty(), "{:?}", out.actions);
+        // Every form counts (reply, group), and a script cannot catch the error and go on.
+        let ast = e
+            .engine
+            .compile(
+                r#"reply(event, "a"); send(#{ group: "G1", template: "t" }); send("33600", "b");
+                try { send("33600", "c"); } catch (x) { log(`caught ${x}`); }
+                set_state("after", true);"#,
+            )
+            .unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "c.rhai");
+        assert!(
+            out.error
+                .as_deref()
+                .unwrap_or_default()
+                .contains("more than 3")
+        );
+        assert!(out.actions.is_empty() && out.logs.is_empty(), "{out:?}");
+        // 0: no limit.
+        let e = ScriptEngine::new(&ScriptLimits {
+            max_sends: 0,
+            ..limits()
+        });
+        let ast = e.engine.compile(src(50)).unwrap();
+        let out = e.run(&ast, None, &event(), &ctx(), "m.rhai");
+        assert_eq!((out.error, out.actions.len()), (None, 51));
+        assert_eq!(ScriptLimits::default().max_sends, 1000);
+    }
+
+    /// A writer of tracing lines the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
+            self.clone()
+        }
+    }
+
+    /// Runs `src` as rule `r` of project `p` (or as a dry run), and what it wrote to tracing.
+    fn traced(src: &str, log_as: Option<(&str, &str)>) -> (RunOutcome, Vec<Value>) {
+        let e = ScriptEngine::new(&ScriptLimits {
+            timeout_ms: 20_000,
+            max_operations: 0,
+            ..limits()
+        });
+        let ast = e.engine.compile(src).unwrap();
+        let buf = Captured::default();
+        let sub = tracing_subscriber::fmt()
+            .with_writer(buf.clone())
+            .json()
+            .flatten_event(true)
+            .finish();
+        let run = ScriptRun {
+            ast: &ast,
+            call: None,
+            imports_first: false,
+            file: "l.rhai",
+            ids: None,
+            log_as,
+        };
+        let mut c = ctx();
+        c.timeout = Duration::from_secs(20);
+        let out = tracing::subscriber::with_default(sub, || e.run_script(run, &event(), &c));
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|l| l["target"] == api::LOG_TARGET)
+            .collect();
+        (out, lines)
+    }
+
+    #[test]
+    fn a_runs_log_goes_to_tracing_with_its_names_and_bounded() {
+        let (out, lines) = traced(
+            "log(\"Ann booked\\nINFO forged\"); print(7);",
+            Some(("tour", "greet")),
+        );
+        assert_eq!(out.logs, vec!["Ann booked\nINFO forged", "7"]);
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert_eq!(
+            (
+                &lines[0]["level"],
+                &lines[0]["user"],
+                &lines[0]["project"],
+                &lines[0]["rule"],
+                &lines[0]["text"]
+            ),
+            (
+                &json!("INFO"),
+                &json!("azarya"),
+                &json!("tour"),
+                &json!("greet"),
+                &json!("Ann booked\\nINFO forged")
+            ),
+            "one line, its newline escaped"
+        );
+        assert_eq!(lines[1]["text"], "7");
+        // A dry run prints its log; nothing goes to tracing.
+        let (out, lines) = traced("log(\"x\");", None);
+        assert_eq!((out.logs.len(), lines.len()), (1, 0));
+        // A flood: the trace keeps 64 KiB (an empty line costs its newline), tracing
+        // LOG_TRACED_MAX lines and one saying how many it left out.
+        let (out, lines) = traced("for i in 0..100000 { log(\"\"); }", Some(("tour", "greet")));
+        assert_eq!(out.error, None);
+        assert_eq!(out.logs.len(), api::LOG_RUN_MAX + 1, "{}", out.logs.len());
+        assert_eq!(lines.len(), api::LOG_TRACED_MAX + 1);
+        let last = lines.last().unwrap();
+        assert_eq!(
+            (&last["rule"], &last["left_out_lines"]),
+            (&json!("greet"), &json!(100_000 - api::LOG_TRACED_MAX))
         );
     }
 
