@@ -23,6 +23,7 @@ mod robustness;
 mod rules_cli;
 mod sandbox;
 mod scheduler;
+mod script_api;
 mod send;
 mod send_cli;
 mod serving;
