@@ -365,6 +365,8 @@ pub fn write_export<W: Write>(
 pub struct ExportSummary {
     pub path: PathBuf,
     pub counts: ExportCounts,
+    /// Whether a file already at `path` was replaced.
+    pub replaced: bool,
 }
 
 /// Where exports go by default: `exports/<user>/` beside the database (`data/exports/<user>/`).
@@ -400,24 +402,15 @@ pub fn export_to_file(
     if let Some(d) = dir {
         std::fs::create_dir_all(d).map_err(err)?;
     }
-    let name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("export");
-    let tmp = dir
-        .unwrap_or(Path::new("."))
-        .join(format!(".{name}.partial"));
-    // An export holds every message: its owner alone reads it.
-    let file = crate::private_file::create(&tmp).map_err(err)?;
+    // An export holds every message: its owner alone reads it. Written under a name of its
+    // own, it replaces a file at `path` only once complete.
+    let (file, pending) = crate::private_file::create_beside(path).map_err(err)?;
     let done = match write_export(store, account, opts, &file, progress) {
         Ok(d) => d,
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
+        Err(ExportError::Sink(source)) => return Err(err(source)),
+        Err(e) => return Err(e),
     };
-    file.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
+    let replaced = pending.commit(file).map_err(err)?;
     if let Some(mark) = &done.mark {
         let f = filter(&account.user, opts)?;
         store.set_export_mark(&f, mark, &path.to_string_lossy())?;
@@ -425,5 +418,6 @@ pub fn export_to_file(
     Ok(ExportSummary {
         path: path.to_path_buf(),
         counts: done.counts,
+        replaced,
     })
 }

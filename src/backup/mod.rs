@@ -38,6 +38,8 @@ pub enum BackupError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot write the database snapshot {0}: {1}")]
+    Snapshot(PathBuf, StoreError),
     #[error("{0} is not a valid wagate backup: {1}")]
     Invalid(PathBuf, String),
     #[error(
@@ -92,6 +94,8 @@ pub struct BackupSummary {
     pub files: usize,
     /// Size of the encrypted archive.
     pub bytes: u64,
+    /// Whether a file already at `path` was replaced.
+    pub replaced: bool,
 }
 
 /// Records a backup in the gate's audit log (`*`): where, how many files, how large, who.
@@ -199,10 +203,26 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+/// A reader that notes whether reading failed: a failed append names the file read, or else
+/// the archive written (`into`), which is what a full disk stops.
+struct Noted<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Noted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        self.failed |= r.is_err();
+        r
+    }
+}
+
 fn append<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
     src: &Path,
+    into: &Path,
     manifest: &mut Vec<ManifestEntry>,
 ) -> Result<(), BackupError> {
     let f = std::fs::File::open(src).map_err(io_err(src))?;
@@ -217,8 +237,14 @@ fn append<W: Write>(
     h.set_mode(0o600);
     h.set_mtime(Utc::now().timestamp().max(0) as u64);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, name, &mut reader)
-        .map_err(io_err(src))?;
+    let mut noted = Noted {
+        inner: &mut reader,
+        failed: false,
+    };
+    tar.append_data(&mut h, name, &mut noted).map_err(|e| {
+        let failed = noted.failed;
+        io_err(if failed { src } else { into })(e)
+    })?;
     manifest.push(ManifestEntry {
         path: name.to_string(),
         size: reader.size,
@@ -239,11 +265,14 @@ pub fn create(
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    // Written under a name of its own, the archive replaces a file at `out` only once
+    // complete: a failure half-way leaves a previous backup there as it was.
+    let (file, pending) = crate::private_file::create_beside(out).map_err(io_err(out))?;
     // The database snapshot is as plaintext as the database itself; it sits beside the
     // archive only while it is being packed.
-    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("backup");
-    let snap = dir.join(format!(".{name}.db"));
-    let _ = std::fs::remove_file(&snap);
+    let mut snap = pending.path().as_os_str().to_owned();
+    snap.push(".db");
+    let snap = PathBuf::from(snap);
     struct Remove<'a>(&'a Path);
     impl Drop for Remove<'_> {
         fn drop(&mut self) {
@@ -251,17 +280,16 @@ pub fn create(
         }
     }
     let _cleanup = Remove(&snap);
-    store.snapshot_into(&snap)?;
-    let tmp = dir.join(format!(".{name}.partial"));
-    let _cleanup_tmp = Remove(&tmp);
-    let file = private_file(&tmp)?;
+    store
+        .snapshot_into(&snap)
+        .map_err(|e| BackupError::Snapshot(snap.clone(), e))?;
     let sealed = vault.encrypt_stream(std::io::BufWriter::new(file))?;
     let mut tar = tar::Builder::new(sealed);
     let mut manifest = Vec::new();
     for (src, name) in home_files(gate) {
-        append(&mut tar, &name, &src, &mut manifest)?;
+        append(&mut tar, &name, &src, out, &mut manifest)?;
     }
-    append(&mut tar, DB_ENTRY, &snap, &mut manifest)?;
+    append(&mut tar, DB_ENTRY, &snap, out, &mut manifest)?;
     let m = Manifest {
         format: FORMAT.into(),
         created_at: Utc::now().to_rfc3339(),
@@ -274,20 +302,20 @@ pub fn create(
     h.set_mode(0o600);
     h.set_mtime(Utc::now().timestamp().max(0) as u64);
     tar.append_data(&mut h, MANIFEST, json.as_slice())
-        .map_err(io_err(&tmp))?;
-    let sealed = tar.into_inner().map_err(io_err(&tmp))?;
-    let buffered = sealed.finish().map_err(io_err(&tmp))?;
+        .map_err(io_err(out))?;
+    let sealed = tar.into_inner().map_err(io_err(out))?;
+    let buffered = sealed.finish().map_err(io_err(out))?;
     let file = buffered.into_inner().map_err(|e| BackupError::Io {
-        path: tmp.clone(),
+        path: out.to_path_buf(),
         source: e.into_error(),
     })?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, out).map_err(io_err(out))?;
+    let replaced = pending.commit(file).map_err(io_err(out))?;
     let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
     Ok(BackupSummary {
         path: out.to_path_buf(),
         files: m.files.len(),
         bytes,
+        replaced,
     })
 }
 

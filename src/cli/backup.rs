@@ -75,7 +75,20 @@ pub(super) fn backup(config: &Path, args: BackupArgs) -> Result<(), CliError> {
     let out = args
         .out
         .unwrap_or_else(|| backup::default_file(&backup::default_dir(&gate), Utc::now()));
-    let done = backup::create(&gate, &store, &vault, &out)?;
+    let existed = std::fs::symlink_metadata(&out).is_ok();
+    let done = backup::create(&gate, &store, &vault, &out).map_err(|e| {
+        CliError::failure(if existed {
+            format!("{e}; the file that was there is left as it was")
+        } else {
+            e.to_string()
+        })
+    })?;
+    if done.replaced {
+        eprintln!(
+            "replaced the file that was at {}",
+            gate.display_path(&done.path).display()
+        );
+    }
     backup::audit_backup(&store, &gate, &done, "cli");
     println!(
         "backup written to {}: {} file(s), {} encrypted",

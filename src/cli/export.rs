@@ -3,7 +3,6 @@
 
 use super::CliError;
 use crate::config::{Home, UserConfig};
-use crate::domain::UserId;
 use crate::export::{self, Account, ExportOptions};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -14,8 +13,8 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug)]
 pub(super) struct ExportArgs {
     user: String,
-    /// Messages from this time: RFC 3339, or a local date or time in the user's timezone
-    /// (2026-05-01, 2026-05-01T08:00).
+    /// Messages from this time: RFC 3339, a local date or time in the user's timezone
+    /// (2026-05-01, 2026-05-01T08:00), or an age (90s, 30m, 2h, 3d).
     #[arg(long)]
     since: Option<String>,
     /// Messages before this time (same forms as --since).
@@ -32,22 +31,20 @@ pub(super) struct ExportArgs {
     out: Option<PathBuf>,
 }
 
+/// `--since`/`--until`: the forms `audit --since` takes, local ones in the user's timezone.
 fn time_arg(
     flag: &str,
     text: Option<&str>,
     user: &UserConfig,
+    now: DateTime<Utc>,
 ) -> Result<Option<DateTime<Utc>>, CliError> {
-    text.map(|t| {
-        crate::script::time::parse_time(t, user.timezone)
-            .map(|t| t.utc)
-            .map_err(|e| CliError::usage(format!("error: --{flag}: {e}")))
-    })
-    .transpose()
+    text.map(|t| super::args::time_arg(flag, t, user.timezone, now))
+        .transpose()
 }
 
 /// Loads the home and finds USER in it.
 pub(super) fn user_of(config: &Path, user: &str) -> Result<(Home, UserConfig), CliError> {
-    let id = UserId::parse(user).map_err(|e| CliError::usage(format!("error: {e}")))?;
+    let id = super::args::user_arg(user)?;
     let (home, _errors) = Home::load_partial(config).map_err(CliError::failure)?;
     let u = home.users.get(&id).cloned().ok_or_else(|| {
         CliError::failure(format!(
@@ -66,9 +63,10 @@ pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
             user.id, user.id
         )));
     }
+    let now = Utc::now();
     let opts = ExportOptions {
-        since: time_arg("since", args.since.as_deref(), &user)?,
-        until: time_arg("until", args.until.as_deref(), &user)?,
+        since: time_arg("since", args.since.as_deref(), &user, now)?,
+        until: time_arg("until", args.until.as_deref(), &user, now)?,
         contact: args.contact.clone(),
         incremental: args.incremental,
     };
@@ -120,9 +118,23 @@ pub(super) fn run(config: &Path, args: ExportArgs) -> Result<(), CliError> {
         }
     };
     let progress: Option<export::Progress<'_>> = if bar.is_some() { Some(&mut tell) } else { None };
-    let summary = export::export_to_file(&store, &account, &opts, &path, progress)?;
+    let existed = std::fs::symlink_metadata(&path).is_ok();
+    let summary = export::export_to_file(&store, &account, &opts, &path, progress);
     if let Some(b) = &bar {
         b.finish_and_clear();
+    }
+    let summary = summary.map_err(|e| {
+        CliError::failure(if existed {
+            format!("{e}; the file that was there is left as it was")
+        } else {
+            e.to_string()
+        })
+    })?;
+    if summary.replaced {
+        eprintln!(
+            "replaced the file that was at {}",
+            home.gate.display_path(&summary.path).display()
+        );
     }
     store.audit(
         user.id.as_str(),
