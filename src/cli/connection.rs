@@ -17,11 +17,12 @@ pub(super) async fn run(config: &Path, user: &str) -> Result<(), CliError> {
         "user `{}`: phone_number_id {phone_id}, Graph {} at {}",
         acct.id, acct.home.gate.file.graph.version, acct.graph_at
     );
-    match acct
+    let answer = acct
         .graph
         .phone_number(phone_id, &u.creds().access_token)
-        .await
-    {
+        .await;
+    audit(&acct, &answer)?;
+    match answer {
         Ok(info) => {
             let f = |k: &str| {
                 info.get(k)
@@ -56,6 +57,45 @@ pub(super) async fn run(config: &Path, user: &str) -> Result<(), CliError> {
         }
         Err(e) => Err(CliError::failure(explain(&acct, &e)?)),
     }
+}
+
+/// Records the check in USER's audit log (`connection.test`): the number asked about, the
+/// outcome (`ok`, `token_invalid`, `unreachable`, `refused`, `failed`), Graph's reason, and the
+/// token's fingerprint, never the token.
+fn audit(acct: &Account, answer: &Result<Value, GraphError>) -> Result<(), CliError> {
+    let token = acct.user.creds().access_token.clone();
+    let mut details = serde_json::json!({
+        "phone_number_id": acct.user.config.phone_number_id,
+        "fingerprint": fingerprint(token.expose()),
+    });
+    match answer {
+        Ok(info) => {
+            details["outcome"] = "ok".into();
+            details["quality"] = info.get("quality_rating").cloned().unwrap_or(Value::Null);
+        }
+        Err(e) => {
+            let outcome = match (policy::classify(e), e) {
+                (policy::Verdict::TokenInvalid, _) => "token_invalid",
+                (_, GraphError::Network(_)) => "unreachable",
+                (_, GraphError::Api { error: Some(b), .. })
+                    if b.code == 100 || (200..300).contains(&b.code) =>
+                {
+                    "refused"
+                }
+                _ => "failed",
+            };
+            details["outcome"] = outcome.into();
+            // Graph's words, with the token taken out should an answer ever echo it.
+            let mut reason = policy::reason(e);
+            if !token.expose().is_empty() {
+                reason = reason.replace(token.expose().as_str(), "***");
+            }
+            details["reason"] = reason.into();
+        }
+    }
+    acct.store()?
+        .audit(acct.id.as_str(), "connection.test", &details)
+        .map_err(|e| CliError::failure(format!("cannot record the check in the audit log: {e}")))
 }
 
 /// A failed check in words, recording an invalid token as the sender would.

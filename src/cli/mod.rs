@@ -2,6 +2,7 @@
 //! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
 
 mod account;
+mod args;
 mod backup;
 mod bench;
 mod config;
@@ -117,7 +118,8 @@ enum Command {
     Audit {
         /// Only this user's entries (`*`: the gate's own).
         user: Option<String>,
-        /// Entries since: an RFC 3339 time, a date (2026-11-24) or an age (2h, 3d).
+        /// Entries since: an RFC 3339 time, a date or time in UTC (2026-11-24, 2026-11-24T08:00)
+        /// or an age (90s, 30m, 2h, 3d).
         #[arg(long)]
         since: Option<String>,
         /// Check every chain; exit 1 if an entry was changed, removed or reordered.
@@ -198,7 +200,7 @@ enum CredsAction {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse_args() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -227,6 +229,18 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.code)
         }
     }
+}
+
+/// The command line, with `WAGATE_CONFIG` set but empty taken as unset (`./gate.yaml`), as a
+/// shell's `WAGATE_CONFIG= wagate …` or an empty line in a unit file means.
+fn parse_args() -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = Cli::command();
+    if std::env::var_os("WAGATE_CONFIG").is_some_and(|v| v.is_empty()) {
+        cmd = cmd.mut_arg("config", |a| a.env(None::<&str>));
+    }
+    let matches = cmd.try_get_matches()?;
+    Cli::from_arg_matches(&matches)
 }
 
 /// Logs to stderr at `default` level, or as env `WAGATE_LOG` says: human-readable lines

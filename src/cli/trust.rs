@@ -70,6 +70,17 @@ pub(super) fn audit(
     verify: bool,
     limit: usize,
 ) -> Result<(), CliError> {
+    if let Some(u) = user
+        && u != crate::store::GATE
+    {
+        super::args::user_arg(u)?;
+    }
+    let since_ms = since
+        .map(|s| {
+            super::args::time_arg("since", s, chrono_tz::Tz::UTC, chrono::Utc::now())
+                .map(|t| t.timestamp_millis())
+        })
+        .transpose()?;
     let home = Home::load(config).map_err(CliError::failure)?;
     if let Some(u) = user
         && u != crate::store::GATE
@@ -113,9 +124,6 @@ pub(super) fn audit(
             )))
         };
     }
-    let since_ms = since
-        .map(|s| parse_since(s).map_err(CliError::usage))
-        .transpose()?;
     // One more than shown tells whether older entries were left out.
     let mut entries = store.audit_entries(user, since_ms, limit.saturating_add(1))?;
     let more = entries.len() > limit;
@@ -134,24 +142,4 @@ pub(super) fn audit(
         );
     }
     Ok(())
-}
-
-/// `--since`: RFC 3339, a date (UTC midnight), or an age such as `2h`, `3d`.
-fn parse_since(s: &str) -> Result<i64, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
-    }
-    if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(d
-            .and_hms_opt(0, 0, 0)
-            .unwrap_or_default()
-            .and_utc()
-            .timestamp_millis());
-    }
-    if let Some(d) = crate::config::parse_duration(s) {
-        return Ok(chrono::Utc::now().timestamp_millis() - d.as_millis() as i64);
-    }
-    Err(format!(
-        "--since `{s}`: give an RFC 3339 time, a date (2026-11-24) or an age (2h, 3d)"
-    ))
 }

@@ -4,6 +4,9 @@ use super::*;
 
 /// `rules list`: every rule (of `user`) in one table.
 pub(super) fn list(config: &Path, user: Option<&str>, now: Option<&str>) -> Result<(), CliError> {
+    if let Some(u) = user {
+        crate::cli::args::user_arg(u)?;
+    }
     let now = parse_now(now)?;
     let (home, _engine, _rules) = load(config)?;
     if let Some(u) = user

@@ -9,6 +9,10 @@ pub(super) fn test(
     event: Option<&Path>,
     now: Option<&str>,
 ) -> Result<(), CliError> {
+    // USER/PROJECT…/RULE: a malformed USER is a usage error, as in every command.
+    if let Some((user, _)) = path.trim_matches('/').split_once('/') {
+        crate::cli::args::user_arg(user)?;
+    }
     let now = parse_now(now)?;
     let (home, engine, rules) = load(config)?;
     let (project, rule) = find_rule(&home, &rules, path)?;
