@@ -6,6 +6,7 @@ mod common;
 mod backup;
 mod bench_smoke;
 mod cli;
+mod cli_edges;
 mod config_history;
 mod contacts;
 mod durability;
