@@ -27,7 +27,7 @@ pub(super) struct Account {
 impl Account {
     /// Loads USER of the home at `config`, with credentials decrypted.
     pub fn open(config: &Path, user: &str) -> Result<Account, CliError> {
-        let id = UserId::parse(user).map_err(CliError::usage)?;
+        let id = super::args::user_arg(user)?;
         let home = Home::load(config).map_err(CliError::failure)?;
         if !home.users.contains_key(&id) {
             return Err(CliError::failure(format!(

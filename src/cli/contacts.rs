@@ -4,7 +4,6 @@
 
 use super::CliError;
 use crate::config::{Home, UserConfig};
-use crate::domain::UserId;
 use crate::domain::book::{contact_key_of, parse_contacts_csv, validate_label};
 use crate::store::Store;
 use clap::Subcommand;
@@ -44,7 +43,7 @@ pub(super) enum ContactsAction {
 /// The home, the user's settings and the store, for commands about one user. Only the user's
 /// own file must be valid (a broken rule elsewhere does not stop these commands).
 pub(super) fn open_user(config: &Path, user: &str) -> Result<(Home, UserConfig, Store), CliError> {
-    let id = UserId::parse(user).map_err(CliError::usage)?;
+    let id = super::args::user_arg(user)?;
     let (home, errors) = Home::load_partial(config).map_err(CliError::failure)?;
     let Some(cfg) = home.users.get(&id).cloned() else {
         let own: Vec<String> = errors

@@ -3,7 +3,6 @@
 
 use super::CliError;
 use crate::config::Home;
-use crate::domain::UserId;
 use crate::vault::Vault;
 use crate::whatsapp::sign;
 use serde_json::{Value, json};
@@ -20,7 +19,7 @@ pub(super) struct Message {
 
 pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Result<(), CliError> {
     let (from, name) = (m.from.as_str(), m.name.as_str());
-    let id = UserId::parse(user).map_err(CliError::usage)?;
+    let id = super::args::user_arg(user)?;
     let home = Home::load(config).map_err(CliError::failure)?;
     let cfg = home.users.get(&id).ok_or_else(|| {
         CliError::failure(format!(

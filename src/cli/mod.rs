@@ -18,7 +18,6 @@ mod status;
 mod trust;
 
 use crate::app;
-use crate::domain::UserId;
 use crate::vault::{self, Vault};
 use clap::{Parser, Subcommand};
 use std::io::Read;
@@ -437,7 +436,7 @@ fn creds_set(
     from_file: Option<&Path>,
     stdin: bool,
 ) -> Result<(), CliError> {
-    let id = UserId::parse(user).map_err(CliError::usage)?;
+    let id = args::user_arg(user)?;
     let gate = crate::config::load_gate(config).map_err(CliError::failure)?;
     let user_file = gate.users_dir.join(format!("{id}.yaml"));
     if !user_file.is_file() {

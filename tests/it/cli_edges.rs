@@ -254,7 +254,11 @@ async fn a_malformed_user_is_a_usage_error_in_every_command_and_an_unknown_one_a
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             let o = wagate_in(home, &args).await;
             assert_eq!(o.status.code(), Some(2), "{args:?}: {}", output_text(&o));
-            assert!(stderr(&o).contains("user name"), "{args:?}: {}", stderr(&o));
+            assert!(
+                stderr(&o).starts_with("error: user name"),
+                "{args:?}: {}",
+                stderr(&o)
+            );
         }
     }
     // Well-formed but not in the home: a failure (exit 1) that names it, as before. (`runs`

@@ -13,7 +13,7 @@ pub(in crate::cli) fn runs(
     limit: usize,
 ) -> Result<(), CliError> {
     if let Some(u) = user {
-        UserId::parse(u).map_err(|e| CliError::usage(format!("error: {e}")))?;
+        crate::cli::args::user_arg(u)?;
     }
     let gate = load_gate(config).map_err(CliError::failure)?;
     if !gate.db_path.is_file() {
