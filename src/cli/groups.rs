@@ -196,6 +196,12 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
                 description.as_deref(),
                 Some(mode),
             )?;
+            audit(
+                &store,
+                &user,
+                "group.create",
+                json!({"request_id": request_id, "subject": subject, "join_approval_mode": mode}),
+            )?;
             println!("requested group \"{subject}\" ({mode}): request {request_id}");
             println!(
                 "Meta names the group in a group_lifecycle_update webhook; then `wagate groups {user} list` shows its id"
@@ -245,6 +251,14 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
                 })?;
             store.set_group_invite_link(&user, &id, &link)?;
             if reset {
+                // The old link stops working: who did it, and when, is kept. (The link itself
+                // is not: it lets anyone in.)
+                audit(
+                    &store,
+                    &user,
+                    "group.invite_link_reset",
+                    json!({"group": id}),
+                )?;
                 println!("new invite link of {id} (the old one no longer works): {link}");
             } else {
                 println!("{link}");
@@ -268,6 +282,12 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
                     graph_failed(&format!("Graph could not remove participants of {id}"), e)
                 })?;
             store.remove_group_participants(&user, &id, &wa)?;
+            audit(
+                &store,
+                &user,
+                "group.remove",
+                json!({"group": id, "participants": wa}),
+            )?;
             println!("removed {} from group {id}", plus(&wa));
             Ok(())
         }
@@ -283,6 +303,7 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
                 .await
                 .map_err(|e| graph_failed(&format!("Graph could not delete group {id}"), e))?;
             store.mark_group_deleted(&user, &id)?;
+            audit(&store, &user, "group.delete", json!({"group": id}))?;
             println!("deleted group {id}");
             Ok(())
         }
@@ -434,4 +455,14 @@ async fn send(
             Ok(())
         }
     }
+}
+
+/// Records a change Graph made to a group at USER's request in USER's audit log. Graph has
+/// done it by now: should the record fail, the command says so and fails.
+fn audit(store: &Store, user: &str, action: &str, details: Value) -> Result<(), CliError> {
+    store.audit(user, action, &details).map_err(|e| {
+        CliError::failure(format!(
+            "{action} done, but it could not be recorded in the audit log: {e}"
+        ))
+    })
 }

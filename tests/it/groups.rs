@@ -221,6 +221,36 @@ async fn create_then_webhook_names_the_group_and_the_cli_manages_it() {
         "{err}"
     );
     assert!(err.contains("does not exist"), "{err}");
+    // Every change made to a group is in Olga's audit log, oldest first; reads are not.
+    let changes: Vec<(String, Value)> = tg
+        .store()
+        .audit_entries(Some(OLGA.name), None, 1000)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("group."))
+        .map(|e| (e.action, e.details))
+        .collect();
+    let actions: Vec<&str> = changes.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "group.create",
+            "group.create",
+            "group.delete",
+            "group.invite_link_reset",
+            "group.remove",
+            "group.delete"
+        ]
+    );
+    assert_eq!(changes[0].1["subject"], "Paris 2026");
+    assert_eq!(changes[0].1["join_approval_mode"], "approval_required");
+    assert_eq!(changes[2].1["group"], lyon.as_str());
+    assert_eq!(changes[3].1, json!({"group": gid}));
+    assert!(!changes[3].1.to_string().contains("chat.whatsapp.com"));
+    assert_eq!(
+        changes[4].1,
+        json!({"group": gid, "participants": ["33622222222"]})
+    );
     tg.shutdown().await;
 }
 
