@@ -48,6 +48,7 @@ pub fn create_beside(target: &Path) -> io::Result<(File, Pending)> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "file".into());
+    sweep(dir, &name);
     let mut last = None;
     for _ in 0..16 {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -79,6 +80,34 @@ pub fn create_beside(target: &Path) -> io::Result<(File, Pending)> {
         }
     }
     Err(last.unwrap_or_else(|| io::Error::other("no free temporary name")))
+}
+
+/// Removes the temporary files of `name` left in `dir` by writers that died (kill -9, power
+/// loss): a plaintext export half-written must not stay behind. A file is its writer's while
+/// that process lives (`/proc/<pid>`); where there is no /proc, nothing is removed.
+fn sweep(dir: &Path, name: &str) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let prefix = format!(".{name}.");
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix)?.strip_suffix(".partial"))
+            .and_then(|rest| rest.split_once('-'))
+            .filter(|(_, n)| n.parse::<u64>().is_ok())
+            .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 impl Pending {
@@ -161,5 +190,26 @@ mod tests {
         assert_eq!(names.len(), 1, "{names:?}");
         let (h, r) = super::create_beside(&dir.path().join("fresh")).unwrap();
         assert!(!r.commit(h).unwrap(), "nothing was there");
+    }
+
+    #[test]
+    fn leftovers_of_dead_writers_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.json");
+        // No process has pid 999999999 (Linux pids stay below 2^22); pid 1 always lives.
+        let dead = dir.path().join(".out.json.999999999-3.partial");
+        let live = dir.path().join(".out.json.1-0.partial");
+        let other = dir.path().join(".other.json.999999999-0.partial");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, "half an export").unwrap();
+        }
+        let (f, p) = super::create_beside(&target).unwrap();
+        p.commit(f).unwrap();
+        assert!(!dead.exists(), "a dead writer's file is removed");
+        assert!(live.exists(), "a live writer's file is kept");
+        assert!(
+            other.exists(),
+            "another target's file is not this one's to remove"
+        );
     }
 }
