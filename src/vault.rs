@@ -214,7 +214,17 @@ fn shown_field_error(msg: &str) -> String {
 }
 
 pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
-    let f: CredentialsFile = serde_json::from_slice(json).map_err(|e| {
+    parse_credentials_noting(json).map(|(creds, _)| creds)
+}
+
+/// As [`parse_credentials`], also naming the fields whose value had spaces or line breaks
+/// around it (a pasted token's newline, a copied secret's trailing space). They are removed:
+/// no value Meta gives has them, and kept they would break every signature check or request.
+/// Whitespace or control characters inside a token or app secret are refused.
+pub fn parse_credentials_noting(
+    json: &[u8],
+) -> Result<(Credentials, Vec<&'static str>), VaultError> {
+    let mut f: CredentialsFile = serde_json::from_slice(json).map_err(|e| {
         let msg = e.to_string();
         let keep = msg.starts_with("missing field") || msg.starts_with("unknown field");
         let what = if keep {
@@ -231,26 +241,43 @@ pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
         };
         VaultError::Invalid(format!("{what} (line {}, column {})", e.line(), e.column()))
     })?;
-    for (name, v) in [
-        ("access_token", &f.access_token),
-        ("app_secret", &f.app_secret),
-        ("webhook_verify_token", &f.webhook_verify_token),
+    let mut trimmed = Vec::new();
+    for (name, v, inner_space) in [
+        ("access_token", &mut f.access_token, false),
+        ("app_secret", &mut f.app_secret, false),
+        ("webhook_verify_token", &mut f.webhook_verify_token, true),
     ] {
         if v.trim().is_empty() {
             return Err(VaultError::Invalid(format!("field `{name}` is empty")));
+        }
+        if v.trim() != v.as_str() {
+            *v = v.trim().to_string();
+            trimmed.push(name);
+        }
+        let bad = |c: char| c.is_control() || (!inner_space && c.is_whitespace());
+        if v.chars().any(bad) {
+            let what = if inner_space {
+                "a control character (a line break, a tab…)"
+            } else {
+                "a space, line break or other control character"
+            };
+            return Err(VaultError::Invalid(format!(
+                "field `{name}` has {what} inside it; Meta's values have none: copy it again (the value is not shown)"
+            )));
         }
     }
     let token_expires_at = match &f.token_expires_at {
         None | Some(serde_json::Value::Null) => None,
         Some(v) => Some(parse_expiry(v).map_err(VaultError::Invalid)?),
     };
-    Ok(Credentials {
+    let creds = Credentials {
         access_token: Secret::new(f.access_token),
         app_secret: Secret::new(f.app_secret),
         webhook_verify_token: Secret::new(f.webhook_verify_token),
         app_id: f.app_id,
         token_expires_at,
-    })
+    };
+    Ok((creds, trimmed))
 }
 
 /// The last second RFC 3339 can write (9999-12-31T23:59:59Z): a later expiry would be saved
@@ -327,6 +354,29 @@ mod tests {
     use super::*;
 
     const JSON: &[u8] = br#"{"access_token":"EAAtok","app_secret":"appsec","webhook_verify_token":"vt","token_expires_at":1900000000}"#;
+
+    #[test]
+    fn spaces_around_a_value_are_removed_and_inside_a_token_refused() {
+        let (c, trimmed) = parse_credentials_noting(
+            b"{\"access_token\":\" EAAtok\\n\",\"app_secret\":\"appsec \",\"webhook_verify_token\":\"my verify\"}",
+        )
+        .unwrap();
+        assert_eq!(c.access_token.expose(), "EAAtok");
+        assert_eq!(c.app_secret.expose(), "appsec");
+        assert_eq!(c.webhook_verify_token.expose(), "my verify");
+        assert_eq!(trimmed, ["access_token", "app_secret"]);
+        for bad in [
+            r#"{"access_token":"QQQ QQQ","app_secret":"s","webhook_verify_token":"v"}"#,
+            r#"{"access_token":"t","app_secret":"WWW\nWWW","webhook_verify_token":"v"}"#,
+            r#"{"access_token":"t","app_secret":"s","webhook_verify_token":"ZZZ\tZZZ"}"#,
+        ] {
+            let e = parse_credentials(bad.as_bytes()).unwrap_err().to_string();
+            assert!(e.contains("inside it"), "{bad}: {e}");
+            for secret in ["QQQ", "WWW", "ZZZ"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
+    }
 
     #[test]
     fn an_unknown_key_is_named_unless_it_may_be_a_secret() {

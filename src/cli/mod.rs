@@ -455,7 +455,10 @@ fn creds_set(
         }
         (None, false) => return Err(CliError::usage("give --from-file F or --stdin")),
     };
-    let creds = vault::parse_credentials(&json)?;
+    let (creds, trimmed) = vault::parse_credentials_noting(&json)?;
+    for field in trimmed {
+        eprintln!("note: removed the spaces or line breaks around `{field}`");
+    }
     let vault = Vault::open_from_env(&gate.identity_file)?;
     let path = gate.credentials_path(&id);
     vault.write_credentials(&path, &creds)?;

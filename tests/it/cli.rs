@@ -177,6 +177,52 @@ fn creds_set_refuses_an_expiry_in_milliseconds_and_writes_nothing() {
     assert!(check.status.success(), "{}", text(&check.stderr));
 }
 
+/// A token pasted with its newline and a secret copied with a trailing space are saved without
+/// them (else every signature check and every request fails), and `creds set` says so; the
+/// gate then checks Meta's signature with the secret as Meta has it.
+#[test]
+fn creds_set_removes_the_spaces_around_a_pasted_value_and_says_so() {
+    let (dir, cfg) = init_home();
+    add_user(dir.path(), "olga", "111");
+    let f = dir.path().join("c.json");
+    std::fs::write(&f, "{\"access_token\":\" EAAsupersecret\\n\",\"app_secret\":\"appsecretvalue \",\"webhook_verify_token\":\"verifyvalue\"}").unwrap();
+    let out = wagate(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "olga",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "note: removed the spaces or line breaks around `access_token`\nnote: removed the spaces or line breaks around `app_secret`\n"
+    );
+    let vault = wagate::vault::Vault::open(&dir.path().join("identity.txt"), None).unwrap();
+    let creds = vault
+        .read_credentials(&dir.path().join("credentials/olga.age"))
+        .unwrap();
+    assert_eq!(creds.access_token.expose(), "EAAsupersecret");
+    assert_eq!(creds.app_secret.expose(), "appsecretvalue");
+    // A space inside a token is refused, naming the field and not the value.
+    std::fs::write(&f, r#"{"access_token":"EAAsuper secret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue"}"#).unwrap();
+    let out = wagate(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "olga",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("field `access_token` has a space"), "{err}");
+    assert!(!err.contains("super"), "{err}");
+}
+
 #[test]
 fn check_reports_every_error_located_and_exits_1() {
     let (dir, cfg) = init_home();
