@@ -65,14 +65,9 @@ pub fn load(gate_yaml: &Path) -> Result<Loaded, AppError> {
     let rules = match RuleSet::compile(&home, &engine) {
         Ok(r) => r,
         Err(d) => {
-            // Scripts that do not compile take their user out too, and only them.
-            let by_user = home.errors_by_user(d.0)?;
-            home.without_users(&by_user.keys().cloned().collect());
-            skipped.extend(
-                by_user
-                    .into_iter()
-                    .map(|(u, ds)| (u, Diagnostics(ds).to_string())),
-            );
+            // Scripts that do not compile take their project out too, and only it.
+            let out = home.leave_out(d.0)?;
+            skipped.extend(out.into_iter().map(|(n, ds)| (n, ds.to_string())));
             RuleSet::compile(&home, &engine)?
         }
     };

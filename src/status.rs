@@ -116,11 +116,17 @@ pub fn gather(
         });
     }
     for (name, why) in skipped {
+        // A project left out (its user's other projects run) is named by its path.
+        let why = if name.contains('/') {
+            format!("this project is not live (its user's other projects are): {why}")
+        } else {
+            why.clone()
+        };
         out_users.push(UserStatus {
             name: name.clone(),
             display_name: None,
             timezone: Tz::UTC,
-            token: TokenHealth::NotServed(why.clone()),
+            token: TokenHealth::NotServed(why),
             expires_at: None,
         });
     }

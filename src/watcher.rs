@@ -94,9 +94,27 @@ impl Reloader {
         let gate_yaml = self.gate_yaml.clone();
         let engine = self.engine.clone();
         let served = self.served.clone();
+        let live: std::collections::BTreeSet<String> = self
+            .registry
+            .snapshot()
+            .projects
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
         let compiled = tokio::task::spawn_blocking(move || -> Result<_, String> {
-            let home = Home::load_served(&gate_yaml, &served).map_err(|d| d.to_string())?;
-            let set = RuleSet::compile(&home, &engine).map_err(|d| d.to_string())?;
+            let (mut home, mut out) =
+                Home::load_served(&gate_yaml, &served, &live).map_err(|d| d.to_string())?;
+            let set = match RuleSet::compile(&home, &engine) {
+                Ok(set) => set,
+                Err(d) => {
+                    out.extend(home.leave_out_not_live(d.0, &live).map_err(|d| d.to_string())?);
+                    RuleSet::compile(&home, &engine).map_err(|d| d.to_string())?
+                }
+            };
+            for (project, errors) in &out {
+                // Said at each reload while it lasts: the project's own errors, not the others'.
+                tracing::warn!(project = %project, "a project that is not live still has errors; it stays out, the others reload:\n{errors}");
+            }
             // The files as compiled, for the configuration's history (read now, not after the
             // swap, when the next edit may already be on disk).
             let files: Vec<_> = set

@@ -356,9 +356,13 @@ fn check(config: &Path) -> Result<(), CliError> {
 
 async fn serve(config: &Path) -> Result<(), CliError> {
     let loaded = app::load(config).map_err(CliError::failure)?;
-    for (user, why) in &loaded.skipped {
+    for (name, why) in &loaded.skipped {
         // Through the log, so that a JSON log stays JSON.
-        tracing::warn!(user = %user, reason = %why, "user skipped: not served until fixed (`wagate check` shows every error)");
+        if name.contains('/') {
+            tracing::warn!(project = %name, reason = %why, "project left out: the user's webhooks and other projects are served; fixing its files brings it in (hot reload)");
+        } else {
+            tracing::warn!(user = %name, reason = %why, "user skipped: not served until fixed and the gate restarted (`wagate check` shows every error)");
+        }
     }
     if let Some(w) = app::version_warning(&loaded.home) {
         eprintln!("{w}");

@@ -33,9 +33,12 @@ fn rules_of_home(home: &Home) -> Vec<RuleInfo> {
 /// `wagate status`.
 pub(super) fn run(config: &Path) -> Result<(), CliError> {
     let (home, errors) = Home::load_partial(config).map_err(CliError::failure)?;
-    let by_user = home.errors_by_user(errors).map_err(CliError::failure)?;
+    let (by_user, by_project) = home
+        .errors_by_user_or_project(errors)
+        .map_err(CliError::failure)?;
     let mut skipped: Vec<(String, String)> = by_user
         .into_iter()
+        .chain(by_project)
         .map(|(u, d)| (u, first_line(&Diagnostics(d).to_string())))
         .collect();
     let users = match Vault::open_from_env(&home.gate.identity_file) {

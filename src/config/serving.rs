@@ -47,6 +47,98 @@ impl Home {
         }
     }
 
+    /// The project folder (its path under rules_dir, as projects are named) that a rule
+    /// file's error belongs to: the loaded project whose folder holds the file, else the file's
+    /// own folder (a project.yaml that did not load). `None` for users' files, files right in
+    /// rules/<user>/, and files outside rules_dir.
+    pub fn project_of(&self, d: &Diagnostic) -> Option<String> {
+        let full = if d.file.is_absolute() {
+            d.file.clone()
+        } else {
+            self.gate.home.join(&d.file)
+        };
+        let rel = full.strip_prefix(&self.gate.rules_dir).ok()?;
+        if let Some(p) = self
+            .projects
+            .iter()
+            .filter(|p| full.starts_with(&p.dir))
+            .max_by_key(|p| p.dir.components().count())
+        {
+            return Some(p.name.clone());
+        }
+        let folder = rel.parent()?;
+        (folder.components().count() > 1).then(|| {
+            folder
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+    }
+
+    /// Splits users' `errors` into those that take their whole user out (users/<user>.yaml,
+    /// anything not in a project folder) and those that take only their project out: a
+    /// project that does not load must not stop the user's webhooks and other projects. Errors
+    /// that belong to no user come back as `Err`.
+    #[allow(clippy::type_complexity)]
+    pub fn errors_by_user_or_project(
+        &self,
+        errors: Vec<Diagnostic>,
+    ) -> Result<
+        (
+            BTreeMap<String, Vec<Diagnostic>>,
+            BTreeMap<String, Vec<Diagnostic>>,
+        ),
+        Diagnostics,
+    > {
+        let mut projects: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+        let mut rest = Vec::new();
+        for d in errors {
+            match self.project_of(&d) {
+                Some(p) if self.owner_of(&d).is_some() => projects.entry(p).or_default().push(d),
+                _ => rest.push(d),
+            }
+        }
+        let users = self.errors_by_user(rest)?;
+        // A user left out takes their projects' errors along.
+        projects.retain(|p, _| !users.contains_key(&top(p)));
+        Ok((users, projects))
+    }
+
+    /// Drops these projects (named by their path under rules_dir).
+    pub fn without_projects(&mut self, names: &BTreeSet<String>) {
+        self.projects.retain(|p| !names.contains(&p.name));
+    }
+
+    /// Leaves out the projects that `errors` belong to if none of them is `live` (a project
+    /// left out at start, or never good), and returns them with their errors. Should any error
+    /// belong to a live project, a user's file or no project, nothing is left out and every
+    /// error comes back as `Err`: the last good rule set keeps running.
+    pub fn leave_out_not_live(
+        &mut self,
+        errors: Vec<Diagnostic>,
+        live: &BTreeSet<String>,
+    ) -> Result<Vec<(String, Diagnostics)>, Diagnostics> {
+        let mut out: BTreeMap<String, Vec<Diagnostic>> = BTreeMap::new();
+        let mut blocking = false;
+        for d in &errors {
+            match self.project_of(d) {
+                Some(p) if self.owner_of(d).is_some() && !live.contains(&p) => {
+                    out.entry(p).or_default().push(d.clone())
+                }
+                _ => blocking = true,
+            }
+        }
+        if blocking {
+            return Err(Diagnostics(errors));
+        }
+        self.without_projects(&out.keys().cloned().collect());
+        Ok(out
+            .into_iter()
+            .map(|(p, ds)| (p, Diagnostics(ds)))
+            .collect())
+    }
+
     /// Drops these users and their projects.
     pub fn without_users(&mut self, names: &BTreeSet<String>) {
         self.users.retain(|id, _| !names.contains(id.as_str()));
@@ -54,36 +146,47 @@ impl Home {
             .retain(|p| !names.contains(p.user.as_str()) && !names.contains(&top(&p.name)));
     }
 
-    /// Reads the home to serve it: every user with an error in their files is left out, with
-    /// their errors. Fails only on errors that belong to no user.
+    /// Reads the home to serve it: every user with an error in their own file is left out,
+    /// and every project with an error in its folder; each with its errors (users first, then
+    /// projects). Fails only on errors that belong to no user.
     pub fn load_serving(
         gate_yaml: &Path,
-    ) -> Result<(Home, BTreeMap<String, Diagnostics>), Diagnostics> {
+    ) -> Result<(Home, Vec<(String, Diagnostics)>), Diagnostics> {
         let (mut home, errors) = Self::load_partial(gate_yaml)?;
-        let by_user = home.errors_by_user(errors)?;
-        let names: BTreeSet<String> = by_user.keys().cloned().collect();
-        home.without_users(&names);
-        let skipped = by_user
+        let out = home.leave_out(errors)?;
+        Ok((home, out))
+    }
+
+    /// Leaves out the users and projects `errors` belong to (see
+    /// [`Home::errors_by_user_or_project`]), and returns them with their errors.
+    pub fn leave_out(
+        &mut self,
+        errors: Vec<Diagnostic>,
+    ) -> Result<Vec<(String, Diagnostics)>, Diagnostics> {
+        let (users, projects) = self.errors_by_user_or_project(errors)?;
+        self.without_users(&users.keys().cloned().collect());
+        self.without_projects(&projects.keys().cloned().collect());
+        Ok(users
             .into_iter()
-            .map(|(u, ds)| (u, Diagnostics(ds)))
-            .collect();
-        Ok((home, skipped))
+            .chain(projects)
+            .map(|(name, ds)| (name, Diagnostics(ds)))
+            .collect())
     }
 
     /// Reads the home again for the users in `served` only (a hot reload): errors of other
-    /// users' files are ignored, any other error fails the whole read.
-    pub fn load_served(gate_yaml: &Path, served: &BTreeSet<String>) -> Result<Home, Diagnostics> {
+    /// users' files are ignored. A project not `live` that still has errors stays out (it is
+    /// returned with them) and holds up no other; any other error fails the whole read.
+    pub fn load_served(
+        gate_yaml: &Path,
+        served: &BTreeSet<String>,
+        live: &BTreeSet<String>,
+    ) -> Result<(Home, Vec<(String, Diagnostics)>), Diagnostics> {
         let (mut home, errors) = Self::load_partial(gate_yaml)?;
-        let mut kept = Vec::new();
-        for d in errors {
-            match home.owner_of(&d) {
-                Some(u) if !served.contains(&u) => {}
-                _ => kept.push(d),
-            }
-        }
-        if !kept.is_empty() {
-            return Err(Diagnostics(kept));
-        }
+        let errors = errors
+            .into_iter()
+            .filter(|d| !matches!(home.owner_of(d), Some(u) if !served.contains(&u)))
+            .collect();
+        let out = home.leave_out_not_live(errors, live)?;
         let others: BTreeSet<String> = home
             .users
             .keys()
@@ -92,7 +195,7 @@ impl Home {
             .filter(|u| !served.contains(u))
             .collect();
         home.without_users(&others);
-        Ok(home)
+        Ok((home, out))
     }
 }
 
