@@ -18,8 +18,17 @@ pub(super) struct Message {
 }
 
 pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Result<(), CliError> {
-    let (from, name) = (m.from.as_str(), m.name.as_str());
     let id = super::args::user_arg(user)?;
+    // `from` as Meta writes it: the wa_id's digits (`+33 6 12…` → `33612…`).
+    let from = crate::domain::book::contact_key_of(&m.from)
+        .map_err(|e| CliError::usage(format!("error: --from {e}")))?;
+    let m = &Message {
+        from,
+        name: m.name.clone(),
+        text: m.text.clone(),
+        button: m.button.clone(),
+    };
+    let (from, name) = (m.from.as_str(), m.name.as_str());
     let home = Home::load(config).map_err(CliError::failure)?;
     let cfg = home.users.get(&id).ok_or_else(|| {
         CliError::failure(format!(
@@ -70,7 +79,10 @@ pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Re
             "the gate answered {status}: {answer}"
         )));
     }
-    println!("delivered {wamid} from +{from} to `{id}`: gate answered {status} {answer}");
+    println!(
+        "delivered {wamid} from {} to `{id}`: gate answered {status} {answer}",
+        crate::domain::phone::shown(from)
+    );
     if wait == 0 || home.gate.file.graph.base_url != "simulator" {
         return Ok(());
     }

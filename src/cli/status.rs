@@ -135,10 +135,10 @@ pub fn text(r: &Report) -> String {
     o.push_str(&format!("\nLATEST FAILURES ({})\n", r.failures.len()));
     for f in &r.failures {
         o.push_str(&format!(
-            "  {}  {} to +{} ({}): {}\n",
+            "  {}  {} to {} ({}): {}\n",
             utc_ms(f.updated_at_ms),
             f.user,
-            f.recipient,
+            crate::domain::phone::shown(&f.recipient),
             f.msg_type,
             f.error
         ));

@@ -437,6 +437,18 @@ fn load_user(path: &Path, shown: &Path) -> Result<UserConfig, Diagnostic> {
             "phone_number_id must be the digits of the Cloud API phone number id",
         ));
     }
+    // Kept as digits, as Meta's webhooks and the export write it: `+33 1 00…` is `331 00…`.
+    let display_phone_number = match f.display_phone_number.as_deref() {
+        None => None,
+        Some(n) => Some(crate::domain::phone::phone_digits(n).map_err(|m| {
+            Diagnostic::at_key(
+                shown,
+                &src,
+                "display_phone_number",
+                format!("display_phone_number: {m}"),
+            )
+        })?),
+    };
     let timezone = match &f.timezone {
         Some(t) => parse_tz(t).map_err(|m| Diagnostic::at_key(shown, &src, "timezone", m))?,
         None => Tz::UTC,
@@ -462,7 +474,7 @@ fn load_user(path: &Path, shown: &Path) -> Result<UserConfig, Diagnostic> {
         phone_number_id: f.phone_number_id,
         business_account_id: f.business_account_id,
         display_name: f.display_name,
-        display_phone_number: f.display_phone_number,
+        display_phone_number,
         timezone,
         permissions: f.permissions,
         mark_read: f.mark_read,

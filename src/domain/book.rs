@@ -122,7 +122,7 @@ pub fn parse_contacts_csv(file: &str, text: &str) -> Result<Vec<ImportRow>, Stri
 
 /// The 1-based line of the record starting at byte `at` (csv starts a record's position
 /// before the blank lines it skips).
-fn line_at(text: &str, at: usize) -> usize {
+pub(crate) fn line_at(text: &str, at: usize) -> usize {
     let at = at.min(text.len());
     let before = text.as_bytes()[..at]
         .iter()

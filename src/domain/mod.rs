@@ -7,6 +7,7 @@ pub mod groups;
 pub mod ids;
 pub mod local_file;
 pub mod outgoing;
+pub mod phone;
 pub mod schedule;
 pub mod secret;
 pub mod window;

@@ -16,13 +16,16 @@ pub fn needs_window(msg_type: &str) -> bool {
 }
 
 /// The key of a recipient in the contact book: a business-scoped id as it is, a phone number
-/// as its digits (as webhooks give `wa_id`).
+/// as its digits (as webhooks give `wa_id`), read by [`super::phone::phone_digits`]
+/// (`0033 6…` and `+33 (0)6…` are `336…`). Something that is no phone number (a row stored
+/// before numbers were checked) keeps its digits, so it still finds its own rows.
 pub fn contact_key(recipient: &str) -> String {
     // A group (`group:<id>`) keeps its key: its window is the group's (domain::groups).
     if super::outgoing::is_bsuid(recipient) || super::groups::group_of(recipient).is_some() {
         recipient.trim().to_string()
     } else {
-        recipient.chars().filter(char::is_ascii_digit).collect()
+        super::phone::phone_digits(recipient)
+            .unwrap_or_else(|_| recipient.chars().filter(char::is_ascii_digit).collect())
     }
 }
 
@@ -40,5 +43,7 @@ mod tests {
         assert!(needs_window("text") && needs_window("interactive") && !needs_window("template"));
         assert_eq!(contact_key("+33 6 12-34"), "3361234");
         assert_eq!(contact_key("US.1349"), "US.1349");
+        assert_eq!(contact_key("0033 6 12 34 56 78"), "33612345678");
+        assert_eq!(contact_key("+33 (0)6 12 34 56 78"), "33612345678");
     }
 }

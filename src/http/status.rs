@@ -170,9 +170,9 @@ fn outbox(h: &mut String, r: &Report) {
     for f in &r.failures {
         let _ = write!(
             h,
-            "<div class=\"card failure\"><div class=\"row\"><span class=\"name\">to +{}</span>\
+            "<div class=\"card failure\"><div class=\"row\"><span class=\"name\">to {}</span>\
              <span class=\"muted\">{} · {} · {} attempt(s) · {}</span></div><div class=\"err\">{}</div></div>",
-            esc(&f.recipient),
+            esc(&crate::domain::phone::shown(&f.recipient)),
             esc(&f.user),
             esc(&f.msg_type),
             f.attempts,

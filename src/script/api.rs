@@ -285,6 +285,10 @@ fn project_file(dir: Option<&std::path::Path>, path: &str) -> FnResult<(String, 
 /// inbound message, or the triggering one, is less than 24 hours old). Rules use it to choose
 /// between a free-form message and a template, as `send` itself would judge.
 fn window_open(to: &str) -> FnResult<bool> {
+    // The recipient is read as send reads it: a national number is refused, not guessed.
+    if !outgoing::is_bsuid(to) && crate::domain::groups::group_of(to).is_none() {
+        crate::domain::phone::phone_digits(to).map_err(|e| format!("window_open: {e}"))?;
+    }
     with_current(|cur| {
         let last = last_inbound(cur, to)?;
         Ok(window::within_customer_window(

@@ -92,16 +92,9 @@ pub fn mark_read(message_id: &str, typing: bool) -> Value {
 /// Graph prepends the business number's country code to a number without `+` (shared/reference
 /// §1), so the `+` is always added. Spaces, dashes, dots and parentheses are dropped.
 pub fn normalize_phone(to: &str) -> Result<String, String> {
-    let digits: String = to
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
-        .collect();
-    if digits.len() < 5 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!(
-            "send: `{to}` is not a phone number in international form (country code and number, e.g. +33612345678)"
-        ));
-    }
-    Ok(format!("+{digits}"))
+    super::phone::phone_digits(to)
+        .map(|d| format!("+{d}"))
+        .map_err(|e| format!("send: {e}"))
 }
 
 /// A business-scoped user id such as `US.13491208655302741918` (no phone number has a dot).
