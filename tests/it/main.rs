@@ -17,6 +17,7 @@ mod groups;
 mod http_edges;
 mod ingest;
 mod operate;
+mod phones;
 mod reload;
 mod reload_imports;
 mod restore;
