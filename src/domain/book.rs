@@ -169,6 +169,13 @@ mod tests {
         assert_eq!(contact_key_of("+33 6 12-34-56-78").unwrap(), "33612345678");
         assert_eq!(contact_key_of("33612345678").unwrap(), "33612345678");
         assert_eq!(contact_key_of("US.1349").unwrap(), "US.1349");
+        assert_eq!(contact_key_of("0033612345678").unwrap(), "33612345678");
+        assert_eq!(
+            contact_key_of("+33 (0)6 12 34 56 78").unwrap(),
+            "33612345678"
+        );
+        let e = contact_key_of("06 12 34 56 78").unwrap_err();
+        assert!(e.contains("national number"), "{e}");
         let e = contact_key_of("call me").unwrap_err();
         assert!(
             e.contains("`call me` is not a phone number or wa_id"),
@@ -208,6 +215,15 @@ mod tests {
         let e = parse_contacts_csv("p.csv", "name,phone\nAnn,33611\nBob,12ab\n").unwrap_err();
         assert!(
             e.starts_with("p.csv:3: `12ab` is not a phone number"),
+            "{e}"
+        );
+        let e = parse_contacts_csv(
+            "p.csv",
+            "name,phone\nAnn,0033611111111\nBob,06 22 22 22 22\n",
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("p.csv:3: `06 22 22 22 22` is a national number"),
             "{e}"
         );
         let e = parse_contacts_csv("p.csv", "name,tel\nAnn,33611\n").unwrap_err();
