@@ -1,6 +1,6 @@
 //! What Substance Export reads: one user's messages, contacts and media, row by row from a
 //! cursor on a read-only connection of its own, inside one read transaction. So an export is a
-//! consistent snapshot, holds no more than one row in memory, and never blocks the gate, which
+//! consistent snapshot, holds no more than a row or two in memory, and never blocks the gate, which
 //! goes on writing through its own connection (WAL). Also each user's export watermarks.
 //! Turning rows into the export's JSON is `crate::export`'s job.
 
@@ -220,15 +220,43 @@ impl ExportSnapshot {
     }
 
     fn count_unsent(&self) -> Result<u64, StoreError> {
-        let n: i64 = self.conn.query_row(
-            &format!("SELECT COUNT(*) FROM outbox o WHERE {UNSENT_FILTER}"),
-            rusqlite::params_from_iter(self.unsent_params()),
-            |r| r.get(0),
-        )?;
-        Ok(n as u64)
+        if self.filter.contact.is_none() {
+            let n: i64 = self.conn.query_row(
+                &format!("SELECT COUNT(*) FROM outbox o WHERE {UNSENT_FILTER}"),
+                rusqlite::params_from_iter(self.unsent_params()),
+                |r| r.get(0),
+            )?;
+            return Ok(n as u64);
+        }
+        // One contact: the recipient as written is keyed in Rust, row by row, as the sends
+        // themselves are.
+        let mut st = self.conn.prepare(&format!(
+            "SELECT o.recipient FROM outbox o WHERE {UNSENT_FILTER}"
+        ))?;
+        let mut rows = st.query(rusqlite::params_from_iter(self.unsent_params()))?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            if self.is_the_contact(&r.get::<_, String>(0)?) {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
-    /// Hands every message to `f`, oldest first; then the sends Graph never accepted.
+    /// Whether a send written to `recipient` belongs to the export's contact (no contact
+    /// filter: every one). The recipient is keyed as every stored message is
+    /// ([`crate::domain::window::contact_key`]), so `+33 6 44 55 66 77` is `33644556677`.
+    fn is_the_contact(&self, recipient: &str) -> bool {
+        self.filter
+            .contact
+            .as_deref()
+            .is_none_or(|c| crate::domain::window::contact_key(recipient) == c)
+    }
+
+    /// Hands every message to `f`, oldest first: the stored messages and the sends Graph never
+    /// accepted (which have no wamid and so no row in `messages`), merged from two cursors each
+    /// in time order, so that memory stays flat whatever their number. At equal seconds a
+    /// stored message goes first.
     pub fn for_each_message(
         &self,
         f: &mut dyn FnMut(&ExportMessageRow) -> std::io::Result<()>,
@@ -238,10 +266,12 @@ impl ExportSnapshot {
                     m.status_at, m.error, m.raw
              FROM messages m WHERE {MESSAGE_FILTER} ORDER BY m.timestamp, m.id"
         ))?;
-        let mut rows = st.query(rusqlite::params_from_iter(self.message_params()))?;
-        let mut n = 0;
-        while let Some(r) = rows.next()? {
-            f(&ExportMessageRow {
+        let mut stored = st.query(rusqlite::params_from_iter(self.message_params()))?;
+        let mut next_stored = || -> rusqlite::Result<Option<ExportMessageRow>> {
+            let Some(r) = stored.next()? else {
+                return Ok(None);
+            };
+            Ok(Some(ExportMessageRow {
                 wamid: r.get(0)?,
                 local_id: r.get(1)?,
                 direction: r.get(2)?,
@@ -253,55 +283,67 @@ impl ExportSnapshot {
                 status_at: r.get(8)?,
                 error: r.get(9)?,
                 raw: r.get(10)?,
-            })?;
+            }))
+        };
+        let mut st = self.conn.prepare(&format!(
+            "SELECT o.idem_key, o.recipient, o.type, o.body, o.error, o.created_at
+             FROM outbox o WHERE {UNSENT_FILTER} ORDER BY o.created_at, o.id"
+        ))?;
+        let mut unsent = st.query(rusqlite::params_from_iter(self.unsent_params()))?;
+        let mut next_unsent = || -> rusqlite::Result<Option<ExportMessageRow>> {
+            while let Some(r) = unsent.next()? {
+                let recipient: String = r.get(1)?;
+                if !self.is_the_contact(&recipient) {
+                    continue;
+                }
+                let body: String = r.get(3)?;
+                let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                return Ok(Some(ExportMessageRow {
+                    wamid: None,
+                    local_id: r.get(0)?,
+                    direction: "out".into(),
+                    contact: crate::domain::window::contact_key(&recipient),
+                    msg_type: r.get(2)?,
+                    text: super::outbound_text(&parsed),
+                    timestamp: r.get::<_, i64>(5)?.div_euclid(1000),
+                    status: "failed".into(),
+                    status_at: None,
+                    error: r.get(4)?,
+                    raw: Some(body),
+                }));
+            }
+            Ok(None)
+        };
+        let (mut a, mut b) = (next_stored()?, next_unsent()?);
+        let mut n = 0;
+        loop {
+            let take_stored = match (&a, &b) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (Some(m), Some(u)) => m.timestamp <= u.timestamp,
+            };
+            if take_stored {
+                f(a.as_ref().expect("a stored row"))?;
+                a = next_stored()?;
+            } else {
+                f(b.as_ref().expect("an unsent row"))?;
+                b = next_unsent()?;
+            }
             n += 1;
         }
-        Ok(n + self.for_each_unsent(f)?)
+        Ok(n)
     }
 
-    fn unsent_params(&self) -> [rusqlite::types::Value; 5] {
+    fn unsent_params(&self) -> [rusqlite::types::Value; 4] {
         use rusqlite::types::Value as V;
         let f = &self.filter;
         [
             V::Text(f.user.clone()),
             f.since.map_or(V::Null, |s| V::Integer(s * 1000)),
             f.until.map_or(V::Null, |s| V::Integer(s * 1000)),
-            f.contact.clone().map_or(V::Null, V::Text),
             V::Integer(self.from.rev),
         ]
-    }
-
-    /// Outbound messages that failed before Graph accepted them: they have no wamid and are not
-    /// in `messages`, but they are messages out with a final status all the same.
-    fn for_each_unsent(
-        &self,
-        f: &mut dyn FnMut(&ExportMessageRow) -> std::io::Result<()>,
-    ) -> Result<u64, ExportReadError> {
-        let mut st = self.conn.prepare(&format!(
-            "SELECT o.idem_key, o.recipient, o.type, o.body, o.error, o.created_at
-             FROM outbox o WHERE {UNSENT_FILTER} ORDER BY o.created_at, o.id"
-        ))?;
-        let mut rows = st.query(rusqlite::params_from_iter(self.unsent_params()))?;
-        let mut n = 0;
-        while let Some(r) = rows.next()? {
-            let body: String = r.get(3)?;
-            let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
-            f(&ExportMessageRow {
-                wamid: None,
-                local_id: r.get(0)?,
-                direction: "out".into(),
-                contact: crate::domain::window::contact_key(&r.get::<_, String>(1)?),
-                msg_type: r.get(2)?,
-                text: super::outbound_text(&parsed),
-                timestamp: r.get::<_, i64>(5)? / 1000,
-                status: "failed".into(),
-                status_at: None,
-                error: r.get(4)?,
-                raw: Some(body),
-            })?;
-            n += 1;
-        }
-        Ok(n)
     }
 
     /// Hands every contact of the export to `f`: all of the user's for a full export, else
@@ -370,7 +412,9 @@ impl ExportSnapshot {
 }
 
 /// Sends that failed before Graph accepted them. Parameters: ?1 user, ?2 since (ms), ?3 until
-/// (ms), ?4 recipient, ?5 the change counter above which a failure is new (0: every one).
+/// (ms), ?4 the change counter above which a failure is new (0: every one). The contact
+/// filter is applied to each row's recipient as written, keyed in Rust (`is_the_contact`):
+/// the recipient may be `+33 6 44 55 66 77`.
 const UNSENT_FILTER: &str = "o.user = ?1 AND o.state = 'failed' AND o.wamid IS NULL
      AND (?2 IS NULL OR o.created_at >= ?2) AND (?3 IS NULL OR o.created_at < ?3)
-     AND (?4 IS NULL OR o.recipient = ?4 OR o.recipient = '+' || ?4) AND (?5 = 0 OR o.rev > ?5)";
+     AND (?4 = 0 OR o.rev > ?4)";

@@ -12,6 +12,7 @@ mod contacts;
 mod durability;
 mod engine;
 mod export;
+mod export_order;
 mod fixtures;
 mod groups;
 mod http_edges;
