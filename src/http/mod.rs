@@ -79,6 +79,8 @@ pub struct RejectionWindow {
 pub enum HttpError {
     #[error("unknown user")]
     UnknownUser,
+    #[error("{0}")]
+    NoRoute(&'static str),
     #[error("verification failed")]
     Forbidden,
     #[error("{0}")]
@@ -100,7 +102,7 @@ pub const RETRY_AFTER_SECS: &str = "5";
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = match &self {
-            HttpError::UnknownUser => StatusCode::NOT_FOUND,
+            HttpError::UnknownUser | HttpError::NoRoute(_) => StatusCode::NOT_FOUND,
             HttpError::Forbidden => StatusCode::FORBIDDEN,
             HttpError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -124,12 +126,25 @@ pub fn router(state: AppState, max_body_bytes: usize, simulator: Option<&Simulat
             "/webhook/whatsapp",
             get(shared::handshake).post(shared::webhook),
         )
+        .fallback(no_route)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state);
     if let Some(sim) = simulator {
         app = app.nest("/simulator", sim.router());
     }
     app
+}
+
+/// Any other path: a JSON 404 like every other refusal (axum's own is empty). A webhook URL
+/// with a trailing slash or an extra segment is told the callback URL's form.
+async fn no_route(uri: axum::http::Uri) -> HttpError {
+    if uri.path().starts_with("/webhook/") {
+        HttpError::NoRoute(
+            "no such webhook endpoint: a user's callback URL is /webhook/whatsapp/USER (no trailing slash), the shared one /webhook/whatsapp",
+        )
+    } else {
+        HttpError::NoRoute("no such endpoint")
+    }
 }
 
 /// Compares two secrets without leaking where they differ.
@@ -189,9 +204,11 @@ async fn webhook(
     State(st): State<AppState>,
     Path(user): Path<String>,
     headers: HeaderMap,
-    WebhookBody(body): WebhookBody,
+    body: Result<WebhookBody, HttpError>,
 ) -> Result<Json<Value>, HttpError> {
     let u = st.users.get(&user).cloned().ok_or(HttpError::UnknownUser)?;
+    // The user first: a body refused (too large, too slow) is then the user's, in /metrics too.
+    let WebhookBody(body) = body?;
     let checked = check_signature(&u, &headers, &body).and_then(|()| parse(&user, &body));
     let events = match checked {
         Ok(events) => events,
