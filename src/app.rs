@@ -211,6 +211,31 @@ pub async fn start(
                         .unwrap_or(u.config.id.as_str()),
                 );
             }
+            // Templates declared for it beside gate.yaml are checked as Graph checks them.
+            let file = home.gate.home.join(crate::graph::simulator::TEMPLATES_FILE);
+            match sim.load_templates(&file) {
+                Ok(Some(n)) => {
+                    tracing::info!(
+                        templates = n,
+                        "the simulator checks templates against {}",
+                        file.display()
+                    )
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(AppError::Io(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        e,
+                    )));
+                }
+            }
+            // Credentials swapped in while serving (`wagate creds set`) are accepted too.
+            let live = users.clone();
+            sim.follow_tokens(move |phone| {
+                live.iter()
+                    .find(|(_, u)| u.config.phone_number_id == phone)
+                    .map(|(_, u)| u.creds().access_token.clone())
+            });
             let host = if addr.ip().is_unspecified() {
                 "127.0.0.1".to_string()
             } else {
@@ -240,12 +265,13 @@ pub async fn start(
         media_wake: media_wake.clone(),
         registry: registry.clone(),
     });
+    let operator_token = admin_token(&home.gate.file.status);
     let ops = crate::http::ops::OpsState {
         store: store.clone(),
         users: users.clone(),
         registry: registry.clone(),
         skipped: Arc::new(skipped),
-        admin_token: admin_token(&home.gate.file.status),
+        admin_token: operator_token.clone(),
     };
     let app = router(
         state,
@@ -253,6 +279,10 @@ pub async fn start(
         simulator.as_ref(),
     )
     .merge(crate::http::ops::routes(ops))
+    .layer(axum::middleware::from_fn_with_state(
+        operator_token,
+        crate::http::ops::simulator_pages_for_operators,
+    ))
     .layer(axum::middleware::from_fn(crate::http::ops::webhook_metrics));
     tracker.spawn(crate::http::serve::serve(
         listener,

@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 #[path = "simulator_groups.rs"]
 mod groups;
 pub use groups::{GroupCall, SimGroup};
+#[path = "simulator_templates.rs"]
+mod templates;
+pub use templates::{SimTemplate, TEMPLATES_FILE};
 
 /// One request the simulator received, and what it answered.
 #[derive(Clone, Debug)]
@@ -103,7 +106,15 @@ struct Inner {
     seq: AtomicU64,
     received: Notify,
     groups: Mutex<groups::GroupState>,
+    /// The token the gate now uses for a phone number, asked on every request (the built-in
+    /// simulator follows credentials changed while the gate runs).
+    live: Mutex<Option<LiveTokens>>,
+    /// The templates it knows (`None`: it takes any).
+    templates: Mutex<templates::Templates>,
 }
+
+/// Which token the gate now uses for a phone number id.
+pub type LiveTokens = Arc<dyn Fn(&str) -> Option<Secret<String>> + Send + Sync>;
 
 /// The fake Cloud API. Clones share one log and one fault queue.
 #[derive(Clone, Default)]
@@ -120,6 +131,17 @@ impl Simulator {
     /// From now on, requests for `phone_number_id` must carry `token` (else 401, code 190).
     pub fn expect_token(&self, phone_number_id: &str, token: Secret<String>) {
         lock(&self.inner.tokens).insert(phone_number_id.to_string(), token);
+    }
+
+    /// From now on, also accepts for a phone number the token `current` gives for it at the
+    /// time of each request: the built-in simulator (`graph.base_url: simulator`) follows the
+    /// credentials the gate swaps in while it runs (`wagate creds set`, a renewed token), as
+    /// Meta accepts any valid token of the number. The tokens expected before stay accepted.
+    pub fn follow_tokens(
+        &self,
+        current: impl Fn(&str) -> Option<Secret<String>> + Send + Sync + 'static,
+    ) {
+        *lock(&self.inner.live) = Some(Arc::new(current));
     }
 
     /// Describes a phone number for `GET /{version}/{phone_number_id}` (a number with an
@@ -309,6 +331,9 @@ fn answer(
     if let Err(msg) = check_body(body) {
         return reject(StatusCode::BAD_REQUEST, 100, &msg);
     }
+    if let Some((code, msg)) = templates::refuse_template(sim, body) {
+        return reject(StatusCode::BAD_REQUEST, code, &msg);
+    }
     if body.get("status").and_then(Value::as_str) == Some("read") {
         return (
             (StatusCode::OK, Json(json!({"success": true}))).into_response(),
@@ -479,7 +504,15 @@ fn token_known(sim: &Simulator, token: &str) -> bool {
     !token.is_empty()
         && (tokens.is_empty()
             || tokens.values().any(|t| t.expose() == token)
+            || tokens.keys().any(|phone| is_live(sim, phone, token))
             || retired_ok(sim, token))
+}
+
+/// Whether `token` is the one the gate now uses for `phone_number_id` ([`Simulator::follow_tokens`]).
+fn is_live(sim: &Simulator, phone_number_id: &str, token: &str) -> bool {
+    let live = lock(&sim.inner.live).clone();
+    live.and_then(|current| current(phone_number_id))
+        .is_some_and(|t| !token.is_empty() && t.expose() == token)
 }
 
 /// Whether `token` may act for `phone_number_id`: its expected token, or the one an exchange
@@ -490,6 +523,7 @@ fn accepts(sim: &Simulator, phone_number_id: &str, token: &str) -> bool {
         None => !token.is_empty(),
         Some(t) => {
             t.expose() == token
+                || is_live(sim, phone_number_id, token)
                 || lock(&sim.inner.retired).get(token).map(String::as_str) == Some(phone_number_id)
                     && retired_ok(sim, token)
         }

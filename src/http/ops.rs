@@ -70,6 +70,27 @@ fn refuse() -> Response {
         .into_response()
 }
 
+/// A layer over every route: the built-in simulator's own pages (`/simulator/_sim/…`: the log
+/// of every message the gate sent, and downloads of contacts' media) answer only whom /status
+/// answers (loopback not relayed, or the admin token); its Graph endpoints are left as they are.
+pub async fn simulator_pages_for_operators(
+    State(admin_token): State<Option<Arc<Secret<String>>>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !req.uri().path().starts_with("/simulator/_sim") {
+        return next.run(req).await;
+    }
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    match peer {
+        Some(ip) if allowed(ip, req.headers(), admin_token.as_deref()) => next.run(req).await,
+        _ => refuse(),
+    }
+}
+
 /// Liveness for anyone (a load balancer's or a container's probe): `{"status":"ok"}`. For
 /// the operator (as /status: loopback not relayed, or the admin token) also the users served
 /// and each one's token health (a token Graph rejected with code 190 shows here until new
@@ -222,8 +243,12 @@ pub async fn webhook_metrics(req: Request, next: Next) -> Response {
     };
     if let Some(outcome) = outcome {
         // Anyone can post to any path: only a user the handler found (it refuses a bad
-        // signature, body or commit only after that) may become a label.
-        let known = matches!(outcome, "unauthorized" | "bad_request" | "unavailable");
+        // signature, body or commit, and a body too large or too slow, only after that) may
+        // become a label.
+        let known = matches!(
+            outcome,
+            "unauthorized" | "bad_request" | "unavailable" | "too_large" | "timeout"
+        );
         let user = if known { &user } else { "(unknown)" };
         crate::metrics::webhook(user, "unknown", outcome);
     }

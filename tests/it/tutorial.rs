@@ -57,6 +57,12 @@ fn demo_copy(dir: &Path) -> String {
         copy_dir(&demo.join(sub), &to.join(sub));
     }
     std::fs::copy(demo.join("identity.txt"), to.join("identity.txt")).unwrap();
+    // The templates its built-in simulator knows (and checks, as Graph does).
+    std::fs::copy(
+        demo.join(wagate::graph::simulator::TEMPLATES_FILE),
+        to.join(wagate::graph::simulator::TEMPLATES_FILE),
+    )
+    .unwrap();
     copy_dir(&repo.join("rules"), &dir.join("rules"));
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
