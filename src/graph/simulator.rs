@@ -508,7 +508,8 @@ fn token_known(sim: &Simulator, token: &str) -> bool {
             || retired_ok(sim, token))
 }
 
-/// Whether `token` is the one the gate now uses for `phone_number_id` ([`Simulator::follow_tokens`]).
+/// Whether `token` is the one the gate now uses for `phone_number_id`
+/// ([`Simulator::follow_tokens`]).
 fn is_live(sim: &Simulator, phone_number_id: &str, token: &str) -> bool {
     let live = lock(&sim.inner.live).clone();
     live.and_then(|current| current(phone_number_id))

@@ -116,6 +116,15 @@ async fn the_simulators_request_log_is_for_the_operator_only() {
             .await
             .unwrap();
         assert_eq!(r.status(), 403);
+        // Spelled another way, the path is no page at all.
+        let r = tg
+            .client
+            .get(tg.url("/simulator/%5Fsim/requests"))
+            .header(h, v)
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(r.status(), 200, "{h}: %5Fsim");
     }
     tg.shutdown().await;
 }
