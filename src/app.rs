@@ -448,6 +448,13 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
     {
         problems.push(format!("error: {e}"));
     }
+    // The built-in simulator's templates, as `serve` would read them.
+    if home.gate.file.graph.base_url == "simulator"
+        && let Err(e) = Simulator::new()
+            .load_templates(&home.gate.home.join(crate::graph::simulator::TEMPLATES_FILE))
+    {
+        problems.push(format!("error: {e}"));
+    }
     if !problems.is_empty() {
         let n = problems.len();
         let plural = if n == 1 { "" } else { "s" };

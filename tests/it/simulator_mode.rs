@@ -219,5 +219,13 @@ async fn the_built_in_simulator_checks_templates_declared_for_it() {
     };
     assert!(e.contains("simulator-templates.yaml:2:"), "{e}");
     assert!(e.contains("langs"), "{e}");
+    // `check` says so too.
+    let o = wagate_in(tg.dir.path(), &["check"]).await;
+    assert_eq!(o.status.code(), Some(1), "{}", output_text(&o));
+    assert!(
+        output_text(&o).contains("simulator-templates.yaml:2:"),
+        "{}",
+        output_text(&o)
+    );
     tg.shutdown().await;
 }
