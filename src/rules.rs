@@ -295,10 +295,12 @@ fn compile_rule(
             .iter_functions()
             .any(|f| f.name == name.as_str() && f.params.len() == 1)
     {
-        return Err(vec![Diagnostic::at_key(
+        let (line, col) = r.call_pos;
+        return Err(vec![Diagnostic::at(
             project_file,
             project_src,
-            "call",
+            line,
+            col,
             format!(
                 "rule `{}`: {} has no function `{name}(event)`",
                 r.name,

@@ -62,16 +62,81 @@ impl Diagnostic {
     }
 
     /// Turns a serde_yaml error into a diagnostic with its position.
+    /// A syntax error keeps the parser's words, minus its own position (given as file:line:col);
+    /// a duplicated key is shown at the duplicate, not at the start of its mapping.
     pub fn from_yaml(file: &Path, source: &str, err: &serde_yaml::Error) -> Self {
         let mut message = err.to_string();
-        if let Some(i) = message.rfind(" at line ") {
-            message.truncate(i);
+        let loc = err.location().map(|l| (l.line(), l.column()));
+        if let Some((line, col)) = loc {
+            let own = format!(" at line {line} column {col}");
+            if message.ends_with(&own) {
+                message.truncate(message.len() - own.len());
+            } else if let Some(i) = message.find(&own) {
+                // libyaml's syntax errors: `<problem> at line L column C, while parsing <what>
+                // at line …`: the problem is here, what it was part of started there.
+                message.replace_range(i..i + own.len(), "");
+                message.insert_str(0, "YAML syntax: ");
+                message.push_str(" (check the indentation of this line)");
+            }
         }
-        match err.location() {
-            Some(loc) => Self::at(file, source, loc.line(), loc.column(), message),
+        if let (Some(key), Some((line, col))) = (duplicate_key(&message), loc)
+            && let Some((l, c)) = duplicate_at(source, &key, line, col)
+        {
+            return Self::at(
+                file,
+                source,
+                l,
+                c,
+                format!("{message}: written a second time here"),
+            );
+        }
+        match loc {
+            Some((line, col)) => Self::at(file, source, line, col, message),
             None => Self::file(file, message),
         }
     }
+}
+
+/// The key a serde_yaml `duplicate field `k`` / `duplicate entry with key "k"` error names.
+fn duplicate_key(message: &str) -> Option<String> {
+    if let Some(i) = message.find("duplicate field `") {
+        let rest = &message[i + "duplicate field `".len()..];
+        return rest.find('`').map(|j| rest[..j].to_string());
+    }
+    let i = message.find("duplicate entry with key \"")?;
+    let rest = &message[i + "duplicate entry with key \"".len()..];
+    rest.find('"').map(|j| rest[..j].to_string())
+}
+
+/// 1-based (line, col) of the second `key:` of the block mapping whose first key is at
+/// `line:col` (where serde_yaml reports a duplicate): only keys at that column count, and the
+/// mapping ends at the first line indented less. `None` for flow style or when not found.
+fn duplicate_at(source: &str, key: &str, line: usize, col: usize) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let keys_at = col.checked_sub(1)?;
+    let mut seen = 0;
+    for (n, text) in lines.iter().enumerate().skip(line.checked_sub(1)?) {
+        let body = text.trim_start_matches(' ');
+        if body.is_empty() || body.starts_with('#') {
+            continue;
+        }
+        let indent = text.len() - body.len();
+        if n + 1 > line && indent < keys_at {
+            break;
+        }
+        let at_col = text.get(keys_at..)?;
+        if (n + 1 == line || indent == keys_at)
+            && at_col
+                .strip_prefix(key)
+                .is_some_and(|r| r.starts_with(':') || r.trim_start().starts_with(':'))
+        {
+            seen += 1;
+            if seen == 2 {
+                return Some((n + 1, col));
+            }
+        }
+    }
+    None
 }
 
 /// 1-based (line, col) of the value of the `nth` (0-based) occurrence of `key:` in YAML text,
@@ -241,6 +306,27 @@ mod tests {
         assert_eq!(locate_key(src, "on", 1), Some((5, 5)));
         assert_eq!(locate_key(src, "cron", 0), Some((6, 13)));
         assert_eq!(locate_key(src, "missing", 0), None);
+    }
+
+    #[test]
+    fn yaml_errors_are_shown_where_they_are() {
+        let file = Path::new("p.yaml");
+        // A duplicated key: at the second one, not at the start of its mapping.
+        let src =
+            "rules:\n  - name: b\n    call: x\n    if: >-\n      call: not a key\n    call: y\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(src).unwrap_err();
+        let d = Diagnostic::from_yaml(file, src, &e);
+        assert_eq!((d.line, d.col), (6, 5), "{d}");
+        assert!(d.message.ends_with("written a second time here"), "{d}");
+        // A syntax error: the parser's words without its own position.
+        let src = "rules:\n  - name: a\n    on: message\n   bad: [\n";
+        let e = serde_yaml::from_str::<serde_yaml::Value>(src).unwrap_err();
+        let d = Diagnostic::from_yaml(file, src, &e);
+        assert_eq!((d.line, d.col), (4, 4), "{d}");
+        assert!(!d.message.contains("line 4"), "{d}");
+        assert!(d.message.starts_with("YAML syntax: "), "{d}");
+        assert_eq!(duplicate_at("a: 1\nb: 2\n", "a", 1, 1), None);
+        assert_eq!(duplicate_at("- a: 1\n  a: 2\n", "a", 1, 3), Some((2, 3)));
     }
 
     #[test]

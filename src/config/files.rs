@@ -361,7 +361,15 @@ pub(crate) fn read_yaml<T: serde::de::DeserializeOwned>(
     let text = if src.trim().is_empty() { "{}" } else { &src };
     match serde_yaml::from_str::<T>(text) {
         Ok(v) => Ok((v, src)),
-        Err(e) => Err(Diagnostic::from_yaml(shown, &src, &e)),
+        // serde_yaml hands the typed reader the events parsed before a syntax error, so a
+        // badly indented line shows up as a missing field of the item it cut short; reading
+        // the text as plain YAML first finds the syntax error at its own line.
+        Err(e) => Err(match serde_yaml::from_str::<serde_yaml::Value>(text) {
+            Err(syntax) if !syntax.to_string().contains("duplicate entry") => {
+                Diagnostic::from_yaml(shown, &src, &syntax)
+            }
+            _ => Diagnostic::from_yaml(shown, &src, &e),
+        }),
     }
 }
 
@@ -770,6 +778,7 @@ fn check_rule(
         condition_pos,
         script,
         call: r.call.clone(),
+        call_pos: rule_key(src, "call", i).unwrap_or((0, 0)),
         mode,
         catch_up,
         max_lateness,

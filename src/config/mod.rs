@@ -170,6 +170,8 @@ pub struct RuleConfig {
     pub condition_pos: (usize, usize),
     pub script: PathBuf,
     pub call: Option<String>,
+    /// 1-based line and column of the `call:` value in project.yaml (this rule's own).
+    pub call_pos: (usize, usize),
     pub mode: RunMode,
     pub catch_up: CatchUp,
     /// How late a missed instant may still fire (with `catch_up: once`).

@@ -9,6 +9,7 @@ mod cli;
 mod cli_edges;
 mod config_history;
 mod contacts;
+mod diag_files;
 mod durability;
 mod engine;
 mod export;

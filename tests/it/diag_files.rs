@@ -1,0 +1,101 @@
+//! Errors in users' files name the right file, line and column, in a user's words: `wagate
+//! check` on small homes, each with one mistake.
+
+use std::path::Path;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh home with user olga and one project `rules/olga/tour` holding `project` and hi.rhai
+/// (which defines `start(event)`).
+fn home_with(project: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::wagate_cli(&["init", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::fs::write(
+        dir.path().join("users/olga.yaml"),
+        "user: olga\nphone_number_id: \"111\"\ntimezone: Europe/Paris\n",
+    )
+    .unwrap();
+    let proj = dir.path().join("rules/olga/tour");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("project.yaml"), project).unwrap();
+    std::fs::write(proj.join("hi.rhai"), "fn start(event) { log(\"hi\"); }\n").unwrap();
+    let cfg = dir.path().join("gate.yaml").to_string_lossy().into_owned();
+    (dir, cfg)
+}
+
+fn write(home: &Path, rel: &str, content: &str) {
+    let p = home.join(rel);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(p, content).unwrap();
+}
+
+/// What `check` printed on stderr; it must fail (exit 1).
+fn check_fails(cfg: &str) -> String {
+    let out = crate::common::wagate_cli(&["--config", cfg, "check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    text(&out.stderr)
+}
+
+#[test]
+fn a_missing_call_function_is_shown_at_its_own_rules_call() {
+    let (_dir, cfg) = home_with(
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n    call: start\n  - name: b\n    on: message\n    script: hi.rhai\n  - name: c\n    on: message\n    script: hi.rhai\n    call: bok\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.contains(
+            "\
+error: rule `c`: rules/olga/tour/hi.rhai has no function `bok(event)`
+  --> rules/olga/tour/project.yaml:12:11
+   |
+12 |     call: bok
+   |           ^
+"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_badly_indented_line_is_a_syntax_error_at_that_line() {
+    let (_dir, cfg) = home_with(
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n  - name: b\n    on: message\n   bad indent: [\n    script: hi.rhai\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.starts_with(
+            "\
+error: YAML syntax: did not find expected '-' indicator, while parsing a block collection at line 2 column 3 (check the indentation of this line)
+  --> rules/olga/tour/project.yaml:7:4
+  |
+7 |    bad indent: [
+  |    ^
+"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("missing field"), "{err}");
+}
+
+#[test]
+fn a_duplicated_key_is_shown_at_the_duplicate() {
+    let (_dir, cfg) = home_with(
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n  - name: b\n    on: message\n    call: start\n    script: hi.rhai\n    call: start\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.starts_with(
+            "\
+error: rules[1]: duplicate field `call`: written a second time here
+  --> rules/olga/tour/project.yaml:9:5
+  |
+9 |     call: start
+  |     ^
+"
+        ),
+        "{err}"
+    );
+}
