@@ -224,6 +224,8 @@ pub fn parse_credentials(json: &[u8]) -> Result<Credentials, VaultError> {
 pub fn parse_credentials_noting(
     json: &[u8],
 ) -> Result<(Credentials, Vec<&'static str>), VaultError> {
+    // Windows editors save UTF-8 with a byte-order mark, which JSON readers refuse.
+    let json = json.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(json);
     let mut f: CredentialsFile = serde_json::from_slice(json).map_err(|e| {
         let msg = e.to_string();
         let keep = msg.starts_with("missing field") || msg.starts_with("unknown field");
@@ -480,6 +482,17 @@ mod tests {
         creds.app_secret = Secret::new(" ".into());
         assert!(vault.write_credentials(&path, &creds).is_err());
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn credentials_saved_with_a_byte_order_mark_are_read() {
+        let mut with_bom = b"\xEF\xBB\xBF".to_vec();
+        with_bom.extend_from_slice(JSON);
+        let creds = parse_credentials(&with_bom).unwrap();
+        assert_eq!(
+            creds.app_secret.expose(),
+            parse_credentials(JSON).unwrap().app_secret.expose()
+        );
     }
 
     #[test]

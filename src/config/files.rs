@@ -577,6 +577,17 @@ fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
     ok.then(|| dir.join(p))
 }
 
+/// Why a path written in project.yaml is refused before looking for its file.
+fn outside_msg(rel: &str) -> String {
+    if rel.is_empty() {
+        "no file named: write a path inside this project folder".into()
+    } else {
+        format!(
+            "`{rel}` is outside this project folder: tables and scripts must be inside it (a path relative to project.yaml, without `..` or a leading `/`)"
+        )
+    }
+}
+
 fn load_project(
     gate: &GateConfig,
     users: &BTreeMap<UserId, UserConfig>,
@@ -630,15 +641,21 @@ fn load_project(
     };
     let mut tables = BTreeMap::new();
     for (tname, tfile) in &f.tables {
-        match inside(&dir, tfile).filter(|p| p.is_file()) {
-            Some(p) => {
+        match inside(&dir, tfile) {
+            Some(p) if p.is_file() => {
                 tables.insert(tname.clone(), p);
             }
-            None => errors.push(Diagnostic::at_key(
+            Some(_) => errors.push(Diagnostic::at_key(
                 &shown,
                 &src,
                 tname,
                 format!("table `{tname}`: no file `{tfile}` in this project folder"),
+            )),
+            None => errors.push(Diagnostic::at_key(
+                &shown,
+                &src,
+                tname,
+                format!("table `{tname}`: {}", outside_msg(tfile)),
             )),
         }
     }
@@ -689,7 +706,26 @@ fn check_rule(
             format!("rule name `{}` is used twice in this project", r.name),
         ));
     }
-    let trigger = parse_trigger(&r.on).map_err(|m| at("on", m))?;
+    let trigger = parse_trigger(&r.on).map_err(|m| {
+        // `on:` with `cron:`/`at:` on its next line: the error is in that value.
+        let inner = r.on.as_mapping().and_then(|m| m.keys().next()?.as_str());
+        match (rule_key(src, "on", i), inner) {
+            (Some((l, _)), Some(k)) => {
+                let rest = src.lines().skip(l).collect::<Vec<_>>().join("\n");
+                match super::diag::locate_key(&rest, k, 0) {
+                    Some((1, c)) => Diagnostic::at(shown, src, l + 1, c, m),
+                    _ => at("on", m),
+                }
+            }
+            _ => at("on", m),
+        }
+    })?;
+    if inside(dir, &r.script).is_none() {
+        return Err(at(
+            "script",
+            format!("rule `{}`: {}", r.name, outside_msg(&r.script)),
+        ));
+    }
     let script = inside(dir, &r.script)
         .filter(|p| p.is_file())
         .ok_or_else(|| {

@@ -114,8 +114,44 @@ pub fn check_cron(expr: &str) -> Result<cron::Schedule, String> {
             .map(str::trim)
             .rfind(|l| !l.is_empty() && *l != "^")
             .unwrap_or("");
-        format!("invalid cron expression `{expr}`: {why}")
+        format!(
+            "invalid cron expression `{expr}`: {}",
+            plain_cron_reason(why)
+        )
     })
+}
+
+/// The cron crate's range errors in a user's words, with the field's real range: its
+/// "Hours must be less than 23. ('25' specified.)" means hours go to 23 at most.
+fn plain_cron_reason(why: &str) -> String {
+    const FIELDS: [(&str, &str, &str); 7] = [
+        ("Seconds", "second", "0–59"),
+        ("Minutes", "minute", "0–59"),
+        ("Hours", "hour", "0–23"),
+        ("Days of Month", "day of the month", "1–31"),
+        ("Months", "month", "1–12"),
+        ("Days of Week", "weekday", "0–7 (0 and 7 are Sunday)"),
+        ("Years", "year", "1970–2100"),
+    ];
+    let given = why
+        .split_once("('")
+        .and_then(|(_, r)| r.split_once("' specified"))
+        .map(|(v, _)| v);
+    for (name, word, range) in FIELDS {
+        let Some(rest) = why
+            .strip_prefix(name)
+            .and_then(|r| r.strip_prefix(" must be "))
+        else {
+            continue;
+        };
+        let Some(given) = given else { break };
+        if let Some(max) = rest.strip_prefix("between 1 and ") {
+            let max = max.split('.').next().unwrap_or(max);
+            return format!("the {word} step must be 1–{max}, not {given}");
+        }
+        return format!("{word} must be {range}, not {given}");
+    }
+    why.to_string()
 }
 
 /// The schedules whose earliest match is the expression's next firing. As in standard cron,
@@ -257,6 +293,18 @@ mod tests {
             assert!(check_cron(expr).is_ok(), "{expr}");
         }
         assert!(check_cron("0 9 * * 5-1").unwrap_err().contains("backwards"));
+        // The crate's range errors, with the field's real range.
+        for (expr, why) in [
+            ("0 25 * * *", "hour must be 0–23, not 25"),
+            ("61 * * * *", "minute must be 0–59, not 61"),
+            ("0 9 0 * *", "day of the month must be 1–31, not 0"),
+            ("0 9 32 * *", "day of the month must be 1–31, not 32"),
+            ("0 9 * 13 *", "month must be 1–12, not 13"),
+            ("0 */30 * * *", "the hour step must be 1–23, not 30"),
+        ] {
+            let e = check_cron(expr).unwrap_err();
+            assert_eq!(e, format!("invalid cron expression `{expr}`: {why}"));
+        }
         assert!(check_cron("0 9 * * 1-5/0").is_err());
         // Friday 2026-04-24 18:00 Paris → the next weekday 07:30 is Monday the 27th.
         let paris: Tz = "Europe/Paris".parse().unwrap();

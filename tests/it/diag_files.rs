@@ -99,3 +99,76 @@ error: rules[1]: duplicate field `call`: written a second time here
         "{err}"
     );
 }
+
+#[test]
+fn a_cron_hour_out_of_range_says_what_the_range_is() {
+    let (_dir, cfg) = home_with(
+        "rules:\n  - name: a\n    on:\n      cron: \"0 25 * * *\"\n    script: hi.rhai\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.contains(
+            "\
+error: invalid cron expression `0 25 * * *`: hour must be 0–23, not 25
+  --> rules/olga/tour/project.yaml:4:13
+"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_table_or_script_outside_the_project_folder_is_refused_as_such() {
+    let (dir, cfg) = home_with(
+        "tables:\n  people: ../other/people.csv\nrules:\n  - name: a\n    on: message\n    script: ../other/hi.rhai\n",
+    );
+    // The files exist: what is wrong is where they are.
+    write(
+        dir.path(),
+        "rules/olga/other/people.csv",
+        "phone,name\n1,A\n",
+    );
+    write(dir.path(), "rules/olga/other/hi.rhai", "let a = 1;\n");
+    let err = check_fails(&cfg);
+    assert!(
+        err.contains(
+            "\
+error: table `people`: `../other/people.csv` is outside this project folder: tables and scripts must be inside it (a path relative to project.yaml, without `..` or a leading `/`)
+  --> rules/olga/tour/project.yaml:2:11
+"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "\
+error: rule `a`: `../other/hi.rhai` is outside this project folder: tables and scripts must be inside it (a path relative to project.yaml, without `..` or a leading `/`)
+  --> rules/olga/tour/project.yaml:6:13
+"
+        ),
+        "{err}"
+    );
+    assert!(!err.contains("no file"), "{err}");
+}
+
+#[test]
+fn creds_set_reads_a_json_file_saved_with_a_byte_order_mark() {
+    let (dir, cfg) = home_with("rules: []\n");
+    let f = dir.path().join("c.json");
+    let mut json = b"\xEF\xBB\xBF".to_vec();
+    json.extend_from_slice(
+        br#"{"access_token":"EAAtok","app_secret":"sec","webhook_verify_token":"vt"}"#,
+    );
+    std::fs::write(&f, json).unwrap();
+    let out = crate::common::wagate_cli(&[
+        "--config",
+        &cfg,
+        "creds",
+        "set",
+        "olga",
+        "--from-file",
+        f.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(dir.path().join("credentials/olga.age").is_file());
+}
