@@ -144,9 +144,17 @@ impl RuleSet {
                 }
             }
             let mut rules = Vec::new();
+            let known: Vec<&str> = p.tables.keys().map(String::as_str).collect();
             for r in &p.rules {
                 match compile_rule(home, engine, &p.file, &p.source, r, &mut hasher) {
-                    Ok(rule) => rules.push(rule),
+                    Ok(rule) => {
+                        for d in unknown_literal_tables(&rule, &r.script, &known) {
+                            if !errors.contains(&d) {
+                                errors.push(d);
+                            }
+                        }
+                        rules.push(rule)
+                    }
                     Err(mut d) => errors.append(&mut d),
                 }
             }
@@ -224,6 +232,64 @@ impl RuleSet {
     pub fn rule_count(&self) -> usize {
         self.projects.iter().map(|p| p.rules.len()).sum()
     }
+}
+
+/// `lookup("name", …)` (or `"name".lookup(…)`) calls of a rule's script whose table is a
+/// string literal naming neither a table of the project nor a store: a typo found by `check`
+/// rather than at the first run. A name computed at run time is checked when the call runs.
+fn unknown_literal_tables(
+    rule: &Rule,
+    script: &std::path::Path,
+    known: &[&str],
+) -> Vec<Diagnostic> {
+    use rhai::{ASTNode, Expr, Stmt};
+    if rule.ast.iter_functions().any(|f| f.name == "lookup") {
+        return Vec::new(); // the script's own `lookup`
+    }
+    let mut found: Vec<(String, rhai::Position)> = Vec::new();
+    rule.ast.walk(&mut |path: &[ASTNode]| {
+        let literal_table = match path.last() {
+            Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)))
+                if call.name == "lookup" && call.namespace.is_empty() =>
+            {
+                call.args.first()
+            }
+            Some(ASTNode::Expr(Expr::Dot(x, ..))) => match &x.rhs {
+                Expr::MethodCall(call, _) if call.name == "lookup" => Some(&x.lhs),
+                _ => None,
+            },
+            _ => None,
+        };
+        if let Some(Expr::StringConstant(name, pos)) = literal_table
+            && !known.contains(&name.as_str())
+            && !crate::config::STORES.contains(&name.as_str())
+        {
+            found.push((name.to_string(), *pos));
+        }
+        true
+    });
+    if found.is_empty() {
+        return Vec::new();
+    }
+    found.sort_by_key(|(_, pos)| (pos.line(), pos.position()));
+    let src = std::fs::read_to_string(script).unwrap_or_default();
+    let mut names: Vec<&str> = known.to_vec();
+    names.extend(crate::config::STORES);
+    found
+        .into_iter()
+        .map(|(name, pos)| {
+            Diagnostic::at(
+                std::path::Path::new(&rule.script_shown),
+                &src,
+                pos.line().unwrap_or(0),
+                pos.position().unwrap_or(0),
+                format!(
+                    "lookup: no table `{name}`; this project has {}",
+                    names.join(", ")
+                ),
+            )
+        })
+        .collect()
 }
 
 /// The `.rhai` files of a project folder and of its subfolders that are not projects

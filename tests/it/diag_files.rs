@@ -172,3 +172,35 @@ fn creds_set_reads_a_json_file_saved_with_a_byte_order_mark() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(dir.path().join("credentials/olga.age").is_file());
 }
+
+#[test]
+fn a_lookup_of_a_literal_unknown_table_is_refused_by_check() {
+    let (dir, cfg) = home_with(
+        "tables:\n  participants: participants.csv\nrules:\n  - name: a\n    on: message\n    script: hi.rhai\n",
+    );
+    write(
+        dir.path(),
+        "rules/olga/tour/participants.csv",
+        "phone,name\n33611111111,Claire\n",
+    );
+    write(
+        dir.path(),
+        "rules/olga/tour/hi.rhai",
+        "let p = lookup(\"participants\", event.from);\nlet c = lookup(\"contacts\", event.from);\nlet name = \"partici\" + \"pantz\";\nlet q = lookup(name, event.from);\nfn greet(event) {\n    let r = lookup(\"participantz\", event.from);\n}\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.contains(
+            "\
+error: lookup: no table `participantz`; this project has participants, contacts, messages
+  --> rules/olga/tour/hi.rhai:6:20
+  |
+6 |     let r = lookup(\"participantz\", event.from);
+  |                    ^
+"
+        ),
+        "{err}"
+    );
+    // Only the literal: a name computed at run time is checked when the call runs.
+    assert_eq!(err.matches("no table").count(), 1, "{err}");
+}
