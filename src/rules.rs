@@ -248,18 +248,17 @@ fn unknown_literal_tables(
     }
     let mut found: Vec<(String, rhai::Position)> = Vec::new();
     rule.ast.walk(&mut |path: &[ASTNode]| {
-        let literal_table = match path.last() {
-            Some(ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)))
-                if call.name == "lookup" && call.namespace.is_empty() =>
-            {
-                call.args.first()
-            }
-            Some(ASTNode::Expr(Expr::Dot(x, ..))) => match &x.rhs {
-                Expr::MethodCall(call, _) if call.name == "lookup" => Some(&x.lhs),
+        let literal_table =
+            match path.last() {
+                Some(
+                    ASTNode::Expr(Expr::FnCall(call, _)) | ASTNode::Stmt(Stmt::FnCall(call, _)),
+                ) if call.name == "lookup" && call.namespace.is_empty() => call.args.first(),
+                Some(ASTNode::Expr(Expr::Dot(x, ..))) => match &x.rhs {
+                    Expr::MethodCall(call, _) if call.name == "lookup" => Some(&x.lhs),
+                    _ => None,
+                },
                 _ => None,
-            },
-            _ => None,
-        };
+            };
         if let Some(Expr::StringConstant(name, pos)) = literal_table
             && !known.contains(&name.as_str())
             && !crate::config::STORES.contains(&name.as_str())

@@ -140,8 +140,88 @@ pub(super) fn to_json(d: &Dynamic) -> FnResult<Value> {
     if let Some(t) = d.clone().try_cast::<Time>() {
         return Ok(Value::String(t.to_string()));
     }
-    rhai::serde::from_dynamic::<Value>(d)
-        .map_err(|e| format!("{e} (store a Time inside a map as t.to_string())").into())
+    rhai::serde::from_dynamic::<Value>(d).map_err(|e| match not_json(d, "") {
+        Some((at, what)) if what == "Time" => format!(
+            "{at}is a Time, which cannot be stored or sent inside a map or array: write t.to_string() (the instant) or t.format(\"%d.%m.%Y %H:%M\") (a text)"
+        )
+        .into(),
+        Some((at, what)) => format!(
+            "{at}is a {what}, which cannot be stored or sent: use texts, numbers, true/false, arrays and maps"
+        )
+        .into(),
+        None => e,
+    })
+}
+
+/// The first value inside `d` that has no JSON form: where it is (`` `a.b` `` and a space, or
+/// nothing for `d` itself) and its type in a script's words.
+fn not_json(d: &Dynamic, path: &str) -> Option<(String, String)> {
+    if let Some(m) = d.read_lock::<Map>() {
+        return m.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() {
+                k.to_string()
+            } else {
+                format!("{path}.{k}")
+            };
+            not_json(v, &p)
+        });
+    }
+    if let Some(a) = d.read_lock::<Array>() {
+        return a
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| not_json(v, &format!("{path}[{i}]")));
+    }
+    let plain = d.is_unit()
+        || d.is_bool()
+        || d.is_int()
+        || d.is_float()
+        || d.is_string()
+        || d.is_char()
+        || d.is_blob();
+    if plain {
+        return None;
+    }
+    let at = if path.is_empty() {
+        String::new()
+    } else {
+        format!("`{path}` ")
+    };
+    Some((at, shown_type(d)))
+}
+
+/// A value's type as scripts name it, never a Rust path (`Time`, `Fn`, `int`, …).
+pub(super) fn shown_type(d: &Dynamic) -> String {
+    if d.is::<Time>() {
+        return "Time".into();
+    }
+    match d.type_name() {
+        "i64" | "i32" => "int".into(),
+        "f64" | "f32" => "float".into(),
+        "()" => "()".into(),
+        other => other.rsplit("::").next().unwrap_or(other).to_string(),
+    }
+}
+
+/// A lookup's result, refused as a located error when it is larger than a script may hold (the
+/// engine's own check would lose the call's position inside a rule's `call:` function).
+fn sized(ctx: &rhai::NativeCallContext, table: &str, d: Dynamic) -> FnResult<Dynamic> {
+    match ctx.engine().ensure_data_size_within_limits(&d) {
+        Ok(()) => Ok(d),
+        Err(e) => {
+            let why = match *e {
+                EvalAltResult::ErrorDataTooLarge(what, _) => match what.as_str() {
+                    "Length of string" => "a text in it is longer than max_string_size",
+                    "Size of object map" => "a map in it has more keys than max_map_size",
+                    _ => "it has more items than max_array_size",
+                },
+                other => return Err(other.into()),
+            };
+            err(format!(
+                "lookup(\"{table}\"): the result is too large for a script: {why} (`scripts:` in gate.yaml) allows; look up fewer or smaller rows"
+            ))
+        }
+    }
 }
 
 pub(super) fn to_dynamic(v: &Value) -> FnResult<Dynamic> {
@@ -487,7 +567,7 @@ fn schedule(when: Dynamic, call: &str, arg: Dynamic) -> FnResult<String> {
     } else {
         return err(format!(
             "schedule: `when` must be a Time, a time text or seconds, not {}",
-            when.type_name()
+            shown_type(&when)
         ));
     };
     let now = now()?.utc;
@@ -542,7 +622,7 @@ fn export(opts: Map) -> FnResult<Map> {
                 .map_err(|e| format!("export: `{key}`: {e}").into()),
             None => err(format!(
                 "export: `{key}` must be a Time or a time text, not {}",
-                v.type_name()
+                shown_type(v)
             )),
         }
     };
@@ -615,7 +695,7 @@ fn register_export(engine: &mut Engine) {
                 Some(e) => context.eval_expression_tree(e)?,
                 None => Dynamic::from_map(Map::new()),
             };
-            let type_name = opts.type_name();
+            let type_name = shown_type(&opts);
             let result = match opts.try_cast::<Map>() {
                 Some(m) => export(m),
                 None => err(format!(
@@ -716,11 +796,28 @@ pub(super) fn register(engine: &mut Engine) {
     engine.register_fn("log", |v: Dynamic| push_log(&v.to_string()));
     engine.register_fn("state", state);
     engine.register_fn("set_state", set_state);
-    engine.register_fn("lookup", lookup_key);
-    engine.register_fn("lookup", |table: &str, key: INT| {
-        lookup_key(table, &key.to_string())
-    });
-    engine.register_fn("lookup", lookup_query);
+    engine.register_fn(
+        "lookup",
+        |ctx: rhai::NativeCallContext, table: &str, key: &str| {
+            sized(&ctx, table, lookup_key(table, key)?)
+        },
+    );
+    engine.register_fn(
+        "lookup",
+        |ctx: rhai::NativeCallContext, table: &str, key: INT| {
+            sized(&ctx, table, lookup_key(table, &key.to_string())?)
+        },
+    );
+    engine.register_fn(
+        "lookup",
+        |ctx: rhai::NativeCallContext, table: &str, query: Map| {
+            sized(
+                &ctx,
+                table,
+                Dynamic::from_array(lookup_query(table, query)?),
+            )
+        },
+    );
     engine.register_fn("schedule", schedule);
     super::book::register(engine);
     super::groups::register(engine);

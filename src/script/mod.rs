@@ -766,6 +766,52 @@ mod tests {
     }
 
     #[test]
+    fn errors_in_values_are_told_in_script_words_and_located() {
+        // A Time inside a map or array: where it is and what to write instead, no Rust names.
+        for (src, at) in [
+            ("let a = 1;\n  set_state(\"t\", #{ at: now() });", "`at`"),
+            ("let a = 1;\n  set_state(\"t\", [1, now()]);", "`[1]`"),
+        ] {
+            let err = run(src).error.unwrap();
+            assert_eq!(
+                err,
+                format!(
+                    "t.rhai:2:3: {at} is a Time, which cannot be stored or sent inside a map or array: write t.to_string() (the instant) or t.format(\"%d.%m.%Y %H:%M\") (a text)"
+                )
+            );
+        }
+        let err = run("send(\"+15550001111\", #{ template: \"t\", params: [Fn(\"f\")] })")
+            .error
+            .unwrap();
+        assert!(err.contains("`params[0]` is a Fn"), "{err}");
+        assert!(!err.contains("::"), "{err}");
+        // A lookup result over the size limit: at the call, also inside a `call:` function.
+        let big = "x".repeat(2000);
+        let mut c = ctx();
+        let rows = serde_json::from_value(json!([{"phone": "+1", "note": big}])).unwrap();
+        let mut tables = HashMap::new();
+        tables.insert("notes".to_string(), Table::from_rows(rows, None));
+        c.tables = Arc::new(tables);
+        let e = engine();
+        let why = "lookup(\"notes\"): the result is too large for a script: a text in it is longer than max_string_size (`scripts:` in gate.yaml) allows; look up fewer or smaller rows";
+        let ast = e
+            .engine
+            .compile("let a = 1;\nlet r = lookup(\"notes\", \"+1\");")
+            .unwrap();
+        let err = e.run(&ast, None, &event(), &c, "t.rhai").error.unwrap();
+        assert_eq!(err, format!("t.rhai:2:9: {why}"));
+        let ast = e
+            .engine
+            .compile("fn start(event) {\n    let r = lookup(\"notes\", #{ phone: \"+1\" });\n}")
+            .unwrap();
+        let err = e
+            .run(&ast, Some("start"), &event(), &c, "t.rhai")
+            .error
+            .unwrap();
+        assert_eq!(err, format!("t.rhai:2:13: {why}"));
+    }
+
+    #[test]
     fn reply_records_a_quoted_send() {
         let out = ok(r#"reply(event, "Hello " + event.text); log("done"); print("p");"#);
         assert_eq!(out.logs, vec!["done", "p"]);
