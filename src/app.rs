@@ -441,6 +441,8 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
     });
     let warnings: String = loose_modes(&home)
         .iter()
+        .cloned()
+        .chain(home.warnings.iter().map(|w| w.as_warning()))
         .map(|w| format!("{w}\n"))
         .collect();
     if let Some(b) = &home.gate.file.backup

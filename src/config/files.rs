@@ -570,6 +570,52 @@ fn find_project_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// Files under rules/ that look like a project's file but are not read, because only
+/// `project.yaml` is (`project.yml`, `Project.yaml`): one warning each, naming the file.
+pub(super) fn misnamed_project_files(gate: &GateConfig) -> Vec<Diagnostic> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().to_lowercase();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                if depth < 16 && out.len() < 100 {
+                    walk(&p, depth + 1, out);
+                }
+            } else if (name == "project.yml" || name == "project.yaml")
+                && e.file_name() != "project.yaml"
+                && !dir.join("project.yaml").is_file()
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut found = Vec::new();
+    if gate.rules_dir.is_dir() {
+        walk(&gate.rules_dir, 0, &mut found);
+    }
+    found.sort();
+    found
+        .iter()
+        .map(|p| {
+            let shown = gate.display_path(p);
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            Diagnostic::file(
+                &shown,
+                format!(
+                    "{} is not read: a project's file must be named project.yaml (did you mean project.yaml?)",
+                    name
+                ),
+            )
+        })
+        .collect()
+}
+
 /// A path inside the project folder: relative, without `..`.
 fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
     let p = Path::new(rel);

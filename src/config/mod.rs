@@ -201,6 +201,9 @@ pub struct Home {
     pub gate: GateConfig,
     pub users: BTreeMap<UserId, UserConfig>,
     pub projects: Vec<ProjectConfig>,
+    /// Things that are not errors but are likely mistakes (a `project.yml` that is never
+    /// read): `check` prints them, serve and reload log them.
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Home {
@@ -223,11 +226,13 @@ impl Home {
         let mut errors = Vec::new();
         let users = files::load_users(&gate, &mut errors);
         let projects = files::load_projects(&gate, &users, &mut errors);
+        let warnings = files::misnamed_project_files(&gate);
         Ok((
             Home {
                 gate,
                 users,
                 projects,
+                warnings,
             },
             errors,
         ))

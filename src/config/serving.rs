@@ -153,6 +153,9 @@ impl Home {
         gate_yaml: &Path,
     ) -> Result<(Home, Vec<(String, Diagnostics)>), Diagnostics> {
         let (mut home, errors) = Self::load_partial(gate_yaml)?;
+        for w in &home.warnings {
+            tracing::warn!("{}", w.as_warning());
+        }
         let out = home.leave_out(errors)?;
         Ok((home, out))
     }
@@ -174,19 +177,36 @@ impl Home {
     }
 
     /// Reads the home again for the users in `served` only (a hot reload): errors of other
-    /// users' files are ignored. A project not `live` that still has errors stays out (it is
-    /// returned with them) and holds up no other; any other error fails the whole read.
+    /// users' files are ignored (those of a folder under rules/ that is no user's, such as
+    /// `rules/Olga/`, join the warnings, which are logged). A project not `live` that still has
+    /// errors stays out (it is returned with them) and holds up no other; any other error fails
+    /// the whole read.
     pub fn load_served(
         gate_yaml: &Path,
         served: &BTreeSet<String>,
         live: &BTreeSet<String>,
     ) -> Result<(Home, Vec<(String, Diagnostics)>), Diagnostics> {
         let (mut home, errors) = Self::load_partial(gate_yaml)?;
-        let errors = errors
-            .into_iter()
-            .filter(|d| !matches!(home.owner_of(d), Some(u) if !served.contains(&u)))
-            .collect();
-        let out = home.leave_out_not_live(errors, live)?;
+        let mut kept = Vec::new();
+        for d in errors {
+            match home.owner_of(&d) {
+                // A folder under rules/ that is no user's (`rules/Olga/`): not served, and said
+                // so, as `check` says it; a served user's errors wait for the restart.
+                Some(u) if !served.contains(&u) => {
+                    let is_user = ["yaml", "yml"]
+                        .iter()
+                        .any(|x| home.gate.users_dir.join(format!("{u}.{x}")).is_file());
+                    if !is_user {
+                        home.warnings.push(d);
+                    }
+                }
+                _ => kept.push(d),
+            }
+        }
+        for w in &home.warnings {
+            tracing::warn!("not served: {}", w.as_warning());
+        }
+        let out = home.leave_out_not_live(kept, live)?;
         let others: BTreeSet<String> = home
             .users
             .keys()

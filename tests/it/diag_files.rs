@@ -204,3 +204,59 @@ error: lookup: no table `participantz`; this project has participants, contacts,
     // Only the literal: a name computed at run time is checked when the call runs.
     assert_eq!(err.matches("no table").count(), 1, "{err}");
 }
+
+#[test]
+fn a_project_yml_is_named_by_check_as_not_read() {
+    let (dir, cfg) = home_with("rules: []\n");
+    write(
+        dir.path(),
+        "rules/olga/notes/project.yml",
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n",
+    );
+    let out = crate::common::wagate_cli(&["--config", &cfg, "check"]);
+    let err = format!("{}{}", text(&out.stderr), text(&out.stdout));
+    assert!(
+        err.contains(
+            "\
+warning: project.yml is not read: a project's file must be named project.yaml (did you mean project.yaml?)
+  --> rules/olga/notes/project.yml
+"
+        ),
+        "{err}"
+    );
+    // Beside a project.yaml it is not the project's file either way: no warning.
+    write(dir.path(), "rules/olga/tour/project.yml", "rules: []\n");
+    let out = crate::common::wagate_cli(&["--config", &cfg, "check"]);
+    let all = format!("{}{}", text(&out.stderr), text(&out.stdout));
+    assert_eq!(all.matches("is not read").count(), 1, "{all}");
+}
+
+#[test]
+fn a_reload_tells_of_a_rules_folder_that_is_no_users_and_of_a_project_yml() {
+    let (dir, cfg) =
+        home_with("rules:\n  - name: a\n    on: message\n    script: hi.rhai\n    call: start\n");
+    write(
+        dir.path(),
+        "rules/Olga/tour/project.yaml",
+        "rules:\n  - name: a\n    on: message\n    script: hi.rhai\n",
+    );
+    write(dir.path(), "rules/olga/notes/project.yml", "rules: []\n");
+    let served: std::collections::BTreeSet<String> = ["olga".to_string()].into();
+    let home = wagate::config::Home::load_served(Path::new(&cfg), &served).unwrap();
+    assert_eq!(home.projects.len(), 1);
+    let shown: Vec<String> = home.warnings.iter().map(|w| w.as_warning()).collect();
+    assert_eq!(shown.len(), 2, "{shown:?}");
+    assert!(
+        shown.iter().any(|w| w.starts_with(
+            "warning: project `Olga/tour` is not under a known user: its first folder `Olga` must match a file in users/\n  --> rules/Olga/tour/project.yaml"
+        )),
+        "{shown:?}"
+    );
+    assert!(
+        shown
+            .iter()
+            .any(|w| w.contains("project.yml is not read")
+                && w.contains("rules/olga/notes/project.yml")),
+        "{shown:?}"
+    );
+}
