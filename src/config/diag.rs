@@ -76,7 +76,11 @@ impl Diagnostic {
                 // at line …`: the problem is here, what it was part of started there.
                 message.replace_range(i..i + own.len(), "");
                 message.insert_str(0, "YAML syntax: ");
-                message.push_str(" (check the indentation of this line)");
+                if message.contains("while parsing a block") {
+                    message.push_str(" (check the indentation of this line)");
+                }
+            } else if let Some(i) = message.rfind(" at line ") {
+                message.truncate(i);
             }
         }
         if let (Some(key), Some((line, col))) = (duplicate_key(&message), loc)

@@ -204,7 +204,7 @@ impl Home {
             }
         }
         for w in &home.warnings {
-            tracing::warn!("not served: {}", w.as_warning());
+            tracing::warn!("{}", w.as_warning());
         }
         let out = home.leave_out_not_live(kept, live)?;
         let others: BTreeSet<String> = home

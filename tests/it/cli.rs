@@ -334,7 +334,7 @@ fn check_prints_every_error_of_the_home_at_once_as_whole_text() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(text(&out.stdout), "");
     let expected = "\
-error: invalid cron expression `0 25 * * *`: Hours must be less than 23. ('25' specified.)
+error: invalid cron expression `0 25 * * *`: hour must be 0–23, not 25
   --> rules/olga/tour/project.yaml:9:9
   |
 9 |     on: { cron: \"0 25 * * *\" }
