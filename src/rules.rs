@@ -144,7 +144,17 @@ impl RuleSet {
                 }
             }
             let mut rules = Vec::new();
-            let known: Vec<&str> = p.tables.keys().map(String::as_str).collect();
+            // Every table project.yaml names, also one whose file is missing (reported there).
+            let written: Vec<String> =
+                serde_yaml::from_str::<crate::config::ProjectFile>(&p.source)
+                    .map(|f| f.tables.into_keys().collect())
+                    .unwrap_or_default();
+            let known: Vec<&str> = p
+                .tables
+                .keys()
+                .chain(written.iter().filter(|w| !p.tables.contains_key(*w)))
+                .map(String::as_str)
+                .collect();
             for r in &p.rules {
                 match compile_rule(home, engine, &p.file, &p.source, r, &mut hasher) {
                     Ok(rule) => {

@@ -260,3 +260,21 @@ fn a_reload_tells_of_a_rules_folder_that_is_no_users_and_of_a_project_yml() {
         "{shown:?}"
     );
 }
+
+#[test]
+fn a_lookup_of_a_table_whose_file_is_missing_is_reported_once_at_the_table() {
+    let (dir, cfg) = home_with(
+        "tables:\n  hotels: hotels.csv\nrules:\n  - name: a\n    on: message\n    script: hi.rhai\n",
+    );
+    write(
+        dir.path(),
+        "rules/olga/tour/hi.rhai",
+        "let h = lookup(\"hotels\", event.from);\n",
+    );
+    let err = check_fails(&cfg);
+    assert!(
+        err.contains("error: table `hotels`: no file `hotels.csv` in this project folder\n  --> rules/olga/tour/project.yaml:2:11"),
+        "{err}"
+    );
+    assert!(!err.contains("no table"), "{err}");
+}
