@@ -242,7 +242,9 @@ fn a_reload_tells_of_a_rules_folder_that_is_no_users_and_of_a_project_yml() {
     );
     write(dir.path(), "rules/olga/notes/project.yml", "rules: []\n");
     let served: std::collections::BTreeSet<String> = ["olga".to_string()].into();
-    let home = wagate::config::Home::load_served(Path::new(&cfg), &served).unwrap();
+    let live = ["olga/tour".to_string()].into();
+    let (home, out) = wagate::config::Home::load_served(Path::new(&cfg), &served, &live).unwrap();
+    assert!(out.is_empty(), "no project left out");
     assert_eq!(home.projects.len(), 1);
     let shown: Vec<String> = home.warnings.iter().map(|w| w.as_warning()).collect();
     assert_eq!(shown.len(), 2, "{shown:?}");
