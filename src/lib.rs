@@ -42,6 +42,7 @@ pub mod scheduler;
 pub mod sender;
 pub mod state_reads;
 pub mod status;
+pub mod terminal;
 pub mod watcher;
 
 pub mod app;

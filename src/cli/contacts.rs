@@ -6,6 +6,7 @@ use super::CliError;
 use crate::config::{Home, UserConfig};
 use crate::domain::book::{contact_key_of, parse_contacts_csv, validate_label};
 use crate::store::Store;
+use crate::terminal::one_line;
 use clap::Subcommand;
 use std::path::{Path, PathBuf};
 
@@ -83,10 +84,17 @@ pub(super) fn run(config: &Path, user: &str, action: ContactsAction) -> Result<(
                 .map_err(|e| CliError::usage(format!("error: {e}")))?;
             let book = store.contact_book(user, label.as_deref())?;
             let now = chrono::Utc::now().timestamp();
-            let width = book.iter().map(|c| c.contact.len()).max().unwrap_or(0) + 1;
+            // Profile names and numbers come from contacts: shown escaped.
+            let shown = |c: &crate::store::ContactEntry| {
+                (
+                    one_line(&c.contact).into_owned(),
+                    one_line(c.name.as_deref().unwrap_or("-")).into_owned(),
+                )
+            };
+            let width = book.iter().map(|c| shown(c).0.len()).max().unwrap_or(0) + 1;
             let name_width = book
                 .iter()
-                .map(|c| c.name.as_deref().unwrap_or("-").chars().count())
+                .map(|c| shown(c).1.chars().count())
                 .max()
                 .unwrap_or(0);
             for c in &book {
@@ -102,12 +110,12 @@ pub(super) fn run(config: &Path, user: &str, action: ContactsAction) -> Result<(
                 let labels = if c.labels.is_empty() {
                     "-".to_string()
                 } else {
-                    c.labels.join(", ")
+                    one_line(&c.labels.join(", ")).into_owned()
                 };
+                let (contact, name) = shown(c);
                 println!(
-                    "{:<width$}  {:<name_width$}  [{labels}]  {wrote}",
-                    format!("+{}", c.contact),
-                    c.name.as_deref().unwrap_or("-"),
+                    "{:<width$}  {name:<name_width$}  [{labels}]  {wrote}",
+                    format!("+{contact}"),
                 );
             }
             let what = match &label {

@@ -16,6 +16,7 @@ use crate::graph::groups::approval_mode;
 use crate::sender::Sender;
 use crate::sender::policy::Limits;
 use crate::store::{GroupRow, NewOutbound, Store, now_ms};
+use crate::terminal::one_line;
 use crate::users::Users;
 use crate::vault::{Credentials, Vault};
 use clap::{Subcommand, ValueEnum};
@@ -157,8 +158,9 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
                     store.update_group_info(&user, id, subject.as_deref(), None, None, None)?;
                 }
                 println!(
-                    "{id}  {}{}",
-                    subject.as_deref().unwrap_or("-"),
+                    "{}  {}{}",
+                    one_line(id),
+                    one_line(subject.as_deref().unwrap_or("-")),
                     if here {
                         ""
                     } else {
@@ -224,16 +226,19 @@ pub(super) async fn run(config: &Path, user: &str, action: GroupsAction) -> Resu
             )?;
             let row = store.group(&user, &id)?;
             println!("group {id}");
-            println!("subject: {}", info.subject.as_deref().unwrap_or("-"));
+            println!(
+                "subject: {}",
+                one_line(info.subject.as_deref().unwrap_or("-"))
+            );
             if let Some(d) = &info.description {
-                println!("description: {d}");
+                println!("description: {}", one_line(d));
             }
             println!(
                 "join approval: {}",
-                info.join_approval_mode.as_deref().unwrap_or("-")
+                one_line(info.join_approval_mode.as_deref().unwrap_or("-"))
             );
             if let Some(link) = row.as_ref().and_then(|r| r.invite_link.as_deref()) {
-                println!("invite link: {link}");
+                println!("invite link: {}", one_line(link));
             }
             let count = info
                 .total_participant_count
@@ -332,7 +337,7 @@ fn plus(ids: &[String]) -> String {
         return "(none)".into();
     }
     ids.iter()
-        .map(|w| format!("+{w}"))
+        .map(|w| format!("+{}", one_line(w)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -353,16 +358,17 @@ fn describe(g: &GroupRow) -> String {
         (None, None) => "?".into(),
     };
     let mut s = format!(
-        "{id}  \"{}\"  {}  participants: {}",
-        g.subject.as_deref().unwrap_or("-"),
+        "{}  \"{}\"  {}  participants: {}",
+        one_line(&id),
+        one_line(g.subject.as_deref().unwrap_or("-")),
         g.state,
         g.participants.len()
     );
     if let Some(link) = &g.invite_link {
-        s.push_str(&format!("  {link}"));
+        s.push_str(&format!("  {}", one_line(link)));
     }
     if let Some(e) = &g.error {
-        s.push_str(&format!("  error: {e}"));
+        s.push_str(&format!("  error: {}", one_line(e)));
     }
     s
 }
@@ -424,12 +430,22 @@ async fn send(
         uploads: Default::default(),
         rejected: Default::default(),
     };
-    let mut row = sender.send_now(user, id).await?;
+    // A signal while Graph's call is in flight waits for its answer (see interrupt.rs).
+    let mut stop = super::interrupt::Interrupt::catch()?;
+    let limit = Duration::from_secs(home.gate.file.graph.timeout_secs);
+    let (row, interrupted) = stop.in_flight(sender.send_now(user, id), id, limit).await?;
+    let mut row = row?;
     // A running gate may have claimed it first: its outcome shows in the store.
     let deadline = Instant::now() + Duration::from_secs(wait);
     while row.as_ref().is_some_and(|r| r.state == "sending") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(200)) => {}
+            () = stop.signal() => return Err(super::interrupt::left_to_gate(id, "sending")),
+        }
         row = store.outbox(user)?.into_iter().find(|r| r.id == id);
+    }
+    if let Some(r) = row.as_ref().filter(|r| interrupted && r.state == "queued") {
+        return Err(super::interrupt::left_to_gate(id, &r.state));
     }
     match row {
         Some(r) if r.state == "sent" => {
@@ -446,7 +462,9 @@ async fn send(
         Some(r) if r.state == "queued" => {
             println!(
                 "queued for group {group_id}; not sent yet{}: the gate (`wagate serve`) retries it",
-                r.error.map(|e| format!(" ({e})")).unwrap_or_default()
+                r.error
+                    .map(|e| format!(" ({})", one_line(&e)))
+                    .unwrap_or_default()
             );
             Ok(())
         }

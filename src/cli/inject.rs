@@ -3,6 +3,7 @@
 
 use super::CliError;
 use crate::config::Home;
+use crate::terminal::one_line;
 use crate::vault::Vault;
 use crate::whatsapp::sign;
 use serde_json::{Value, json};
@@ -80,8 +81,9 @@ pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Re
         )));
     }
     println!(
-        "delivered {wamid} from {} to `{id}`: gate answered {status} {answer}",
-        crate::domain::phone::shown(from)
+        "delivered {wamid} from {} to `{id}`: gate answered {status} {}",
+        one_line(&crate::domain::phone::shown(from)),
+        one_line(&answer)
     );
     if wait == 0 || home.gate.file.graph.base_url != "simulator" {
         return Ok(());
@@ -115,8 +117,9 @@ pub(super) async fn run(config: &Path, user: &str, m: &Message, wait: u64) -> Re
                     .map(str::to_string)
                     .unwrap_or_else(|| b.to_string());
                 println!(
-                    "reply to +{}: {shown}",
-                    b["to"].as_str().unwrap_or(from).trim_start_matches('+')
+                    "reply to +{}: {}",
+                    one_line(b["to"].as_str().unwrap_or(from).trim_start_matches('+')),
+                    one_line(&shown)
                 );
             }
             return Ok(());

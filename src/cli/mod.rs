@@ -1,6 +1,16 @@
 //! The `wagate` command line. Subcommands return `Result<(), CliError>`; only [`main`] turns
 //! that into an exit code: 0 ok, 1 failure, 2 usage. No command ever prints a secret.
 
+// Every command prints through these (they shadow std's in this module and its children): a
+// reader that closes the pipe early ends the command quietly (see out.rs).
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::cli::out::print(format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::cli::out::println(format_args!("")) };
+    ($($arg:tt)*) => { $crate::cli::out::println(format_args!($($arg)*)) };
+}
+
 mod account;
 mod args;
 mod backup;
@@ -12,6 +22,8 @@ mod export;
 mod groups;
 mod init;
 mod inject;
+mod interrupt;
+mod out;
 mod rules;
 mod send;
 mod status;
@@ -224,7 +236,8 @@ pub fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("{}", e.message);
+            // Error reasons may quote Graph or a contact: no raw control character.
+            eprintln!("{}", crate::terminal::block(&e.message));
             ExitCode::from(e.code)
         }
     }
@@ -382,14 +395,18 @@ async fn serve(config: &Path) -> Result<(), CliError> {
     let gate = app::start(loaded, listener, app::Options::default())
         .await
         .map_err(CliError::failure)?;
-    print!(
+    // A gate's stdout may be closed (`serve | head`, a gone terminal): it serves on, and
+    // stops as asked, whatever becomes of these lines.
+    use std::io::Write;
+    let _ = write!(
+        std::io::stdout(),
         "{}",
         status::banner(gate.addr, &users, &rules, &skipped, simulated)
     );
-    use std::io::Write;
     let _ = std::io::stdout().flush();
     shutdown_signal().await;
-    println!(
+    let _ = writeln!(
+        std::io::stdout(),
         "stopping: no new connections; finishing the runs and sends in flight… (again to stop at once)"
     );
     let _ = std::io::stdout().flush();
@@ -404,7 +421,7 @@ async fn serve(config: &Path) -> Result<(), CliError> {
             });
         }
     }
-    println!("stopped");
+    let _ = writeln!(std::io::stdout(), "stopped");
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 
 use super::CliError;
 use super::account::Account;
+use super::interrupt::{self, Interrupt};
 use crate::domain::outgoing;
 use crate::domain::window::{contact_key, needs_window, within_customer_window};
 use crate::sender::policy::Limits;
@@ -96,6 +97,9 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
             )));
         }
     }
+    // Caught before the row exists (and after a passphrase prompt, which Ctrl-C must end):
+    // from here on a signal never leaves the row half sent.
+    let mut stop = Interrupt::catch()?;
     let idem_key = format!("cli/{}-{}", now_ms(), std::process::id());
     store.enqueue(
         &user,
@@ -123,7 +127,11 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
         uploads: Default::default(),
         rejected: Default::default(),
     };
+    // From the upload (a file) and the message: Graph's timeout each.
+    let calls = if a.file.is_some() { 2 } else { 1 };
+    let limit = Duration::from_secs(acct.home.gate.file.graph.timeout_secs * calls);
     let deadline = Instant::now() + Duration::from_secs(a.wait);
+    let mut interrupted = false;
     loop {
         let (row, next_at) = store
             .outbox_row(id)?
@@ -149,9 +157,11 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
                     "failed (outbox row {id}): {why}{hint}"
                 )));
             }
+            "queued" if interrupted => return Err(interrupt::left_to_gate(id, &row.state)),
             "queued" if next_at <= now_ms() => {
                 if let Some(row) = store.claim_outbox(id, now_ms())? {
-                    sender.send_one(row).await;
+                    let ((), signalled) = stop.in_flight(sender.send_one(row), id, limit).await?;
+                    interrupted |= signalled;
                     continue;
                 }
             }
@@ -161,7 +171,7 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
         if left.is_zero() {
             let last = row
                 .error
-                .map(|e| format!("; last error: {e}"))
+                .map(|e| format!("; last error: {}", crate::terminal::one_line(&e)))
                 .unwrap_or_default();
             println!(
                 "not sent yet: outbox row {id} is {} after {} attempt(s){last}; a running gate keeps trying",
@@ -170,6 +180,10 @@ pub(super) async fn run(config: &Path, a: SendArgs) -> Result<(), CliError> {
             return Ok(());
         }
         let until_due = Duration::from_millis((next_at - now_ms()).clamp(20, 200) as u64);
-        tokio::time::sleep(until_due.min(left)).await;
+        tokio::select! {
+            () = tokio::time::sleep(until_due.min(left)) => {}
+            // Nothing in flight: the row is queued (or a running gate's), and stays so.
+            () = stop.signal() => return Err(interrupt::left_to_gate(id, &row.state)),
+        }
     }
 }

@@ -9,6 +9,7 @@ use crate::status::{
     utc_ms,
 };
 use crate::store::Store;
+use crate::terminal::{block, one_line};
 use crate::users::Users;
 use crate::vault::Vault;
 use chrono::Utc;
@@ -105,7 +106,7 @@ pub fn text(r: &Report) -> String {
             .error
             .as_deref()
             .or(x.note.as_deref().filter(|_| x.outcome != "ok"))
-            .map(|e| format!("\n      {}", e.replace('\n', "\n      ")))
+            .map(|e| format!("\n      {}", block(e).replace('\n', "\n      ")))
             .unwrap_or_default();
         o.push_str(&format!(
             "  {}  {:<7} {}/{}  {} · {}{why}\n",
@@ -138,16 +139,16 @@ pub fn text(r: &Report) -> String {
             "  {}  {} to {} ({}): {}\n",
             utc_ms(f.updated_at_ms),
             f.user,
-            crate::domain::phone::shown(&f.recipient),
+            one_line(&crate::domain::phone::shown(&f.recipient)),
             f.msg_type,
-            f.error
+            one_line(&f.error)
         ));
     }
     o.push_str(&format!("\nRECENT WEBHOOKS ({})\n", r.events.len()));
     for e in &r.events {
         let who = match (&e.name, &e.contact) {
-            (Some(n), Some(c)) => format!("{n} (+{c})"),
-            (None, Some(c)) => format!("+{c}"),
+            (Some(n), Some(c)) => format!("{} (+{})", one_line(n), one_line(c)),
+            (None, Some(c)) => format!("+{}", one_line(c)),
             _ => "-".into(),
         };
         o.push_str(&format!(
@@ -157,7 +158,7 @@ pub fn text(r: &Report) -> String {
             e.kind,
             who,
             e.state,
-            e.summary
+            one_line(&e.summary)
         ));
     }
     o

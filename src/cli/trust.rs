@@ -134,7 +134,15 @@ pub(super) fn audit(
         let t = chrono::DateTime::from_timestamp_millis(e.at)
             .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             .unwrap_or_default();
-        println!("{t} {} #{} {} {}", e.user, e.seq, e.action, e.details);
+        // JSON escapes C0 controls, not DEL or the C1 ones (U+009B opens an ESC sequence too).
+        let details = e.details.to_string();
+        println!(
+            "{t} {} #{} {} {}",
+            e.user,
+            e.seq,
+            e.action,
+            crate::terminal::one_line(&details)
+        );
     }
     if more {
         eprintln!(

@@ -280,9 +280,9 @@ async fn messages(
     tracing::info!(
         target: "wagate::simulator",
         phone_number_id = %phone_number_id,
-        to = %to,
-        r#type = %msg_type,
-        text = %text,
+        to = %crate::terminal::one_line(&to),
+        r#type = %crate::terminal::one_line(&msg_type),
+        text = %crate::terminal::one_line(&text),
         status,
         "simulated Cloud API received a message"
     );

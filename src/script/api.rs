@@ -75,25 +75,7 @@ fn to_tracing(cur: &mut super::Current, line: &str) {
         return;
     }
     size.traced += 1;
-    tracing::info!(target: LOG_TARGET, user = %cur.ctx.user, project = %project, rule = %rule, text = %one_line(line), "script log");
-}
-
-/// `s` with its control characters escaped (`\n`, `\u{1b}`): a script's line is one line of
-/// the gate's log, and cannot forge others or drive a terminal.
-fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
-        return s.into();
-    }
-    s.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect::<String>()
-        .into()
+    tracing::info!(target: LOG_TARGET, user = %cur.ctx.user, project = %project, rule = %rule, text = %crate::terminal::one_line(line), "script log");
 }
 
 /// `s`, or its first [`LOG_LINE_MAX`] bytes saying how much was cut.

@@ -7,6 +7,7 @@ mod backup;
 mod bench_smoke;
 mod cli;
 mod cli_edges;
+mod cli_terminal;
 mod config_history;
 mod contacts;
 mod diag_files;

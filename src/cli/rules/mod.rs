@@ -95,10 +95,8 @@ fn local_and_utc(t: DateTime<Utc>, tz: Tz) -> String {
     )
 }
 
-/// Text on one line: line breaks shown as `\n`.
-fn one_line(s: &str) -> String {
-    s.replace('\r', "\\r").replace('\n', "\\n")
-}
+/// Text on one line: line breaks and other control characters escaped.
+use crate::terminal::one_line;
 
 /// The rule as written in project.yaml (its `if:` text and run mode).
 fn rule_config<'a>(home: &'a Home, project: &str, rule: &str) -> Option<&'a RuleConfig> {

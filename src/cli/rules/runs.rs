@@ -67,11 +67,11 @@ pub(super) fn print_run(run: &RunTrace, tz: Tz) {
     );
     let trigger = run.trigger.as_deref().unwrap_or("?");
     match run.event_id {
-        Some(id) => println!("  trigger: {trigger} (event {id})"),
-        None => println!("  trigger: {trigger}"),
+        Some(id) => println!("  trigger: {} (event {id})", one_line(trigger)),
+        None => println!("  trigger: {}", one_line(trigger)),
     }
     if run.outcome == "skipped" {
-        println!("  skipped: {}", skip_reason(&run.logs));
+        println!("  skipped: {}", one_line(&skip_reason(&run.logs)));
         return;
     }
     for l in &run.logs {
@@ -101,6 +101,6 @@ pub(super) fn print_run(run: &RunTrace, tz: Tz) {
         println!("  actions: none");
     }
     for a in actions {
-        println!("  action: {}", action_line(a, tz));
+        println!("  action: {}", one_line(&action_line(a, tz)));
     }
 }
