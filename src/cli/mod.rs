@@ -392,6 +392,8 @@ async fn serve(config: &Path) -> Result<(), CliError> {
     let rules = crate::status::rules_of(&loaded.rules);
     let skipped = loaded.skipped.clone();
     let simulated = loaded.home.gate.file.graph.base_url == "simulator";
+    // Caught before the gate answers anything: a stop asked from then on is a clean stop.
+    let stop = shutdown_signal();
     let gate = app::start(loaded, listener, app::Options::default())
         .await
         .map_err(CliError::failure)?;
@@ -404,7 +406,7 @@ async fn serve(config: &Path) -> Result<(), CliError> {
         status::banner(gate.addr, &users, &rules, &skipped, simulated)
     );
     let _ = std::io::stdout().flush();
-    shutdown_signal().await;
+    stop.await;
     let _ = writeln!(
         std::io::stdout(),
         "stopping: no new connections; finishing the runs and sends in flight… (again to stop at once)"
@@ -428,26 +430,33 @@ async fn serve(config: &Path) -> Result<(), CliError> {
 /// How long a stop waits for runs and sends in flight.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(20);
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Ctrl-C or SIGTERM: caught from the call on (not from the first poll), so that a stop asked
+/// while the gate starts is not the default death.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = ctrl_c.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            match (int, term) {
+                (Ok(mut int), Ok(mut term)) => {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = ctrl_c.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -261,7 +261,7 @@ async fn output_into_a_closed_pipe_ends_quietly() {
         // The reader has left before the command writes its first line.
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let o = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_wagate"))
             .arg("--config")
             .arg(tg.config_path())
             .args(args)
@@ -270,8 +270,12 @@ async fn output_into_a_closed_pipe_ends_quietly() {
             .stdout(writer)
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .output()
+            .spawn()
+            .unwrap();
+        // Not `output()`, which would pipe stdout to this test.
+        let o = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
             .await
+            .expect("the command ends within 30 s")
             .unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(0), "{args:?}: {err}");
