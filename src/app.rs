@@ -312,7 +312,8 @@ pub async fn start(
     }
     if opts.watch {
         let reloader = Reloader {
-            served: home.users.keys().map(|u| u.to_string()).collect(),
+            served: home.users.clone(),
+            users_warned: Default::default(),
             gate_yaml: home.gate.gate_yaml.clone(),
             rules_dir: home.gate.rules_dir.clone(),
             engine: engine.clone(),
@@ -439,10 +440,13 @@ pub fn check(gate_yaml: &Path) -> Result<String, String> {
         problems.extend(d.0.iter().map(ToString::to_string));
         RuleSet::default()
     });
+    let all: Vec<_> = home.projects.iter().collect();
+    let past = crate::rules::past_ats(&home, &all, chrono::Utc::now());
     let warnings: String = loose_modes(&home)
         .iter()
         .cloned()
         .chain(home.warnings.iter().map(|w| w.as_warning()))
+        .chain(past.iter().cloned())
         .map(|w| format!("{w}\n"))
         .collect();
     if let Some(b) = &home.gate.file.backup

@@ -422,6 +422,49 @@ impl RuleRegistry {
     }
 }
 
+/// One line per `at:` rule of `projects` whose instant is already past at `now` (a year typo,
+/// or a one-off that has fired): `warning: <file>:<line>:<col>: …`. A warning, not an error:
+/// an `at:` that fired stays in its file legitimately.
+pub fn past_ats(
+    home: &Home,
+    projects: &[&crate::config::ProjectConfig],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<String> {
+    use crate::domain::schedule::{at_instant, check_at};
+    let mut out = Vec::new();
+    for p in projects {
+        for r in &p.rules {
+            let Trigger::At(text) = &r.trigger else {
+                continue;
+            };
+            let Ok(at) = check_at(text) else { continue };
+            let instant = at_instant(&at, p.timezone);
+            if instant >= now {
+                continue;
+            }
+            // Where the time is written: the first line of project.yaml holding it after `at:`.
+            let place = p
+                .source
+                .lines()
+                .enumerate()
+                .find_map(|(i, l)| {
+                    let a = l.find("at:")?;
+                    let c = l[a..].find(text.as_str())? + a;
+                    Some(format!(":{}:{}", i + 1, c + 1))
+                })
+                .unwrap_or_default();
+            let ago = crate::scheduler::humanize((now - instant).to_std().unwrap_or_default());
+            out.push(format!(
+                "warning: {}{place}: rule `{}`: `at: {text}` ({}) is {ago} in the past: it does not fire again (a typo in the year?)",
+                home.gate.display_path(&p.file).display(),
+                r.name,
+                instant.with_timezone(&p.timezone).format("%Y-%m-%d %H:%M %Z"),
+            ));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::calls_blocking;

@@ -340,9 +340,7 @@ impl Scheduler {
     ) -> Result<(), StoreError> {
         for c in self.store.due_calls(now.timestamp_millis())? {
             let Some((project, rule)) = find(set, &c.user, &c.project, &c.rule) else {
-                let why = format!("rule `{}/{}` no longer exists", c.project, c.rule);
-                self.store
-                    .set_call_state(c.id, &c.state, "failed", Some(&why))?;
+                self.fail_missing(set, &c, now)?;
                 continue;
             };
             let lateness = (now - ms_to_time(c.due_at_ms))
@@ -377,6 +375,59 @@ impl Scheduler {
             report
                 .calls
                 .push(format!("{}/{}: {}", c.project, c.rule, c.call));
+        }
+        Ok(())
+    }
+}
+
+impl Scheduler {
+    /// A due `schedule()` call whose rule is not in the live rules (renamed, or its project
+    /// moved): it cannot run, and fails visibly: a run trace with outcome `error` (`wagate
+    /// runs`), its audit entry, a warning in the log and the runs metric.
+    fn fail_missing(
+        &self,
+        set: &RuleSet,
+        c: &crate::store::DueCall,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let tz = self
+            .users
+            .get(&c.user)
+            .map_or(chrono_tz::UTC, |u| u.config.timezone);
+        let due = ms_to_time(c.due_at_ms).with_timezone(&tz);
+        let why = format!(
+            "rule `{}/{}` no longer exists (renamed, or its project moved?): its schedule() call `{}` due {} cannot run",
+            c.project,
+            c.rule,
+            c.call,
+            due.format("%Y-%m-%d %H:%M:%S %Z")
+        );
+        let version = set
+            .projects
+            .iter()
+            .find(|p| p.user.as_str() == c.user && p.name == c.project)
+            .map(|p| p.hash.clone())
+            .unwrap_or_default();
+        let record = crate::store::RunRecord {
+            project: c.project.clone(),
+            rule: c.rule.clone(),
+            version,
+            trigger: "schedule".into(),
+            detail: json!([]),
+            outcome: "error",
+            error: Some(why.clone()),
+            logs: Vec::new(),
+            actions: 0,
+            started_at_ms: now.timestamp_millis(),
+            duration_us: 0,
+        };
+        let counted = record.clone();
+        if self
+            .store
+            .fail_call(c.id, &c.state, &c.user, &why, record)?
+        {
+            runner::count(&c.user, &counted);
+            tracing::warn!(user = %c.user, project = %c.project, rule = %c.rule, call = %c.call, reason = %why, "schedule() call failed: its rule no longer exists");
         }
         Ok(())
     }

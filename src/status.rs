@@ -6,7 +6,7 @@
 
 use crate::config::Trigger;
 use crate::rules::RuleSet;
-use crate::store::{EventRow, FailureRow, RunRow, Store, StoreError};
+use crate::store::{EventRow, FailureRow, PendingCall, RunRow, Store, StoreError};
 use crate::users::Users;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
@@ -65,6 +65,9 @@ pub struct Report {
     pub events: Vec<EventRow>,
     /// Events waiting for dispatch, and when the oldest was committed.
     pub pending: (i64, Option<i64>),
+    /// The next pending `schedule()` calls (at most [`LIST_LIMIT`]), soonest first, and how
+    /// many are pending in all.
+    pub calls: (Vec<PendingCall>, i64),
 }
 
 /// A rule as the report needs it (from the live rule set or from the home's files).
@@ -165,7 +168,27 @@ pub fn gather(
         failures: store.latest_failures(LIST_LIMIT)?,
         events: store.latest_events(LIST_LIMIT)?,
         pending: store.pending_backlog()?,
+        calls: store.pending_calls(LIST_LIMIT)?,
     })
+}
+
+/// A pending `schedule()` call's due time in its user's timezone (UTC for a user not served),
+/// and how far off it is: `2026-05-01 08:00:15 CEST (in 3h 20m)`.
+pub fn call_due_text(r: &Report, c: &PendingCall) -> String {
+    let tz = r
+        .users
+        .iter()
+        .find(|u| u.name == c.user)
+        .map_or(Tz::UTC, |u| u.timezone);
+    let Some(t) = Utc.timestamp_millis_opt(c.due_at_ms).single() else {
+        return String::new();
+    };
+    let when = t.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z");
+    if t <= r.now {
+        format!("{when} (due {})", relative(t, r.now))
+    } else {
+        format!("{when} ({})", relative(t, r.now))
+    }
 }
 
 /// `2026-05-01 08:00 CEST` in `tz`.

@@ -5,8 +5,8 @@
 use super::CliError;
 use crate::config::{Diagnostics, Home};
 use crate::status::{
-    Report, RuleInfo, TokenHealth, duration_text, expiry_text, health_text, local, next_text,
-    utc_ms,
+    Report, RuleInfo, TokenHealth, call_due_text, duration_text, expiry_text, health_text, local,
+    next_text, utc_ms,
 };
 use crate::store::Store;
 use crate::terminal::{block, one_line};
@@ -98,6 +98,23 @@ pub fn text(r: &Report) -> String {
             x.rule,
             x.trigger,
             next_text(x, r.now)
+        ));
+    }
+    let (calls, total) = &r.calls;
+    let shown = if calls.len() as i64 == *total {
+        total.to_string()
+    } else {
+        format!("next {} of {total}", calls.len())
+    };
+    o.push_str(&format!("\nPENDING SCHEDULE() CALLS ({shown})\n"));
+    for c in calls {
+        o.push_str(&format!(
+            "  {}  {}  {}/{}: {}\n",
+            call_due_text(r, c),
+            c.user,
+            c.project,
+            c.rule,
+            c.call
         ));
     }
     o.push_str(&format!("\nLAST RUNS ({})\n", r.runs.len()));

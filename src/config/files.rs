@@ -752,19 +752,9 @@ fn check_rule(
             format!("rule name `{}` is used twice in this project", r.name),
         ));
     }
-    let trigger = parse_trigger(&r.on).map_err(|m| {
-        // `on:` with `cron:`/`at:` on its next line: the error is in that value.
-        let inner = r.on.as_mapping().and_then(|m| m.keys().next()?.as_str());
-        match (rule_key(src, "on", i), inner) {
-            (Some((l, _)), Some(k)) => {
-                let rest = src.lines().skip(l).collect::<Vec<_>>().join("\n");
-                match super::diag::locate_key(&rest, k, 0) {
-                    Some((1, c)) => Diagnostic::at(shown, src, l + 1, c, m),
-                    _ => at("on", m),
-                }
-            }
-            _ => at("on", m),
-        }
+    let trigger = parse_trigger(&r.on).map_err(|m| match trigger_value(src, i) {
+        Some((l, c)) => Diagnostic::at(shown, src, l, c, m),
+        None => at("on", m),
     })?;
     if inside(dir, &r.script).is_none() {
         return Err(at(
@@ -886,6 +876,24 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
 /// [`super::diag::locate_key`] gives it (the value, or the key when its value is on the next
 /// lines). Only the item's own keys count: not a `name:` of `fallback_template:`, another
 /// rule's `mode:`, or text inside an `if: >-` block. `None` for a list written in flow style.
+/// Where rule `i`'s `cron:` or `at:` value is written on a line of its own under `on:`
+/// (1-based line and column of the value).
+fn trigger_value(src: &str, i: usize) -> Option<(usize, usize)> {
+    let item = rule_items(src).into_iter().nth(i)?;
+    let lines: Vec<&str> = src.lines().collect();
+    (item.start..item.end).find_map(|n| {
+        let line = lines.get(n)?;
+        let body = line.trim_start_matches(' ');
+        let indent = line.len() - body.len();
+        if indent <= item.keys_at {
+            return None;
+        }
+        let after = ["cron:", "at:"].iter().find_map(|k| body.strip_prefix(k))?;
+        let value = after.trim_start();
+        (!value.is_empty()).then(|| (n + 1, line.len() - value.len() + 1))
+    })
+}
+
 fn rule_key(src: &str, key: &str, i: usize) -> Option<(usize, usize)> {
     let item = rule_items(src).into_iter().nth(i)?;
     let lines: Vec<&str> = src.lines().collect();
@@ -997,6 +1005,11 @@ fn parse_trigger(v: &serde_yaml::Value) -> Result<Trigger, String> {
             match k.as_str() {
                 Some("cron") => {
                     crate::domain::schedule::check_cron(val)?;
+                    if crate::domain::schedule::never_fires(val) {
+                        return Err(format!(
+                            "cron expression `{val}` never fires: no date has that day of the month in those months"
+                        ));
+                    }
                     Ok(Trigger::Cron(val.to_string()))
                 }
                 Some("at") => {

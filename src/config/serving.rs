@@ -3,7 +3,8 @@
 //! belong to no user (gate.yaml, an unreadable users folder) still stop the gate.
 //! `wagate check` keeps reporting every error and failing (see `Home::load_partial`).
 
-use super::{Diagnostic, Diagnostics, Home};
+use super::{Diagnostic, Diagnostics, Home, UserConfig};
+use crate::domain::UserId;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
@@ -176,23 +177,54 @@ impl Home {
             .collect())
     }
 
-    /// Reads the home again for the users in `served` only (a hot reload): errors of other
-    /// users' files are ignored (those of a folder under rules/ that is no user's, such as
-    /// `rules/Olga/`, join the warnings, which are logged). A project not `live` that still has
-    /// errors stays out (it is returned with them) and holds up no other; any other error fails
-    /// the whole read.
+    /// Reads the rules again for the users in `served` only (a hot reload), with those users'
+    /// settings as served: users/*.yaml is read only to tell which served users' files differ
+    /// (edited, broken or removed; they need a restart), returned as (user, the file as shown,
+    /// what it reads now). Errors of other users' files are ignored (those of a folder under
+    /// rules/ that is no user's, such as `rules/Olga/`, join the warnings, which are logged). A
+    /// project not `live` that still has errors stays out (it is returned with them) and holds
+    /// up no other; any other error fails the whole read.
+    #[allow(clippy::type_complexity)]
     pub fn load_served(
         gate_yaml: &Path,
-        served: &BTreeSet<String>,
+        served: &BTreeMap<UserId, UserConfig>,
         live: &BTreeSet<String>,
-    ) -> Result<(Home, Vec<(String, Diagnostics)>), Diagnostics> {
-        let (mut home, errors) = Self::load_partial(gate_yaml)?;
+    ) -> Result<(Home, Vec<UserFileChange>, Vec<(String, Diagnostics)>), Diagnostics> {
+        let gate = super::load_gate(gate_yaml).map_err(|d| Diagnostics(vec![d]))?;
+        let mut user_errors = Vec::new();
+        let on_disk = super::files::load_users(&gate, &mut user_errors);
+        let mut changed = Vec::new();
+        for (id, u) in served {
+            let now = match on_disk.get(id) {
+                Some(n) => format!("{n:?}"),
+                None if u.file.exists() => user_errors
+                    .iter()
+                    .filter(|d| d.file == gate.display_path(&u.file))
+                    .map(|d| d.to_string())
+                    .collect::<String>(),
+                None => "removed".to_string(),
+            };
+            if now != format!("{u:?}") {
+                let shown = gate.display_path(&u.file).display().to_string();
+                changed.push((id.to_string(), shown, now));
+            }
+        }
+        let mut errors = Vec::new();
+        let projects = super::files::load_projects(&gate, served, &mut errors);
+        let warnings = super::files::misnamed_project_files(&gate);
+        let mut home = Home {
+            gate,
+            users: served.clone(),
+            projects,
+            warnings,
+        };
+        let names: BTreeSet<String> = served.keys().map(|u| u.to_string()).collect();
         let mut kept = Vec::new();
         for d in errors {
             match home.owner_of(&d) {
                 // A folder under rules/ that is no user's (`rules/Olga/`): not served, and said
                 // so, as `check` says it; a served user's errors wait for the restart.
-                Some(u) if !served.contains(&u) => {
+                Some(u) if !names.contains(&u) => {
                     let is_user = ["yaml", "yml"]
                         .iter()
                         .any(|x| home.gate.users_dir.join(format!("{u}.{x}")).is_file());
@@ -204,20 +236,23 @@ impl Home {
             }
         }
         for w in &home.warnings {
-            tracing::warn!("{}", w.as_warning());
+            tracing::warn!("not served: {}", w.as_warning());
         }
         let out = home.leave_out_not_live(kept, live)?;
         let others: BTreeSet<String> = home
-            .users
-            .keys()
-            .map(|u| u.to_string())
-            .chain(home.projects.iter().map(|p| top(&p.name)))
-            .filter(|u| !served.contains(u))
+            .projects
+            .iter()
+            .map(|p| top(&p.name))
+            .filter(|u| !names.contains(u))
             .collect();
         home.without_users(&others);
-        Ok((home, out))
+        Ok((home, changed, out))
     }
 }
+
+/// A served user whose users/<user>.yaml differs from what is served: (user, the file as
+/// shown, what it reads now: its settings, its errors, or `removed`).
+pub type UserFileChange = (String, String, String);
 
 /// The first folder of a project path (`olga/tours/x` → `olga`).
 fn top(project: &str) -> String {

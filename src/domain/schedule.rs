@@ -229,14 +229,17 @@ pub fn local_to_utc(tz: Tz, local: NaiveDateTime) -> DateTime<Utc> {
 /// [`local_to_utc`]: a match in a spring-forward gap fires once, at the first valid instant
 /// after the gap; a match in a fall-back hour fires once, at its first occurrence. Matches that
 /// land on the same instant fire once.
+///
+/// The work is bounded whatever the expression (`* * * * * *` included): one search of the
+/// cron crate per schedule, from the wall-clock time of `after`. `None` only when the
+/// expression has no instant left (see [`never_fires`]).
 pub fn next_cron(expr: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Utc>> {
     let schedules = day_schedules(expr).ok()?;
-    // Local wall-clock time, carried in a UTC value so that the cron crate sees no DST.
-    let wall = |t: DateTime<Utc>| Utc.from_utc_datetime(&t.with_timezone(&tz).naive_local());
-    // Start a little before `after` in wall-clock terms: in a fall-back hour the wall clock
-    // repeats, and a match placed at its first occurrence may still be after `after`.
-    let mut from = wall(after) - Duration::hours(3);
-    for _ in 0..10_000 {
+    let from = wall_start(after, tz);
+    // A match placed at or before `after` is possible only for wall times in a spring-forward
+    // gap placed later (see `local_to_utc`); the next match after it is then the answer.
+    let mut from = Utc.from_utc_datetime(&from);
+    for _ in 0..4 {
         let m = schedules
             .iter()
             .filter_map(|s| s.after(&from).next())
@@ -248,6 +251,48 @@ pub fn next_cron(expr: &str, after: DateTime<Utc>, tz: Tz) -> Option<DateTime<Ut
         from = m;
     }
     None
+}
+
+/// The wall-clock time after which the matches placed after `after` start. Matches placed
+/// strictly after `after` are exactly the matches after its wall-clock time, except when
+/// `after` falls in the second run of a fall-back hour: wall times of that hour are placed at
+/// their first occurrence (before `after`), so the search starts where the repeated hour ends.
+fn wall_start(after: DateTime<Utc>, tz: Tz) -> NaiveDateTime {
+    use chrono::LocalResult;
+    let w = after.with_timezone(&tz).naive_local();
+    let LocalResult::Ambiguous(_, second) = tz.from_local_datetime(&w) else {
+        return w;
+    };
+    if after < second.with_timezone(&Utc) {
+        return w; // the first occurrence
+    }
+    // The repeated hour ends within `w + (the offsets' difference)`: find its end to the
+    // second (the smallest wall time after `w` that is not ambiguous), by bisection.
+    let first = tz
+        .from_local_datetime(&w)
+        .earliest()
+        .map(|t| t.with_timezone(&Utc));
+    let span = first.map_or(Duration::hours(1), |f| second.with_timezone(&Utc) - f);
+    let ambiguous =
+        |t: NaiveDateTime| matches!(tz.from_local_datetime(&t), LocalResult::Ambiguous(..));
+    let (mut lo, mut hi) = (w, w + span);
+    if ambiguous(hi) {
+        return hi; // not a single fall-back (never seen in tzdata): start after it anyway
+    }
+    while hi - lo > Duration::seconds(1) {
+        let mid = lo + (hi - lo) / 2;
+        if ambiguous(mid) { lo = mid } else { hi = mid }
+    }
+    // Matches strictly after this are the first ones past the repeated hour.
+    hi - Duration::seconds(1)
+}
+
+/// Whether a (valid) cron expression can never fire: its days do not exist (`0 0 30 2 *`,
+/// `0 0 31 4 *`). The cron crate searches every year it knows; no match means none will ever
+/// come.
+pub fn never_fires(expr: &str) -> bool {
+    let start = Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 0).single();
+    start.is_some_and(|t| next_cron(expr, t, Tz::UTC).is_none())
 }
 
 /// The instant of an `at:` time in `tz`.
@@ -452,6 +497,75 @@ mod tests {
         assert_eq!(
             fires("30 1 * * *", jerusalem, "2026-10-24 12:00", 2),
             vec!["10-25 01:30 +0300", "10-26 01:30 +0200"]
+        );
+    }
+
+    /// `t` plus `s` seconds.
+    fn plus(t: DateTime<Utc>, s: i64) -> DateTime<Utc> {
+        t + Duration::seconds(s)
+    }
+
+    #[test]
+    fn every_second_fires_every_second() {
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        let t0 = at(paris, "2026-11-25 12:00");
+        for expr in ["* * * * * *", "*/1 * * * * *", "0-59 * * * * *"] {
+            let mut t = t0;
+            for i in 1..=5 {
+                t = next_cron(expr, t, paris).unwrap_or_else(|| panic!("{expr} never fires"));
+                assert_eq!(t, plus(t0, i), "{expr}");
+            }
+            // From a time between two seconds, the next whole second.
+            let half = t0 + Duration::milliseconds(500);
+            assert_eq!(next_cron(expr, half, paris), Some(plus(t0, 1)), "{expr}");
+        }
+        // Through the doubled hour of 2026-10-25 (02:00–03:00 twice): every second of both
+        // runs of the hour is a real instant; the repeated wall times are placed at their first
+        // occurrence, so the second run jumps to 03:00:00 +0100.
+        let first = "2026-10-25T02:30:00+02:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        assert_eq!(next_cron("* * * * * *", first, paris), Some(plus(first, 1)));
+        let second = "2026-10-25T02:30:00+01:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        let three = "2026-10-25T03:00:00+01:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        assert_eq!(next_cron("* * * * * *", second, paris), Some(three));
+        assert_eq!(next_cron("*/30 * * * *", second, paris), Some(three));
+        assert_eq!(
+            next_cron("15 * * * * *", second, paris),
+            Some(plus(three, 15))
+        );
+        // Through the gap of 2026-03-29 (02:00 → 03:00).
+        let before = "2026-03-29T01:59:59+01:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        let after_gap = "2026-03-29T03:00:00+02:00"
+            .parse::<DateTime<Utc>>()
+            .unwrap();
+        assert_eq!(next_cron("* * * * * *", before, paris), Some(after_gap));
+        assert_eq!(
+            next_cron("* * * * * *", after_gap, paris),
+            Some(plus(after_gap, 1))
+        );
+    }
+
+    #[test]
+    fn expressions_without_a_date_never_fire_and_are_told() {
+        assert!(never_fires("0 0 30 2 *"));
+        assert!(never_fires("0 0 31 4 *"));
+        assert!(never_fires("0 0 31 2,4,6,9,11 *"));
+        // February the 29th comes every four years; a weekday makes any day of the month fire.
+        assert!(!never_fires("0 0 29 2 *"));
+        assert!(!never_fires("0 0 30 2 1"));
+        assert!(!never_fires("* * * * * *"));
+        let utc: Tz = "UTC".parse().unwrap();
+        let t = at(utc, "2026-11-25 12:00");
+        assert_eq!(
+            next_cron("0 0 29 2 *", t, utc),
+            Some(at(utc, "2028-02-29 00:00"))
         );
     }
 

@@ -49,6 +49,7 @@ pub fn page(r: &Report) -> String {
     );
     users(&mut h, r);
     rules(&mut h, r);
+    calls(&mut h, r);
     runs(&mut h, r);
     outbox(&mut h, r);
     events(&mut h, r);
@@ -104,6 +105,34 @@ fn rules(h: &mut String, r: &Report) {
             esc(&x.user),
             esc(&x.trigger),
             esc(&next_text(x, r.now)),
+        );
+    }
+}
+
+fn calls(h: &mut String, r: &Report) {
+    let (calls, total) = &r.calls;
+    let shown = if calls.len() as i64 == *total {
+        total.to_string()
+    } else {
+        format!("next {} of {total}", calls.len())
+    };
+    let _ = write!(
+        h,
+        "<h2 id=\"calls\">Pending schedule() calls ({shown})</h2>"
+    );
+    if calls.is_empty() {
+        h.push_str("<p class=\"muted\">No schedule() call is pending.</p>");
+    }
+    for c in calls {
+        let _ = write!(
+            h,
+            "<div class=\"card call\"><div class=\"row\"><span class=\"name\">{}/{}: {}</span>\
+             <span class=\"muted\">{}</span></div><div class=\"row\"><span>due {}</span></div></div>",
+            esc(&c.project),
+            esc(&c.rule),
+            esc(&c.call),
+            esc(&c.user),
+            esc(&crate::status::call_due_text(r, c)),
         );
     }
 }

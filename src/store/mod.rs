@@ -13,6 +13,7 @@ mod export;
 mod group;
 mod groups;
 mod pending;
+mod schedules;
 mod schema;
 mod status;
 mod tx_cache;
@@ -36,6 +37,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+pub use schedules::{PendingByRule, PendingCall};
 pub use status::{EventRow, FailureRow, RunRow};
 
 /// Store failures. A failure to commit makes the webhook answer 503, so Meta retries.

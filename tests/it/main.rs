@@ -28,6 +28,7 @@ mod restore;
 mod robustness;
 mod rules_cli;
 mod sandbox;
+mod sched_fixes;
 mod scheduler;
 mod script_api;
 mod send;
