@@ -322,6 +322,8 @@ pub async fn start(
             debounce: opts.reload_debounce,
             on_swap: scheduler.wake.clone(),
         };
+        // Rules renamed while the gate was down: their pending calls are said at start.
+        reloader.warn_orphan_calls().await;
         // Watching starts before `start` returns: a rule saved right after it is not missed.
         if let Some(run) = reloader.watch() {
             let c = cancel.clone();

@@ -247,10 +247,10 @@ impl Reloader {
         }
     }
 
-    /// After a new set went live: pending `schedule()` calls that name a rule it no longer
-    /// has fail at their due time. Says so now, per user (log and audit), with when the first
-    /// is due, so that the rule can be renamed back in time.
-    async fn warn_orphan_calls(&self) {
+    /// After a new set went live (and at start): pending `schedule()` calls that name a rule
+    /// it no longer has fail at their due time. Says so now, per user (log and audit), with
+    /// when the first is due, so that the rule can be renamed back in time.
+    pub async fn warn_orphan_calls(&self) {
         let set = self.registry.snapshot();
         let Ok(pending) = self.store.call(|s| s.pending_calls_by_rule()).await else {
             return;

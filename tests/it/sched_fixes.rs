@@ -7,6 +7,7 @@ use crate::common::*;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Tz;
 use std::sync::{Arc, Mutex};
+use wagate::scheduler::Clock;
 
 fn paris(s: &str) -> DateTime<Utc> {
     let tz: Tz = "Europe/Paris".parse().unwrap();
@@ -232,7 +233,10 @@ async fn every_second_crons_fire_every_second() {
         .map(|(a, b)| (a.as_str(), b.as_str()))
         .collect();
     let tg = TestGate::start_manual_time(&files).await;
-    let t0 = paris("2027-04-24 12:00:00");
+    // The timers start at the gate's start (the clock's now): tick a few seconds after it (a
+    // later first tick would walk, and record as skipped, every second in between).
+    let booted = tg.clock.as_ref().unwrap().now();
+    let t0 = chrono::DateTime::from_timestamp(booted.timestamp() + 3, 0).unwrap();
     let r = tg.tick(t0).await;
     assert_eq!(r.next, Some(t0 + chrono::Duration::seconds(1)));
     for s in 1..=3 {
@@ -346,5 +350,35 @@ async fn restoring_the_live_version_after_a_rejected_edit_is_said_and_recorded()
     .await;
     drop(guard);
     assert!(logged.contains("the rejected edit was undone"), "{logged}");
+    tg.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rule_renamed_while_the_gate_was_down_is_said_at_start() {
+    let mut tg = TestGate::start_manual_time(&[
+        ("olga/attest/project.yaml", ATTEST),
+        ("olga/attest/s.rhai", ATTEST_SCRIPT),
+    ])
+    .await;
+    tg.tick(paris("2027-04-30 12:00:00")).await;
+    let body = text_webhook(OLGA, "33612345678", "Ann", "wamid.DOWN", "sched");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    settled(&tg, "olga").await;
+    let orphaned = |tg: &TestGate| {
+        tg.store()
+            .audit_entries(Some("olga"), None, 100)
+            .unwrap()
+            .iter()
+            .filter(|e| e.action == "schedule.orphaned")
+            .count()
+    };
+    assert_eq!(orphaned(&tg), 0);
+    std::fs::write(
+        tg.dir.path().join("rules/olga/attest/project.yaml"),
+        ATTEST.replace("sched\n", "renamed\n"),
+    )
+    .unwrap();
+    tg.restart().await;
+    assert_eq!(orphaned(&tg), 1);
     tg.shutdown().await;
 }
