@@ -323,7 +323,16 @@ pub async fn start(
             on_swap: scheduler.wake.clone(),
         };
         // Rules renamed while the gate was down: their pending calls are said at start.
-        reloader.warn_orphan_calls().await;
+        let zones = home
+            .users
+            .iter()
+            .map(|(id, u)| (id.to_string(), u.timezone))
+            .collect();
+        tracker.spawn(crate::watcher::orphan_calls(
+            store.clone(),
+            registry.clone(),
+            zones,
+        ));
         // Watching starts before `start` returns: a rule saved right after it is not missed.
         if let Some(run) = reloader.watch() {
             let c = cancel.clone();

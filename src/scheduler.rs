@@ -61,6 +61,8 @@ impl Clock for ManualClock {
 pub const GRACE: Duration = Duration::from_secs(60);
 /// At most this many missed instants of one rule are walked (and recorded) per tick.
 const MAX_MISSED: usize = 10_000;
+/// At most this many skipped instants of one rule are logged one by one per tick.
+const LOGGED_SKIPS: usize = 3;
 
 /// What one tick did (for tests and logs).
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -231,6 +233,7 @@ impl Scheduler {
         let fires =
             lateness <= GRACE || (rule.catch_up == CatchUp::Once && lateness <= rule.max_lateness);
         let name = format!("{}/{}", project.name, rule.name);
+        let mut skipped_here = 0usize;
         for &i in &instants {
             let late = humanize((now - i).to_std().unwrap_or(Duration::ZERO));
             let skip_reason = if fires && i == latest {
@@ -261,11 +264,19 @@ impl Scheduler {
                     report.fired.push((name.clone(), i));
                 }
                 (Some(_), Some(why)) => {
-                    tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, instant = %i, reason = %why, "timed rule skipped");
+                    // A frequent rule (every second) after downtime misses thousands: the
+                    // first few are logged one by one, the rest in one line below.
+                    if skipped_here < LOGGED_SKIPS {
+                        tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, instant = %i, reason = %why, "timed rule skipped");
+                    }
+                    skipped_here += 1;
                     report.skipped.push((name.clone(), i, why));
                 }
                 (None, _) => {} // that instant was claimed before: never twice
             }
+        }
+        if skipped_here > LOGGED_SKIPS {
+            tracing::warn!(user = %project.user, project = %project.name, rule = %rule.name, skipped = skipped_here, "timed rule skipped {} more missed instants (each recorded)", skipped_here - LOGGED_SKIPS);
         }
         Ok(())
     }

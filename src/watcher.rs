@@ -247,12 +247,30 @@ impl Reloader {
         }
     }
 
-    /// After a new set went live (and at start): pending `schedule()` calls that name a rule
-    /// it no longer has fail at their due time. Says so now, per user (log and audit), with
-    /// when the first is due, so that the rule can be renamed back in time.
-    pub async fn warn_orphan_calls(&self) {
-        let set = self.registry.snapshot();
-        let Ok(pending) = self.store.call(|s| s.pending_calls_by_rule()).await else {
+    /// After a new set went live: pending `schedule()` calls that name a rule it no longer
+    /// has fail at their due time. Says so now (see [`orphan_calls`]).
+    async fn warn_orphan_calls(&self) {
+        let zones = self
+            .served
+            .iter()
+            .map(|(id, u)| (id.to_string(), u.timezone))
+            .collect();
+        orphan_calls(self.store.clone(), self.registry.clone(), zones).await;
+    }
+}
+
+/// Pending `schedule()` calls that name a rule the live set does not have fail at their due
+/// time. Says so now, per user (log and audit), with when the first is due (in the user's
+/// timezone, from `zones`), so that the rule can be renamed back in time. Run after a reload
+/// goes live, and at start (for rules renamed while the gate was down).
+pub async fn orphan_calls(
+    store: Store,
+    registry: RuleRegistry,
+    zones: BTreeMap<String, chrono_tz::Tz>,
+) {
+    {
+        let set = registry.snapshot();
+        let Ok(pending) = store.call(|s| s.pending_calls_by_rule()).await else {
             return;
         };
         let mut by_user: BTreeMap<String, Vec<(String, i64, i64)>> = BTreeMap::new();
@@ -270,11 +288,7 @@ impl Reloader {
             }
         }
         for (user, rules) in by_user {
-            let tz = self
-                .served
-                .iter()
-                .find(|(id, _)| id.as_str() == user)
-                .map_or(chrono_tz::UTC, |(_, u)| u.timezone);
+            let tz = zones.get(&user).copied().unwrap_or(chrono_tz::UTC);
             let calls: i64 = rules.iter().map(|(_, n, _)| n).sum();
             let first = rules.iter().map(|(_, _, f)| *f).min().unwrap_or_default();
             let first = chrono::DateTime::from_timestamp_millis(first)
@@ -287,11 +301,10 @@ impl Reloader {
             let names: Vec<String> = rules.iter().map(|(r, n, _)| format!("{r} ({n})")).collect();
             tracing::warn!(
                 user = %user,
-                "{calls} pending schedule() call(s) name rules the reloaded rules no longer have: {}; the first is due {first}. They fail at their due time unless the rule is back by then (rename it back)",
+                "{calls} pending schedule() call(s) name rules the live rules no longer have: {}; the first is due {first}. They fail at their due time unless the rule is back by then (rename it back)",
                 names.join(", ")
             );
-            let _ = self
-                .store
+            let _ = store
                 .call(move |s| s.audit_orphan_calls(&user, &rules))
                 .await;
         }
