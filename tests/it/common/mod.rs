@@ -80,6 +80,16 @@ impl TestGate {
 
     /// As [`TestGate::start_with`], with `scripts` as gate.yaml's `scripts:` section.
     pub async fn start_opts(rules: &[(&str, &str)], scripts: &str) -> TestGate {
+        Self::start_clocked(rules, scripts, None).await
+    }
+
+    /// As [`TestGate::start_opts`]; with a manual `clock`, the gate never runs its scheduler
+    /// loop (not even before the first tick).
+    async fn start_clocked(
+        rules: &[(&str, &str)],
+        scripts: &str,
+        clock: Option<Arc<ManualClock>>,
+    ) -> TestGate {
         let dir = tempfile::tempdir().expect("temp dir");
         let fake = Simulator::new();
         for u in [OLGA, AZARYA] {
@@ -91,7 +101,7 @@ impl TestGate {
         tokio::spawn(fake.clone().serve(listener, fake_cancel.clone()));
         write_home_with(dir.path(), &fake_url, rules, scripts);
         let mut tg = TestGate {
-            clock: None,
+            clock,
             dir,
             fake,
             fake_cancel,
@@ -130,10 +140,8 @@ impl TestGate {
     /// As [`TestGate::start_with`], with the scheduler driven by hand (no loop, no real clock:
     /// the gate's clock starts now and moves with [`TestGate::tick`]).
     pub async fn start_manual_time(rules: &[(&str, &str)]) -> TestGate {
-        let mut tg = Self::start_opts(rules, DEFAULT_SCRIPTS).await;
-        tg.clock = Some(Arc::new(ManualClock::new(chrono::Utc::now())));
-        tg.restart().await;
-        tg
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        Self::start_clocked(rules, DEFAULT_SCRIPTS, Some(clock)).await
     }
 
     /// Manual time: sets the gate's clock to `t` and runs one scheduler tick at `t`.
