@@ -210,6 +210,9 @@ impl Sender {
             if cancel.is_cancelled() {
                 break;
             }
+            // A recipient as every row keys it: `+33 6 12…` and `33612…` are one contact, one
+            // lane and one pacing, whichever way each send wrote the number.
+            let recipient = crate::domain::window::contact_key(&recipient);
             let key = (user.clone(), recipient.clone());
             if lock(busy).contains(&key) {
                 left = true;
@@ -355,7 +358,7 @@ impl Sender {
         for _ in 0..10_000 {
             let taken = lock(limiter).take(
                 &u.config.phone_number_id,
-                &row.recipient,
+                &crate::domain::window::contact_key(&row.recipient),
                 &rates,
                 tokio::time::Instant::now(),
             );

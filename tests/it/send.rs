@@ -334,3 +334,45 @@ async fn messages_held_by_pacing_reach_each_contact_in_queue_order() {
     }
     tg.shutdown().await;
 }
+
+/// A contact's number written two ways (`+33 6 10 …` and `33610…`) is one contact to pacing:
+/// with one message a second allowed, the second waits for the first's second.
+#[tokio::test]
+async fn pacing_knows_a_number_written_two_ways_as_one_contact() {
+    let mut tg = TestGate::start_with(&[
+        (
+            "olga/two/project.yaml",
+            "rules:\n  - name: two\n    on: message\n    script: two.rhai\n",
+        ),
+        (
+            "olga/two/two.rhai",
+            "send(\"+33 6 10 00 00 09\", \"first\");\nsend(\"33610000009\", \"second\");\n",
+        ),
+    ])
+    .await;
+    let olga = tg.dir.path().join("users/olga.yaml");
+    let text = std::fs::read_to_string(&olga).unwrap();
+    std::fs::write(
+        &olga,
+        text.replace(
+            "recipient_burst: 1000",
+            "recipient_burst: 1\nrecipient_every: 1s",
+        ),
+    )
+    .unwrap();
+    tg.restart().await;
+    let body = text_webhook(OLGA, "33610000009", "P", "wamid.TWOWAYS", "go");
+    assert_eq!(tg.post_signed(OLGA, &body).await.status(), 200);
+    let reqs = tg.fake.wait_for(2, Duration::from_secs(20)).await;
+    let texts: Vec<&str> = reqs
+        .iter()
+        .map(|r| r.body["text"]["body"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(texts, ["first", "second"]);
+    let gap = reqs[1].at - reqs[0].at;
+    assert!(
+        gap >= Duration::from_millis(900),
+        "the second went {gap:?} after the first"
+    );
+    tg.shutdown().await;
+}
