@@ -91,15 +91,7 @@ fn creds_set_encrypts_and_prints_no_secret() {
     add_user(dir.path(), "olga", "111");
     let f = dir.path().join("c.json");
     std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue"}"#).unwrap();
-    let out = wagate(&[
-        "--config",
-        &cfg,
-        "creds",
-        "set",
-        "olga",
-        "--from-file",
-        f.to_str().unwrap(),
-    ]);
+    let out = creds_set(&cfg, "olga", &f);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
     for s in ["EAAsupersecret", "appsecretvalue", "verifyvalue"] {
@@ -115,15 +107,7 @@ fn creds_set_encrypts_and_prints_no_secret() {
     );
     // Bad JSON: a clear error that names the field, not the value.
     std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"x"}"#).unwrap();
-    let out = wagate(&[
-        "--config",
-        &cfg,
-        "creds",
-        "set",
-        "olga",
-        "--from-file",
-        f.to_str().unwrap(),
-    ]);
+    let out = creds_set(&cfg, "olga", &f);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(
@@ -131,15 +115,7 @@ fn creds_set_encrypts_and_prints_no_secret() {
         "{err}"
     );
     assert!(!err.contains("EAAsupersecret"));
-    let out = wagate(&[
-        "--config",
-        &cfg,
-        "creds",
-        "set",
-        "nobody",
-        "--from-file",
-        f.to_str().unwrap(),
-    ]);
+    let out = creds_set(&cfg, "nobody", &f);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("no user `nobody`"));
 }
@@ -150,18 +126,7 @@ fn creds_set_refuses_an_expiry_in_milliseconds_and_writes_nothing() {
     add_user(dir.path(), "olga", "111");
     let f = dir.path().join("c.json");
     std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue","token_expires_at":1900000000000}"#).unwrap();
-    let set = |f: &Path| {
-        wagate(&[
-            "--config",
-            &cfg,
-            "creds",
-            "set",
-            "olga",
-            "--from-file",
-            f.to_str().unwrap(),
-        ])
-    };
-    let out = set(&f);
+    let out = creds_set(&cfg, "olga", &f);
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         text(&out.stderr),
@@ -171,7 +136,7 @@ fn creds_set_refuses_an_expiry_in_milliseconds_and_writes_nothing() {
     assert!(!dir.path().join("credentials/olga.age").exists());
     // In seconds it is saved, and `check` reads it back.
     std::fs::write(&f, r#"{"access_token":"EAAsupersecret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue","token_expires_at":1900000000}"#).unwrap();
-    let out = set(&f);
+    let out = creds_set(&cfg, "olga", &f);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let check = wagate(&["--config", &cfg, "check"]);
     assert!(check.status.success(), "{}", text(&check.stderr));
@@ -186,15 +151,7 @@ fn creds_set_removes_the_spaces_around_a_pasted_value_and_says_so() {
     add_user(dir.path(), "olga", "111");
     let f = dir.path().join("c.json");
     std::fs::write(&f, "{\"access_token\":\" EAAsupersecret\\n\",\"app_secret\":\"appsecretvalue \",\"webhook_verify_token\":\"verifyvalue\"}").unwrap();
-    let out = wagate(&[
-        "--config",
-        &cfg,
-        "creds",
-        "set",
-        "olga",
-        "--from-file",
-        f.to_str().unwrap(),
-    ]);
+    let out = creds_set(&cfg, "olga", &f);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
         text(&out.stderr),
@@ -208,15 +165,7 @@ fn creds_set_removes_the_spaces_around_a_pasted_value_and_says_so() {
     assert_eq!(creds.app_secret.expose(), "appsecretvalue");
     // A space inside a token is refused, naming the field and not the value.
     std::fs::write(&f, r#"{"access_token":"EAAsuper secret","app_secret":"appsecretvalue","webhook_verify_token":"verifyvalue"}"#).unwrap();
-    let out = wagate(&[
-        "--config",
-        &cfg,
-        "creds",
-        "set",
-        "olga",
-        "--from-file",
-        f.to_str().unwrap(),
-    ]);
+    let out = creds_set(&cfg, "olga", &f);
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.contains("field `access_token` has a space"), "{err}");
@@ -529,4 +478,17 @@ error: unknown timezone `Mars/Olympus`: use an IANA name such as Europe/Paris
         "{}",
         text(&out.stderr)
     );
+}
+
+/// `wagate --config CFG creds set USER --from-file F`.
+fn creds_set(cfg: &str, user: &str, f: &Path) -> std::process::Output {
+    wagate(&[
+        "--config",
+        cfg,
+        "creds",
+        "set",
+        user,
+        "--from-file",
+        f.to_str().unwrap(),
+    ])
 }
